@@ -1,0 +1,60 @@
+//! Typed errors. Each names the rule that was broken and what to try.
+
+use crate::arch::{ArchError, Pool};
+use crate::target::CpuId;
+use crate::BpId;
+
+/// An error from the layer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The arch cannot do what was asked.
+    #[error(transparent)]
+    Arch(#[from] ArchError),
+    /// Booking failed: a CPU has no room.
+    #[error("no free {pool:?} slot on CPU {}: {held} of {total} are booked ({cpu_bound} CPU-bound, {task_max} by the busiest task); unregister or disable (with reserve-on-enable) a breakpoint there, or target one task instead of the whole CPU", cpu.0)]
+    NoSlot {
+        /// The pool that is full.
+        pool: Pool,
+        /// The first CPU that had no room.
+        cpu: CpuId,
+        /// Slots booked there before the request.
+        held: usize,
+        /// Slots the pool has.
+        total: usize,
+        /// Of `held`, weight of CPU-bound breakpoints.
+        cpu_bound: usize,
+        /// Of `held`, the heaviest single task's weight.
+        task_max: usize,
+    },
+    /// The arch has no slots of that kind at all.
+    #[error("this CPU has no {pool:?} breakpoint registers")]
+    NoSuchPool {
+        /// The pool asked for.
+        pool: Pool,
+    },
+    /// The id is not (or no longer) registered.
+    #[error("breakpoint {} is not registered (already unregistered?)", .0 .0)]
+    UnknownBreakpoint(BpId),
+    /// The CPU does not exist.
+    #[error("CPU {} does not exist (the machine has {possible} possible CPUs)", cpu.0)]
+    NoSuchCpu {
+        /// The CPU asked for.
+        cpu: CpuId,
+        /// How many there are.
+        possible: usize,
+    },
+    /// The CPU exists but is offline.
+    #[error("CPU {} is offline; bring it online or target all CPUs (wide breakpoints follow CPUs as they come online)", .0 .0)]
+    CpuOffline(CpuId),
+    /// The change of target is not allowed by modify.
+    #[error("modify cannot change a breakpoint's kind from {from:?} to {to:?}; unregister and register a new one")]
+    KindChange {
+        /// Pool before.
+        from: Pool,
+        /// Pool requested.
+        to: Pool,
+    },
+    /// The debugger path found the books locked; it never waits.
+    #[error("the breakpoint books are locked by another CPU; try again (the debugger path never waits)")]
+    Busy,
+}

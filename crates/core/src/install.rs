@@ -1,0 +1,1 @@
+//! Which breakpoint sits in which register of which CPU; context switch (owner: the layer work).

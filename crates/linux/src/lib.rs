@@ -1,0 +1,1 @@
+//! hwbreak-linux (owner: the linux work).

@@ -1,0 +1,1 @@
+//! hwbreak-sim (owner: the simulator work).
