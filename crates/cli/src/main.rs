@@ -1,2 +1,3 @@
+mod recfile;
 mod spec;
 fn main() {}
