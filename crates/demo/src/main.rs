@@ -134,7 +134,9 @@ fn parse_args() -> Result<Opts, String> {
             "--late-after-ms" => &mut o.late_after_ms,
             "--early" | "--late" => {
                 let v = args.next().ok_or(format!("{a} needs a number"))?;
-                let n: u32 = v.parse().map_err(|_| format!("{a}: '{v}' is not a number"))?;
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| format!("{a}: '{v}' is not a number"))?;
                 if a == "--early" {
                     o.early = n
                 } else {
@@ -145,7 +147,9 @@ fn parse_args() -> Result<Opts, String> {
             _ => return Err(format!("unknown argument '{a}'")),
         };
         let v = args.next().ok_or(format!("{a} needs a number"))?;
-        *slot = v.parse().map_err(|_| format!("{a}: '{v}' is not a number"))?;
+        *slot = v
+            .parse()
+            .map_err(|_| format!("{a}: '{v}' is not a number"))?;
     }
     Ok(o)
 }
@@ -212,5 +216,8 @@ fn main() {
         h.join().expect("worker panicked");
     }
     let hits = STATE.hits.load(Ordering::Relaxed);
-    println!("done hits={hits} rounds={}", ROUNDS_DONE.load(Ordering::Relaxed));
+    println!(
+        "done hits={hits} rounds={}",
+        ROUNDS_DONE.load(Ordering::Relaxed)
+    );
 }
