@@ -98,9 +98,14 @@ pub trait Symbolize {
 }
 
 /// Symbolizes each distinct address once.
+///
+/// Addresses are looked up *inside* the instruction they belong to: a return
+/// address, and the IP of an x86 data hit (the trap comes after the writing
+/// instruction), point just past it, so the lookup uses `ip - 1` and the
+/// frame then shows the real address. Execute hits are exact.
 pub struct FrameCache<S> {
     inner: S,
-    map: HashMap<u64, Rc<Frame>>,
+    map: HashMap<(u64, bool), Rc<Frame>>,
 }
 
 impl<S: Symbolize> FrameCache<S> {
@@ -112,38 +117,44 @@ impl<S: Symbolize> FrameCache<S> {
         }
     }
 
-    /// Frames for `ips`, symbolizing only the ones not seen before (in one batch).
-    pub fn frames(&mut self, ips: &[u64]) -> Vec<Rc<Frame>> {
-        let missing: Vec<u64> = {
-            let mut m: Vec<u64> = ips
-                .iter()
-                .copied()
-                .filter(|ip| !self.map.contains_key(ip))
-                .collect();
-            m.sort_unstable();
-            m.dedup();
-            m
-        };
+    /// Frames for a stack `[ip, return addresses...]`; `exact_ip` says the
+    /// first address is an instruction start (an execute hit).
+    pub fn stack(&mut self, ips: &[u64], exact_ip: bool) -> Vec<Rc<Frame>> {
+        let key = |i: usize, ip: u64| (ip, i == 0 && exact_ip);
+        let mut missing: Vec<(u64, bool)> = ips
+            .iter()
+            .enumerate()
+            .map(|(i, &ip)| key(i, ip))
+            .filter(|k| !self.map.contains_key(k))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
         if !missing.is_empty() {
-            let got = self.inner.symbolize(&missing);
-            for (i, ip) in missing.iter().enumerate() {
-                let f = got.get(i).cloned().unwrap_or_else(|| Frame::unknown(*ip));
-                self.map.insert(*ip, Rc::new(f));
+            let lookups: Vec<u64> = missing
+                .iter()
+                .map(|&(ip, exact)| if exact { ip } else { ip.saturating_sub(1) })
+                .collect();
+            let got = self.inner.symbolize(&lookups);
+            for (i, &(ip, exact)) in missing.iter().enumerate() {
+                let mut f = got.get(i).cloned().unwrap_or_else(|| Frame::unknown(ip));
+                let delta = ip - lookups[i];
+                f.ip = ip;
+                if !exact {
+                    f.offset = f.offset.map(|o| o + delta);
+                    f.module_offset = f.module_offset.map(|o| o + delta);
+                }
+                self.map.insert((ip, exact), Rc::new(f));
             }
         }
         ips.iter()
-            .map(|ip| {
+            .enumerate()
+            .map(|(i, &ip)| {
                 self.map
-                    .get(ip)
+                    .get(&key(i, ip))
                     .cloned()
-                    .unwrap_or_else(|| Rc::new(Frame::unknown(*ip)))
+                    .unwrap_or_else(|| Rc::new(Frame::unknown(ip)))
             })
             .collect()
-    }
-
-    /// How many distinct addresses were symbolized.
-    pub fn distinct(&self) -> usize {
-        self.map.len()
     }
 }
 
@@ -180,10 +191,20 @@ mod tests {
     #[test]
     fn each_distinct_ip_is_symbolized_once() {
         let mut c = FrameCache::new(Counting(0));
-        c.frames(&[1, 2, 1]);
-        c.frames(&[2, 3]);
+        c.stack(&[11, 12, 11], false);
+        c.stack(&[12, 13], false);
         assert_eq!(c.inner.0, 3);
-        assert_eq!(c.frames(&[3])[0].text(), "f3+0x4 (c/main.rs:7)");
+        // 13 was looked up as 12, shown as 13 with the offset moved by one.
+        assert_eq!(c.stack(&[13], false)[0].text(), "f12+0x5 (c/main.rs:7)");
+    }
+
+    #[test]
+    fn execute_hit_ip_is_looked_up_exactly() {
+        let mut c = FrameCache::new(Counting(0));
+        let f = c.stack(&[20, 30], true);
+        assert_eq!(f[0].function.as_deref(), Some("f20"));
+        assert_eq!(f[1].function.as_deref(), Some("f29"));
+        assert_eq!(f[1].ip, 30);
     }
 
     #[test]

@@ -87,6 +87,11 @@ impl Agg {
             .collect()
     }
 
+    /// Whether hits of watch `w` report the exact instruction (execute watches).
+    pub fn exact(&self, w: usize) -> bool {
+        self.watches.get(w).is_some_and(|w| w.access == "x")
+    }
+
     /// Distinct stacks seen.
     pub fn distinct_stacks(&self) -> usize {
         self.stacks.len()
@@ -170,7 +175,7 @@ impl SummaryView<'_> {
                     .map(|w| w.name.clone())
                     .unwrap_or_default(),
                 hits: c,
-                frames: sym.frames(ips).iter().map(|f| (**f).clone()).collect(),
+                frames: sym.stack(ips, self.agg.exact(w)).iter().map(|f| (**f).clone()).collect(),
             })
             .collect();
         SummaryJson {
@@ -243,7 +248,7 @@ impl SummaryView<'_> {
             for (w, ips, c) in top {
                 let name = a.watches.get(w).map(|w| w.name.as_str()).unwrap_or("?");
                 writeln!(out, "  {c:>8} × {name}")?;
-                for f in sym.frames(ips) {
+                for f in sym.stack(ips, a.exact(w)) {
                     writeln!(out, "             {}", f.text())?;
                 }
             }
