@@ -85,7 +85,9 @@ pub enum Error {
     Invalid(String),
 
     /// The kernel lacks a feature this request needs.
-    #[error("{feature} is not supported by this kernel ({errno_name}); it needs Linux {since} or later")]
+    #[error(
+        "{feature} is not supported by this kernel ({errno_name}); it needs Linux {since} or later"
+    )]
     Unsupported {
         /// The feature.
         feature: &'static str,

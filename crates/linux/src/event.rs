@@ -295,9 +295,7 @@ impl Event {
     /// (same CPU, or same task for per-task rings).
     pub fn set_output(&self, target: &Event) -> io::Result<()> {
         // SAFETY: both fds are our own open perf events.
-        Self::check(unsafe {
-            sys::ioctls::SET_OUTPUT(self.fd.as_raw_fd(), target.fd.as_raw_fd())
-        })
+        Self::check(unsafe { sys::ioctls::SET_OUTPUT(self.fd.as_raw_fd(), target.fd.as_raw_fd()) })
     }
 
     /// `PERF_EVENT_IOC_ID`: the kernel id that samples carry in `PERF_SAMPLE_ID`.

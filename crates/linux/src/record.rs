@@ -236,7 +236,7 @@ impl<'a> Cursor<'a> {
 pub fn parse<'a>(layout: &SampleLayout, words: &'a [u64]) -> Option<Record<'a>> {
     let hdr = Header::from_word(*words.first()?);
     let n = hdr.size as usize;
-    if n < 8 || n % 8 != 0 || n / 8 > words.len() {
+    if n < 8 || !n.is_multiple_of(8) || n / 8 > words.len() {
         return None;
     }
     let body = &words[1..n / 8];
@@ -369,7 +369,10 @@ mod tests {
         let Some(Record::Sample(s)) = parse(&l, &w) else {
             panic!("not a sample")
         };
-        assert_eq!((s.ip, s.pid, s.tid, s.time, s.addr, s.id), (0x401000, 5, 7, 99, 0x601040, 42));
+        assert_eq!(
+            (s.ip, s.pid, s.tid, s.time, s.addr, s.id),
+            (0x401000, 5, 7, 99, 0x601040, 42)
+        );
         assert_eq!(s.user_callchain(), &[0x401000, 0x400500]);
         assert!(std::ptr::eq(s.callchain.as_ptr(), &w[7]));
     }
@@ -388,25 +391,38 @@ mod tests {
 
     #[test]
     fn lost_fork_comm_parse() {
-        let l = SampleLayout::new(
-            (b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME) as u64,
-            true,
-            0,
-        )
-        .unwrap();
+        let l =
+            SampleLayout::new((b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME) as u64, true, 0).unwrap();
         assert_eq!(l.trailer_words(), 2);
         let w = [hdr(b::PERF_RECORD_LOST, 5), 9, 17, 0, 0];
         assert_eq!(parse(&l, &w), Some(Record::Lost { id: 9, lost: 17 }));
-        let w = [hdr(b::PERF_RECORD_FORK, 6), (1u64 << 32) | 2, (3u64 << 32) | 4, 5, 0, 0];
+        let w = [
+            hdr(b::PERF_RECORD_FORK, 6),
+            (1u64 << 32) | 2,
+            (3u64 << 32) | 4,
+            5,
+            0,
+            0,
+        ];
         assert_eq!(
             parse(&l, &w),
-            Some(Record::Fork(TaskEvent { pid: 2, ppid: 1, tid: 4, ptid: 3, time: 5 }))
+            Some(Record::Fork(TaskEvent {
+                pid: 2,
+                ppid: 1,
+                tid: 4,
+                ptid: 3,
+                time: 5
+            }))
         );
         let name = u64::from_le_bytes(*b"worker\0\0");
         let w = [hdr(b::PERF_RECORD_COMM, 5), (2u64 << 32) | 2, name, 0, 0];
         assert_eq!(
             parse(&l, &w),
-            Some(Record::Comm { pid: 2, tid: 2, name: b"worker" })
+            Some(Record::Comm {
+                pid: 2,
+                tid: 2,
+                name: b"worker"
+            })
         );
     }
 

@@ -1,0 +1,1 @@
+//! ptrace debug-register backend (TODO: being filled in).

@@ -1,0 +1,1 @@
+//! Synchronous in-process callbacks (TODO: being filled in).
