@@ -172,6 +172,8 @@ pub struct WatcherBuilder {
     no_aslr: bool,
     check_mapped: bool,
     arch: X86_64,
+    /// `sig_data` base for sigtrap watchers (crate-private; see [`crate::sigtrap`]).
+    pub(crate) sig_base: Option<u64>,
 }
 
 /// An open set of watches. Drop closes every event (unregisters every
@@ -220,6 +222,7 @@ impl Watcher {
             no_aslr: true,
             check_mapped: true,
             arch: X86_64::default(),
+            sig_base: None,
         }
     }
 }
@@ -493,6 +496,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         no_aslr,
         check_mapped,
         arch,
+        sig_base,
     } = bld;
     let target = target.ok_or_else(|| Error::Invalid("no target: call .target(...)".into()))?;
     if watches.is_empty() {
@@ -563,6 +567,11 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             if launch && !w.attr.disabled {
                 a = a.enable_on_exec(true);
             }
+            if let Some(base) = sig_base {
+                a = a
+                    .sigtrap(base | i as u64)
+                    .sample_type(b::PERF_SAMPLE_ADDR as u64);
+            }
             a
         })
         .collect();
@@ -600,7 +609,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             ring_events: &ring_events,
             enable: !launch,
             skip_gone: matches!(target, Target::Process(_)),
-            sigtrap: false,
+            sigtrap: sig_base.is_some(),
         };
         let reg =
             |dom: &mut PerfDomain, ms: Vec<Member>| Fanout::register(dom, ms).map_err(|f| f.error);
@@ -989,6 +998,16 @@ impl Watcher {
             .map_err(|e| Error::sys("wait for the launched command", e))?;
         *self.exit.lock().unwrap() = Some(s);
         Ok(s)
+    }
+
+    /// For a launched command: take its stdin (if it was `Stdio::piped()`).
+    pub fn take_child_stdin(&self) -> Option<std::process::ChildStdin> {
+        self.child.lock().unwrap().as_mut()?.stdin.take()
+    }
+
+    /// For a launched command: take its stdout (if it was `Stdio::piped()`).
+    pub fn take_child_stdout(&self) -> Option<std::process::ChildStdout> {
+        self.child.lock().unwrap().as_mut()?.stdout.take()
     }
 
     /// For a launched command: its exit status if it has exited.
