@@ -1,7 +1,7 @@
 /* A process that creates threads all the time, from before the watcher
- * attaches until after: the enumeration race. Threads that start before
- * `go` exit without writing; after `go` each writes N times and creates one
- * grandchild that writes N times. usage: spawner N AFTER_THREADS
+ * attaches until after: the enumeration race. Each thread lingers 2 ms,
+ * so threads alive across the attach write after it: if it then sees `go`
+ * it writes N times and creates one grandchild that writes N times. usage: spawner N AFTER_THREADS
  * prints "addr <hex>" and "ready", waits for a line, then stops after
  * AFTER_THREADS threads saw go, prints "done <writes>", waits for EOF. */
 #include <pthread.h>
@@ -19,6 +19,7 @@ static void write_n(void) { for (int i = 0; i < N; i++) target_var = i; atomic_f
 static void *grandchild(void *a) { (void)a; write_n(); atomic_fetch_sub(&live, 1); return NULL; }
 static void *worker(void *a) {
     (void)a;
+    usleep(2000); /* linger: threads alive across the attach write after it */
     if (atomic_load(&go)) {
         atomic_fetch_add(&saw_go, 1);
         write_n();
