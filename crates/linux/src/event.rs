@@ -116,6 +116,18 @@ impl EventAttr {
         self
     }
 
+    /// Also read how many samples of this event were lost because its ring was
+    /// full (`PERF_FORMAT_LOST`, Linux 6.0), in [`Count::lost`].
+    pub fn read_lost(mut self, yes: bool) -> Self {
+        let bit = sys::bindings::PERF_FORMAT_LOST as u64;
+        if yes {
+            self.0.read_format |= bit;
+        } else {
+            self.0.read_format &= !bit;
+        }
+        self
+    }
+
     /// Open disabled (enable later with [`Event::enable`]).
     pub fn disabled(mut self, yes: bool) -> Self {
         self.0.set_disabled(yes as u64);
@@ -219,6 +231,8 @@ pub struct Count {
     pub time_running: u64,
     /// The event's kernel id.
     pub id: u64,
+    /// Samples lost for a full ring (0 unless opened with [`EventAttr::read_lost`]).
+    pub lost: u64,
 }
 
 /// An open perf event. Owns its fd; Drop closes it, which unregisters the
@@ -226,6 +240,7 @@ pub struct Count {
 #[derive(Debug)]
 pub struct Event {
     fd: OwnedFd,
+    read_format: u64,
 }
 
 impl Event {
@@ -252,6 +267,7 @@ impl Event {
         // SAFETY: the kernel just returned this fd to us; nothing else owns it.
         Ok(Event {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            read_format: attr.0.read_format,
         })
     }
 
@@ -306,24 +322,24 @@ impl Event {
         Ok(id)
     }
 
-    /// Read the counter (see [`Count`]).
+    /// Read the counter (see [`Count`]). The event must have been opened with
+    /// [`READ_FORMAT`] (every [`EventAttr`] is), optionally plus `read_lost`.
     pub fn read_count(&self) -> io::Result<Count> {
-        let mut buf = [0u64; 4];
-        // SAFETY: our own perf fd; `buf` is 32 writable bytes, the size of READ_FORMAT.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                buf.as_mut_ptr().cast(),
-                std::mem::size_of_val(&buf),
-            )
+        let mut buf = [0u64; 5];
+        let want = if self.read_format & sys::bindings::PERF_FORMAT_LOST as u64 != 0 {
+            40
+        } else {
+            32
         };
+        // SAFETY: our own perf fd; `buf` has 40 writable bytes, at least `want`.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        if n as usize != std::mem::size_of_val(&buf) {
+        if n as usize != want {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("perf read returned {n} bytes, expected 32"),
+                format!("perf read returned {n} bytes, expected {want}"),
             ));
         }
         Ok(Count {
@@ -331,6 +347,7 @@ impl Event {
             time_enabled: buf[1],
             time_running: buf[2],
             id: buf[3],
+            lost: buf[4],
         })
     }
 }

@@ -20,7 +20,7 @@
 //! ```
 
 use crate::error::{Error, Result};
-use hwbreak_core::arch::x86_64::{X86_64, NUM_SLOTS};
+use hwbreak_core::arch::x86_64::{NUM_SLOTS, X86_64};
 use hwbreak_core::arch::{Arch, ArchBp, DebugRegs, Pool, RawStatus, Reg};
 use hwbreak_core::attr::BpAttr;
 use std::cell::Cell;
@@ -79,7 +79,9 @@ pub struct PtraceRegs {
 
 impl std::fmt::Debug for PtraceRegs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PtraceRegs").field("tid", &self.tid).finish_non_exhaustive()
+        f.debug_struct("PtraceRegs")
+            .field("tid", &self.tid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -218,7 +220,9 @@ impl PtraceBreakpoints {
     /// DR6 (only enabled slots count), and whether a single step completed.
     pub fn hit_slots(&self) -> Result<(u32, bool)> {
         let dr6 = self.dr6()?;
-        let d = self.arch.decode(&RawStatus::X86 { dr6, ip: 0 }, &self.regs, &|_, _| None);
+        let d = self
+            .arch
+            .decode(&RawStatus::X86 { dr6, ip: 0 }, &self.regs, &|_, _| None);
         if let Some(e) = self.regs.take_error() {
             return Err(ptrace_err(self.regs.tid, "read DR7", e));
         }

@@ -133,7 +133,9 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, uc: *mut lib
     let f = s.f.load(Ordering::SeqCst);
     if !f.is_null() && s.gen.load(Ordering::SeqCst) == gen {
         // SAFETY: `uc` is the ucontext the kernel passed; RIP is at a fixed index.
-        let ip = unsafe { (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as u64 };
+        let ip = unsafe {
+            (*(uc as *const libc::ucontext_t)).uc_mcontext.gregs[libc::REG_RIP as usize] as u64
+        };
         let hit = TrapHit {
             watch_idx,
             addr: si.addr,
@@ -177,7 +179,10 @@ fn install_handler() -> Result<()> {
         libc::sigemptyset(&mut sa.sa_mask);
         let mut old: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(libc::SIGTRAP, &sa, &mut old) != 0 {
-            return Err(Error::sys("install the SIGTRAP handler", std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                "install the SIGTRAP handler",
+                std::io::Error::last_os_error(),
+            ));
         }
         PREV.store(old.sa_sigaction, Ordering::SeqCst);
         PREV_SIGINFO.store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::SeqCst);
@@ -195,7 +200,9 @@ pub struct TrapWatcher {
 
 impl std::fmt::Debug for TrapWatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrapWatcher").field("slot", &self.slot).finish_non_exhaustive()
+        f.debug_struct("TrapWatcher")
+            .field("slot", &self.slot)
+            .finish_non_exhaustive()
     }
 }
 
@@ -211,11 +218,10 @@ impl TrapWatcher {
         match target {
             Target::Process(p) if p == me => {}
             Target::Thread(t) if crate::procfs::threads(me)?.contains(&t) => {}
-            _ => {
-                return Err(Error::Invalid(
-                    "sigtrap callbacks run in this process: target this process or one of its threads".into(),
-                ))
-            }
+            _ => return Err(Error::Invalid(
+                "sigtrap callbacks run in this process: target this process or one of its threads"
+                    .into(),
+            )),
         }
         if watches.len() > 255 {
             return Err(Error::Invalid("too many watches".into()));

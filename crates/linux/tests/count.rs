@@ -47,14 +47,19 @@ fn own_process_counts_threads_started_before_and_after_attach() {
         .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
         .open()
         .unwrap();
-    assert!(matches!(w.attach(), Attach::Rescan { .. }), "own process cannot be frozen");
+    assert!(
+        matches!(w.attach(), Attach::Rescan { .. }),
+        "own process cannot be frozen"
+    );
     start.wait();
     let after: Vec<_> = (0..6)
-        .map(|_| std::thread::spawn(|| {
-            write_n(&X, 200);
-            // A thread created by a thread created after attach.
-            std::thread::spawn(|| write_n(&X, 10)).join().unwrap();
-        }))
+        .map(|_| {
+            std::thread::spawn(|| {
+                write_n(&X, 200);
+                // A thread created by a thread created after attach.
+                std::thread::spawn(|| write_n(&X, 10)).join().unwrap();
+            })
+        })
         .collect();
     write_n(&X, 7);
     for t in before.into_iter().chain(after) {
@@ -88,9 +93,19 @@ fn launched_child_is_watched_from_first_instruction_with_exact_counts() {
     // Learn the address with ASLR off (as the watcher launches it), then launch watched.
     let exe = c_target("writers");
     let mut probe = std::process::Command::new("setarch");
-    probe.args(["-R"]).arg(&exe).args(["1", "0", "0", "0"]).stdin(std::process::Stdio::null());
+    probe
+        .args(["-R"])
+        .arg(&exe)
+        .args(["1", "0", "0", "0"])
+        .stdin(std::process::Stdio::null());
     let out = probe.output().unwrap();
-    let (addr, _) = parse_addr_line(std::str::from_utf8(&out.stdout).unwrap().lines().next().unwrap());
+    let (addr, _) = parse_addr_line(
+        std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    );
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(["500", "2", "3", "4"])
         .stdin(std::process::Stdio::piped())
@@ -111,7 +126,11 @@ fn launched_child_is_watched_from_first_instruction_with_exact_counts() {
     use std::io::{BufRead, Write};
     let mut l = String::new();
     child_io.1.read_line(&mut l).unwrap();
-    assert_eq!(parse_addr_line(&l).0, addr, "ASLR must be off for the launched child");
+    assert_eq!(
+        parse_addr_line(&l).0,
+        addr,
+        "ASLR must be off for the launched child"
+    );
     l.clear();
     child_io.1.read_line(&mut l).unwrap();
     writeln!(child_io.0, "go").unwrap();
@@ -172,7 +191,9 @@ fn thread_storm_counts_exact_and_leaks_no_fds() {
             .open()
             .unwrap();
         for _ in 0..10 {
-            let hs: Vec<_> = (0..30).map(|_| std::thread::spawn(|| write_n(&X, 3))).collect();
+            let hs: Vec<_> = (0..30)
+                .map(|_| std::thread::spawn(|| write_n(&X, 3)))
+                .collect();
             for h in hs {
                 h.join().unwrap();
             }
@@ -202,7 +223,10 @@ fn experiment_rescan_without_freeze_can_double_count() {
         t.go();
         let writes = t.done();
         let c = w.counts().unwrap()[0];
-        eprintln!("round {round}: writes {writes} counted {c} (threads attached directly: {})", w.members());
+        eprintln!(
+            "round {round}: writes {writes} counted {c} (threads attached directly: {})",
+            w.members()
+        );
         t.finish();
     }
 }

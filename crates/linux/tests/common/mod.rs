@@ -17,7 +17,10 @@ pub fn slots() -> MutexGuard<'static, ()> {
 fn build_dir() -> &'static PathBuf {
     static D: OnceLock<PathBuf> = OnceLock::new();
     D.get_or_init(|| {
-        let d = tempfile::Builder::new().prefix("hwbreak-linux-tests").tempdir().unwrap();
+        let d = tempfile::Builder::new()
+            .prefix("hwbreak-linux-tests")
+            .tempdir()
+            .unwrap();
         d.keep()
     })
 }
@@ -66,7 +69,13 @@ impl Target {
         l.clear();
         out.read_line(&mut l).unwrap();
         assert_eq!(l.trim(), "ready");
-        Target { child, stdin, out, addr, pid }
+        Target {
+            child,
+            stdin,
+            out,
+            addr,
+            pid,
+        }
     }
 
     /// Tell it to start writing.
@@ -79,7 +88,11 @@ impl Target {
     pub fn done(&mut self) -> u64 {
         let mut l = String::new();
         self.out.read_line(&mut l).unwrap();
-        l.trim().strip_prefix("done ").unwrap_or_else(|| panic!("bad line {l:?}")).parse().unwrap()
+        l.trim()
+            .strip_prefix("done ")
+            .unwrap_or_else(|| panic!("bad line {l:?}"))
+            .parse()
+            .unwrap()
     }
 
     /// Let it exit and reap it.
