@@ -141,7 +141,10 @@ pub struct PtraceBreakpoints {
 
 fn ptrace_err(tid: i32, what: &str, e: io::Error) -> Error {
     match e.raw_os_error() {
-        Some(libc::ESRCH) => Error::ProcessGone { pid: tid },
+        Some(libc::ESRCH) if !crate::procfs::process_exists(tid) => Error::ProcessGone { pid: tid },
+        Some(libc::ESRCH) => Error::Invalid(format!(
+            "cannot {what} of thread {tid}: it is not ptrace-stopped by this thread; PTRACE_ATTACH or PTRACE_SEIZE it and wait for the stop first"
+        )),
         Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission {
             what: format!("{what} of thread {tid} (it must be ptrace-stopped by this thread)"),
             errno: e.raw_os_error().unwrap_or(0),

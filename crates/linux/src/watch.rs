@@ -383,7 +383,23 @@ pub(crate) fn map_open_error(
 ) -> Error {
     let errno = e.raw_os_error().unwrap_or(0);
     let what = match member {
-        Member::Thread(t) => format!("open a breakpoint on thread {t}"),
+        Member::Thread(t) => {
+            let owner = std::fs::read_to_string(format!("/proc/{t}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("Uid:"))
+                        .and_then(|v| v.split_whitespace().next().map(str::to_string))
+                });
+            // SAFETY: getuid has no preconditions.
+            let me = unsafe { libc::getuid() };
+            match owner {
+                Some(o) if o != me.to_string() => format!(
+                    "open a breakpoint on thread {t}, which belongs to uid {o} (you are uid {me})"
+                ),
+                _ => format!("open a breakpoint on thread {t}"),
+            }
+        }
         Member::Cpu(c) => format!("open a CPU-wide breakpoint on CPU {c}"),
     };
     match errno {
