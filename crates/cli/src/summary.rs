@@ -160,6 +160,8 @@ pub struct SummaryView<'a> {
     pub target_exit: Option<String>,
 }
 
+type Frames = Vec<std::rc::Rc<crate::frames::Frame>>;
+
 /// A writer stack as shown: frames up to the thread's entry, and its hits.
 pub struct ShownStack {
     /// Watch index.
@@ -177,8 +179,7 @@ impl SummaryView<'_> {
     /// frequent are considered.
     pub fn shown_stacks<S: Symbolize>(&self, sym: &mut FrameCache<S>) -> Vec<ShownStack> {
         let all = self.agg.top_stacks(10_000);
-        let mut merged: HashMap<(usize, Vec<u64>), (Vec<std::rc::Rc<crate::frames::Frame>>, u64)> =
-            HashMap::new();
+        let mut merged: HashMap<(usize, Vec<u64>), (Frames, u64)> = HashMap::new();
         for (w, ips, c) in all {
             let mut frames = sym.stack(ips, self.agg.exact(w));
             if let Some(cut) = frames
@@ -214,22 +215,17 @@ impl SummaryView<'_> {
     /// Build the JSON object (symbolizing only the shown stacks' addresses).
     pub fn json<S: Symbolize>(&self, sym: &mut FrameCache<S>) -> SummaryJson<'_> {
         let top_stacks = self
-            .agg
-            .top_stacks(self.top)
+            .shown_stacks(sym)
             .into_iter()
-            .map(|(w, ips, c)| StackJson {
+            .map(|st| StackJson {
                 watch: self
                     .agg
                     .watches
-                    .get(w)
+                    .get(st.watch)
                     .map(|w| w.name.clone())
                     .unwrap_or_default(),
-                hits: c,
-                frames: sym
-                    .stack(ips, self.agg.exact(w))
-                    .iter()
-                    .map(|f| (**f).clone())
-                    .collect(),
+                hits: st.hits,
+                frames: st.frames.iter().map(|f| (**f).clone()).collect(),
             })
             .collect();
         SummaryJson {
