@@ -719,16 +719,13 @@ fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<(), CliError> {
 }
 
 impl HitSink<'_> {
-    /// Drain the rings. With `--values`, the hits of one drain are handled
-    /// together: the watched bytes are read once per watch after the drain,
-    /// so the last hit of a watch shows `old → new`, and earlier hits of the
-    /// same drain show `…` where the value was never seen (the program does
-    /// not stop, so intermediate values are gone by the time we look).
+    /// Drain the rings. Hits are handled a drain at a time, in time order
+    /// across CPUs (each CPU has its own ring). With `--values`, the watched
+    /// bytes are read once per watch after the drain, so the last hit of a
+    /// watch shows `old → new`, and earlier hits of the same drain show `…`
+    /// where the value was never seen (the program does not stop, so
+    /// intermediate values are gone by the time we look).
     fn drain(&mut self, w: &Watcher) {
-        if !self.values {
-            w.drain(|h| self.on_hit(h, None, None));
-            return;
-        }
         let mut batch = std::mem::take(&mut self.batch);
         let mut arena = std::mem::take(&mut self.arena);
         batch.clear();
@@ -738,6 +735,19 @@ impl HitSink<'_> {
             arena.extend_from_slice(h.callchain);
             batch.push((*h_owned(h), a, arena.len()));
         });
+        batch.sort_by_key(|(h, _, _)| h.time);
+        if !self.values {
+            for (h, a, b) in &batch {
+                let hit = WatchHit {
+                    callchain: &arena[*a..*b],
+                    ..*h
+                };
+                self.on_hit(&hit, None, None);
+            }
+            self.batch = batch;
+            self.arena = arena;
+            return;
+        }
         let n = self.s.plan.watches.len();
         let mut last = vec![usize::MAX; n];
         for (i, (h, _, _)) in batch.iter().enumerate() {
