@@ -79,7 +79,7 @@ int main(int argc, char **argv)
 	attr.bp_type = HW_BREAKPOINT_W;
 	attr.bp_addr = addr;
 	attr.bp_len = len;
-	attr.sample_period = 1;
+	attr.sample_period = 0; /* counting mode: no overflow, no sample, like perf stat */
 	attr.disabled = 1;
 	attr.enable_on_exec = 1;
 	attr.inherit = 1;
