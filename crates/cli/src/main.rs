@@ -2,6 +2,7 @@
 //! the program. Thin glue over `hwbreak-linux` (perf events, symbols): this
 //! crate parses SPECs, drives a watch session, and prints.
 
+mod bench;
 mod cli;
 mod error;
 mod frames;
@@ -21,6 +22,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
         Cmd::Report(a) => report::run(&a),
         Cmd::Slots(a) => slots::run(&a),
+        Cmd::Bench(a) => bench::run(a).map_err(|e| CliError::new(format!("{e:#}"))),
         Cmd::Watch(_) | Cmd::Stat(_) | Cmd::Record(_) => Err(CliError::new("not built yet")),
     }
 }
