@@ -53,6 +53,7 @@
 //! `Target::Cpu` bookings touch only per-CPU arrays preallocated in
 //! [`Slots::new`], so they never allocate: the debugger path books through
 //! them under a try-lock.
+use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -76,15 +77,26 @@ struct TaskBooks {
     /// Weight of its [`Target::TaskOnCpu`] breakpoints, per CPU.
     // Invariant: no entry is `[0, 0]` (removed when it drops to zero), so
     // books that were returned compare equal to books never touched.
-    on: BTreeMap<CpuId, [u32; 2]>,
+    // Boxed, and None while empty, so the hash-map entry of the common task
+    // (CPU-independent breakpoints only) stays 24 bytes: fewer cache and TLB
+    // misses when 100k tasks' entries are spread over memory.
+    #[allow(clippy::box_collection)] // deliberate: 8 bytes inline, not 24
+    pinned: Option<Box<BTreeMap<CpuId, [u32; 2]>>>,
 }
 
 impl TaskBooks {
     fn on(&self, cpu: CpuId, p: usize) -> u32 {
-        self.on.get(&cpu).map_or(0, |w| w[p])
+        self.pinned
+            .as_ref()
+            .and_then(|m| m.get(&cpu))
+            .map_or(0, |w| w[p])
     }
     fn is_empty(&self) -> bool {
-        self.all == [0, 0] && self.on.is_empty()
+        self.all == [0, 0] && self.pinned.is_none()
+    }
+    /// The CPUs with `TaskOnCpu` weight, in CPU order, with their weights.
+    fn pinned(&self) -> impl Iterator<Item = (&CpuId, &[u32; 2])> {
+        self.pinned.iter().flat_map(|m| m.iter())
     }
 }
 
@@ -451,19 +463,21 @@ impl Slots {
             let mut excl = vec![0; b.tsk_excl.len()];
             let mut here = vec![0; b.tsk_here.len()];
             for tb in self.tasks.values() {
-                if tb.is_empty() || tb.on.values().any(|w| *w == [0, 0]) {
+                if tb.is_empty()
+                    || tb.pinned().any(|(_, w)| *w == [0, 0])
+                    || tb.pinned.as_ref().is_some_and(|m| m.is_empty())
+                {
                     return Err("an empty task entry was kept");
                 }
                 if tb
-                    .on
-                    .values()
-                    .any(|on| (tb.all[p] + on[p]) as usize > b.slots)
+                    .pinned()
+                    .any(|(_, on)| (tb.all[p] + on[p]) as usize > b.slots)
                     || tb.all[p] as usize > b.slots
                 {
                     return Err("a task holds more than the slot count");
                 }
                 hist_move(&mut all, 0, tb.all[p]);
-                for (c, on) in &tb.on {
+                for (c, on) in tb.pinned() {
                     if on[p] > 0 {
                         let r = b.row(c.idx());
                         hist_move(&mut excl[r.clone()], 0, tb.all[p]);
@@ -499,7 +513,7 @@ impl Slots {
 /// A task that holds nothing (for tasks not in the map).
 const EMPTY_TASK: TaskBooks = TaskBooks {
     all: [0, 0],
-    on: BTreeMap::new(),
+    pinned: None,
 };
 
 /// Does `weight` more fit for `target` in pool books `b`? `tb` is the task's
@@ -555,7 +569,7 @@ fn fit(
             // the exact max over all CPUs (a CPU in both sets is only worse
             // in the second).
             let mut worst = hist_max(&b.cpu_pinned_hist) + all;
-            for (c, on) in &tb.on {
+            for (c, on) in tb.pinned() {
                 worst = worst.max(b.cpu_pinned[c.idx()] + all + on[p]);
             }
             if !fits(worst) {
@@ -589,7 +603,7 @@ fn add_task_all(b: &mut PoolBooks, p: usize, books: &mut TaskBooks, delta: i64) 
     // Invariant: for each CPU c where the task has TaskOnCpu weight,
     // tsk_excl[c] holds all(t) and tsk_here[c] holds all(t) + on(t, c);
     // only those CPUs change (O(|CPUs the task is pinned on|), usually 0).
-    for (c, on) in &books.on {
+    for (c, on) in books.pinned() {
         if on[p] > 0 {
             let r = b.row(c.idx());
             hist_move(&mut b.tsk_excl[r.clone()], old, new);
@@ -602,7 +616,8 @@ fn add_task_all(b: &mut PoolBooks, p: usize, books: &mut TaskBooks, delta: i64) 
 /// Add `delta` to task `books`' weight on CPU `c` in pool `p`.
 fn add_task_on(b: &mut PoolBooks, p: usize, books: &mut TaskBooks, c: CpuId, delta: i64) {
     let all = books.all[p];
-    let entry = books.on.entry(c).or_insert([0, 0]);
+    let map = books.pinned.get_or_insert_with(Default::default);
+    let entry = map.entry(c).or_insert([0, 0]);
     let old = entry[p];
     let new = (old as i64 + delta) as u32;
     let r = b.row(c.idx());
@@ -619,6 +634,9 @@ fn add_task_on(b: &mut PoolBooks, p: usize, books: &mut TaskBooks, c: CpuId, del
     entry[p] = new;
     // Invariant: no `[0, 0]` entries (see TaskBooks::on).
     if *entry == [0, 0] {
-        books.on.remove(&c);
+        map.remove(&c);
+        if map.is_empty() {
+            books.pinned = None;
+        }
     }
 }
