@@ -1,1 +1,3 @@
-//! hwbreak-linux (owner: the linux work).
+//! hwbreak-linux: hardware breakpoints on Linux processes (owner: the linux work).
+
+pub mod symbols;
