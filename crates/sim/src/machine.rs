@@ -85,10 +85,6 @@ impl SimMachine {
         self.cpus.get(cpu.idx())
     }
 
-    pub(crate) fn cpu_mut(&mut self, cpu: CpuId) -> &mut SimCpu {
-        &mut self.cpus[cpu.idx()]
-    }
-
     /// Online CPUs, ascending.
     pub fn online_cpus(&self) -> impl Iterator<Item = CpuId> + '_ {
         self.cpus
