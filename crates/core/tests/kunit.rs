@@ -1,7 +1,8 @@
 //! Slot booking tests: the Linux KUnit suite `kernel/events/hw_breakpoint_test.c`
 //! ported case by case (`kunit_test_*`), every error path, exact restore on
 //! release, allocation-freedom of CPU-bound booking, and a property test
-//! against a naive model.
+//! against a naive model. Also the one test that needs a counting allocator
+//! for `core::events` (push and drain never allocate after `new`).
 
 use hwbreak_core::arch::Pool;
 use hwbreak_core::slots::Slots;
@@ -847,4 +848,35 @@ mod prop {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Events: after `new`, push and drain never allocate (dispatch pushes from
+// exception context).
+
+#[test]
+fn events_push_overflow_and_drain_never_allocate_after_new() {
+    use hwbreak_core::events::{Events, Record};
+    let ev = Events::new(4, 8);
+    let rec = |n: u64| Record::Branch {
+        cpu: CpuId(1),
+        from: n,
+        to: n + 4,
+        time: n,
+    };
+    let (n, delivered) = allocations_in(|| {
+        let mut delivered = 0;
+        for i in 0..100 {
+            // Overflows CPU 1 (capacity 8), so the Lost path runs too.
+            ev.push(CpuId(1), rec(i));
+            ev.push(CpuId(9), rec(i)); // no such CPU: counted
+            if i % 30 == 0 {
+                delivered += ev.drain(CpuId(1), &mut |_| {});
+            }
+        }
+        delivered + ev.drain_all(&mut |_, _| {})
+    });
+    assert_eq!(n, 0, "events allocated {n} times after new");
+    assert!(ev.lost_total() > 100, "the overflow path did not run");
+    assert!(delivered > 8);
 }
