@@ -11,6 +11,14 @@ pub enum SimError {
         /// Asked for.
         cpus: usize,
     },
+    /// arm64 slot counts out of range.
+    #[error("arm64 CPUs have 2 to 16 breakpoints and watchpoints, not {brps} and {wrps}")]
+    BadSlotCount {
+        /// Breakpoints asked for.
+        brps: usize,
+        /// Watchpoints asked for.
+        wrps: usize,
+    },
     /// No such CPU.
     #[error("CPU {} does not exist (the machine has {possible}); use 0..{possible}", cpu.0)]
     NoSuchCpu {

@@ -165,6 +165,29 @@ impl Sim {
         Self::with_ring(hw, arch, cpus, seed, 64)
     }
 
+    /// x86-64 CPUs (Intel-like: no AMD address mask) with the core's x86 backend.
+    pub fn x86(cpus: usize, seed: u64) -> Result<Sim, SimError> {
+        Self::new(
+            Hw::X86(crate::hw::X86Hw::default()),
+            Box::new(hwbreak_core::arch::x86_64::X86_64::default()),
+            cpus,
+            seed,
+        )
+    }
+
+    /// arm64 CPUs (6 breakpoints, 4 watchpoints, FAR = access start) with the
+    /// core's arm64 backend.
+    pub fn arm64(cpus: usize, seed: u64) -> Result<Sim, SimError> {
+        Self::arm64_with(crate::hw::Arm64Hw::default(), cpus, seed)
+    }
+
+    /// arm64 CPUs as `hw` describes them, with a matching core backend.
+    pub fn arm64_with(hw: crate::hw::Arm64Hw, cpus: usize, seed: u64) -> Result<Sim, SimError> {
+        let arch = hwbreak_core::arch::aarch64::Aarch64::new(hw.brps, hw.wrps)
+            .map_err(|_| SimError::BadSlotCount { brps: hw.brps, wrps: hw.wrps })?;
+        Self::new(Hw::Arm64(hw), Box::new(arch), cpus, seed)
+    }
+
     /// As [`Sim::new`] with `ring` records per CPU.
     pub fn with_ring(
         hw: Hw,
