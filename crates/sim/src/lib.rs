@@ -8,4 +8,4 @@ pub mod sim;
 
 pub use error::SimError;
 pub use program::{Op, Program};
-pub use sim::{BpOpts, InsnOutcome, Performed, Sim, Stats, TaskState};
+pub use sim::{BpOpts, InsnOutcome, Performed, Sim, Stats, TaskState, TraceEvent};

@@ -98,6 +98,31 @@ pub struct Performed {
     pub time: u64,
 }
 
+/// One entry of the simulator's trace, in the order things happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceEvent {
+    /// A memory access was performed.
+    Access(Performed),
+    /// A debug exception was handed to the layer, and what the layer did.
+    Exception {
+        /// CPU.
+        cpu: CpuId,
+        /// The raw status after the kernel entry (x86: DR6 positive polarity).
+        raw: RawStatus,
+        /// The layer's answer.
+        dispatched: hwbreak_core::layer::Dispatched,
+    },
+    /// A context switch.
+    Switch {
+        /// CPU.
+        cpu: CpuId,
+        /// Outgoing task.
+        prev: Option<TaskId>,
+        /// Incoming task.
+        next: Option<TaskId>,
+    },
+}
+
 /// Counters over a simulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Stats {
@@ -151,7 +176,7 @@ pub struct Sim {
     rng: ChaCha8Rng,
     bps: Vec<BpRec>,
     sink: Arc<Mutex<HitSink>>,
-    log: Vec<Performed>,
+    trace: Vec<TraceEvent>,
     log_enabled: bool,
     stats: Stats,
     preempt_per_mille: u32,
@@ -188,6 +213,24 @@ impl Sim {
         Self::new(Hw::Arm64(hw), Box::new(arch), cpus, seed)
     }
 
+    /// POWER9 CPUs (one DAWR) with the core's POWER backend.
+    pub fn power(cpus: usize, seed: u64) -> Result<Sim, SimError> {
+        Self::power_with(crate::hw::PowerHw::default(), cpus, seed)
+    }
+
+    /// POWER CPUs as `hw` describes them, with a matching core backend.
+    pub fn power_with(hw: crate::hw::PowerHw, cpus: usize, seed: u64) -> Result<Sim, SimError> {
+        use hwbreak_core::arch::powerpc::{Power, PowerMode as Core};
+        use crate::hw::PowerMode;
+        let (slots, mode) = match hw.mode {
+            PowerMode::Dawr { slots, power10: false } => (slots, Core::Dawr),
+            PowerMode::Dawr { slots, power10: true } => (slots, Core::DawrArch31),
+            PowerMode::Dabr { .. } => (1, Core::Dabr),
+        };
+        let arch = Power::new(slots, mode).map_err(|_| SimError::BadSlotCount { brps: 0, wrps: slots })?;
+        Self::new(Hw::Power(hw), Box::new(arch), cpus, seed)
+    }
+
     /// As [`Sim::new`] with `ring` records per CPU.
     pub fn with_ring(
         hw: Hw,
@@ -212,7 +255,7 @@ impl Sim {
                 record: true,
                 ..Default::default()
             })),
-            log: Vec::new(),
+            trace: Vec::new(),
             log_enabled: true,
             stats: Stats::default(),
             preempt_per_mille: 125,
@@ -224,7 +267,8 @@ impl Sim {
         self.preempt_per_mille = p.min(1000);
     }
 
-    /// Keep a log of performed accesses and hits (on by default; benches turn it off).
+    /// Keep the trace (accesses, exceptions, switches) and the hit log (on by
+    /// default; benches turn it off).
     pub fn set_logging(&mut self, on: bool) {
         self.log_enabled = on;
         if let Ok(mut s) = self.sink.lock() {
@@ -260,13 +304,27 @@ impl Sim {
     }
 
     /// Accesses that actually happened, in order.
-    pub fn performed(&self) -> &[Performed] {
-        &self.log
+    pub fn performed(&self) -> Vec<Performed> {
+        self.trace
+            .iter()
+            .filter_map(|e| match e {
+                TraceEvent::Access(p) => Some(*p),
+                _ => None,
+            })
+            .collect()
     }
 
-    /// Clear the access log.
-    pub fn clear_performed(&mut self) {
-        self.log.clear();
+    /// Everything that happened, in order.
+    pub fn trace(&self) -> &[TraceEvent] {
+        &self.trace
+    }
+
+    /// Clear the trace and the hit log.
+    pub fn clear_trace(&mut self) {
+        self.trace.clear();
+        if let Ok(mut s) = self.sink.lock() {
+            s.hits.clear();
+        }
     }
 
     // ---------------------------------------------------------------- breakpoints
@@ -540,6 +598,9 @@ impl Sim {
         // A new context does not inherit the old one's RF/TF.
         self.hw.set_resume_flag(cpu, false);
         self.layer.switch_task(&mut self.hw, cpu, prev, next, voluntary);
+        if self.log_enabled {
+            self.trace.push(TraceEvent::Switch { cpu, prev, next });
+        }
         self.stats.switches += 1;
     }
 
@@ -745,13 +806,13 @@ impl Sim {
         self.hw.tick();
         if let Some(m) = insn.mem {
             if self.log_enabled {
-                self.log.push(Performed {
+                self.trace.push(TraceEvent::Access(Performed {
                     cpu,
                     task: self.hw.current(cpu),
                     ip: insn.ip,
                     access: m,
                     time: self.hw.now(),
-                });
+                }));
             }
         }
         self.stats.insns += 1;
@@ -775,6 +836,13 @@ impl Sim {
             RawStatus::Power { dsisr, .. } => dsisr == 0,
         };
         let d = self.layer.handle_exception(&mut self.hw, cpu, &raw);
+        if self.log_enabled {
+            self.trace.push(TraceEvent::Exception {
+                cpu,
+                raw,
+                dispatched: d,
+            });
+        }
         out.traps += 1;
         out.delivered += d.delivered;
         out.strays += d.strays;

@@ -4,16 +4,17 @@
 //! fault, and the backend must decode the hardware's exception back to the slot.
 
 use hwbreak_core::arch::aarch64::Aarch64;
+use hwbreak_core::arch::powerpc::{Power, PowerMode as CoreMode};
 use hwbreak_core::arch::x86_64::X86_64;
 use hwbreak_core::arch::{Arch, ArchBp, Pool, RawStatus};
 use hwbreak_core::{Access, BpAttr};
-use hwbreak_sim::hw::{Arm64Hw, CpuFlags, FarMode, Hw, Insn, MemAccess, RegFile, X86Hw};
+use hwbreak_sim::hw::{Arm64Hw, CpuFlags, FarMode, Hw, Insn, MemAccess, PowerHw, PowerMode, RegFile, X86Hw};
 
 const BASE: u64 = 0x5555_0000_1000;
 
-fn accesses() -> Vec<MemAccess> {
+fn accesses(span: u64) -> Vec<MemAccess> {
     let mut v = Vec::new();
-    for addr in BASE - 16..BASE + 32 {
+    for addr in BASE - 16..BASE + span + 16 {
         for kind in [Access::Read, Access::Write] {
             v.push(MemAccess { addr, len: 1, kind });
         }
@@ -32,9 +33,18 @@ fn trap(f: &mut RegFile, m: MemAccess) -> Option<RawStatus> {
 }
 
 fn check(arch: &dyn Arch, hw: Hw, slot: usize) -> usize {
+    let shapes: Vec<(u64, u64)> = (1..=8u64).flat_map(|len| (0..8u64).map(move |off| (off, len))).collect();
+    check_shapes(arch, hw, slot, &shapes)
+}
+
+/// For each accepted `(offset, len)` × access: the hardware traps exactly on
+/// the bytes the backend says it programmed (`hw_addr`, `hw_len`), which
+/// contain the requested ones; the decode names the slot, and a reported
+/// address lies in the requested range exactly when the access does.
+fn check_shapes(arch: &dyn Arch, hw: Hw, slot: usize, shapes: &[(u64, u64)]) -> usize {
     let mut checked = 0;
-    for len in 1..=8u64 {
-        for off in 0..8u64 {
+    for &(off, len) in shapes {
+        {
             for access in [Access::Read, Access::Write, Access::ReadWrite] {
                 let attr = BpAttr::new(BASE + off, len, access);
                 let Ok(bp) = arch.parse(&attr) else { continue };
@@ -42,15 +52,17 @@ fn check(arch: &dyn Arch, hw: Hw, slot: usize) -> usize {
                 arch.install(&mut f, slot, &bp);
                 assert!(f.faults().is_empty(), "{attr:?}: {:?}", f.faults());
                 let installed = |p: Pool, s: usize| -> Option<ArchBp> { (p == bp.pool && s == slot).then_some(bp) };
-                for m in accesses() {
-                    let want = attr.overlaps(m.addr, m.len) && access.matches(m.kind);
+                assert!(bp.hw_addr <= attr.addr && attr.addr + len <= bp.hw_addr + bp.hw_len, "{attr:?} -> {bp:?}");
+                for m in accesses(off + len + 8) {
+                    let in_hw = m.addr >= bp.hw_addr && m.addr < bp.hw_addr + bp.hw_len;
+                    let want = in_hw && access.matches(m.kind);
                     let got = trap(&mut f, m);
                     assert_eq!(got.is_some(), want, "{attr:?} {m:?}");
                     if let Some(raw) = got {
                         let d = arch.decode(&raw, &f, &installed);
                         assert!(d.hit(bp.pool, slot), "{attr:?} {m:?}: decoded {d:?} from {raw:x?}");
                         if let Some(a) = d.addr {
-                            assert!(bp.in_requested(a, 1), "{attr:?}: reported address {a:#x}");
+                            assert_eq!(bp.in_requested(a, 1), attr.overlaps(m.addr, m.len), "{attr:?} {m:?}: reported address {a:#x}");
                         }
                     }
                 }
@@ -127,4 +139,33 @@ fn arm64_breakpoint_faults_before_and_decodes_to_its_slot() {
     assert_eq!(far, 0x2ff8);
     let d = arch.decode(&raw, &f, &|p, s| (p == Pool::Data && s == 0).then_some(wp));
     assert!(d.hit(Pool::Data, 0));
+}
+
+fn power_shapes() -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = (1..=16u64).flat_map(|len| (0..8u64).map(move |off| (off, len))).collect();
+    v.extend([(0, 512), (8, 504), (3, 100), (0x1f0, 16), (0x1f8, 16)]);
+    v
+}
+
+#[test]
+fn power9_backend_on_dawr_hardware_traps_on_the_widened_doublewords() {
+    let hw = Hw::Power(PowerHw::default());
+    let n = check_shapes(&Power::default(), hw, 0, &power_shapes());
+    // (0x1f8, 16) crosses the 512-byte boundary: refused on POWER9.
+    assert_eq!(n, (128 + 4) * 3);
+}
+
+#[test]
+fn power10_backend_on_two_dawrs_crosses_512_byte_boundaries() {
+    let hw = Hw::Power(PowerHw { mode: PowerMode::Dawr { slots: 2, power10: true } });
+    let n = check_shapes(&Power::power10(), hw, 1, &power_shapes());
+    assert_eq!(n, (128 + 5) * 3);
+}
+
+#[test]
+fn power_dabr_backend_on_dabr_hardware_matches_one_doubleword() {
+    let hw = Hw::Power(PowerHw { mode: PowerMode::Dabr { dabrx: true } });
+    let n = check_shapes(&Power::new(1, CoreMode::Dabr).unwrap(), hw, 0, &power_shapes());
+    // Every run inside one doubleword: 36 shapes.
+    assert_eq!(n, 36 * 3);
 }
