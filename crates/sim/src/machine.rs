@@ -96,7 +96,10 @@ impl SimMachine {
 
     /// The slots armed on `cpu` now, as the hardware would match them.
     pub fn armed(&self, cpu: CpuId) -> Vec<Armed> {
-        self.cpus.get(cpu.idx()).map(|c| c.regs.armed()).unwrap_or_default()
+        self.cpus
+            .get(cpu.idx())
+            .map(|c| c.regs.armed())
+            .unwrap_or_default()
     }
 
     /// Every CPU's register values, for before/after comparisons.
@@ -110,7 +113,12 @@ impl SimMachine {
             .cpus
             .iter()
             .enumerate()
-            .flat_map(|(i, c)| c.regs.faults().iter().map(move |f| (Some(CpuId(i as u32)), f.clone())))
+            .flat_map(|(i, c)| {
+                c.regs
+                    .faults()
+                    .iter()
+                    .map(move |f| (Some(CpuId(i as u32)), f.clone()))
+            })
             .collect();
         v.extend(self.void.faults().iter().map(|f| (None, f.clone())));
         v

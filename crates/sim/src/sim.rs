@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use hwbreak_core::arch::{Arch, RawStatus};
 use hwbreak_core::layer::{Hit, Layer, Request};
-use hwbreak_core::{Access, BpAttr, BpId, CpuId, Machine, TaskId, Target};
+use hwbreak_core::{Access, BpAttr, BpId, CpuId, Machine, Target, TaskId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -208,8 +208,12 @@ impl Sim {
 
     /// arm64 CPUs as `hw` describes them, with a matching core backend.
     pub fn arm64_with(hw: crate::hw::Arm64Hw, cpus: usize, seed: u64) -> Result<Sim, SimError> {
-        let arch = hwbreak_core::arch::aarch64::Aarch64::new(hw.brps, hw.wrps)
-            .map_err(|_| SimError::BadSlotCount { brps: hw.brps, wrps: hw.wrps })?;
+        let arch = hwbreak_core::arch::aarch64::Aarch64::new(hw.brps, hw.wrps).map_err(|_| {
+            SimError::BadSlotCount {
+                brps: hw.brps,
+                wrps: hw.wrps,
+            }
+        })?;
         Self::new(Hw::Arm64(hw), Box::new(arch), cpus, seed)
     }
 
@@ -220,14 +224,23 @@ impl Sim {
 
     /// POWER CPUs as `hw` describes them, with a matching core backend.
     pub fn power_with(hw: crate::hw::PowerHw, cpus: usize, seed: u64) -> Result<Sim, SimError> {
-        use hwbreak_core::arch::powerpc::{Power, PowerMode as Core};
         use crate::hw::PowerMode;
+        use hwbreak_core::arch::powerpc::{Power, PowerMode as Core};
         let (slots, mode) = match hw.mode {
-            PowerMode::Dawr { slots, power10: false } => (slots, Core::Dawr),
-            PowerMode::Dawr { slots, power10: true } => (slots, Core::DawrArch31),
+            PowerMode::Dawr {
+                slots,
+                power10: false,
+            } => (slots, Core::Dawr),
+            PowerMode::Dawr {
+                slots,
+                power10: true,
+            } => (slots, Core::DawrArch31),
             PowerMode::Dabr { .. } => (1, Core::Dabr),
         };
-        let arch = Power::new(slots, mode).map_err(|_| SimError::BadSlotCount { brps: 0, wrps: slots })?;
+        let arch = Power::new(slots, mode).map_err(|_| SimError::BadSlotCount {
+            brps: 0,
+            wrps: slots,
+        })?;
         Self::new(Hw::Power(hw), Box::new(arch), cpus, seed)
     }
 
@@ -466,7 +479,12 @@ impl Sim {
         Ok(self.new_task(Arc::new(program), Some(cpu), None))
     }
 
-    fn new_task(&mut self, program: Arc<Program>, affinity: Option<CpuId>, parent: Option<TaskId>) -> TaskId {
+    fn new_task(
+        &mut self,
+        program: Arc<Program>,
+        affinity: Option<CpuId>,
+        parent: Option<TaskId>,
+    ) -> TaskId {
         let id = TaskId(self.tasks.len() as u64 + 1);
         let pc = program.code();
         self.tasks.push(Task {
@@ -488,11 +506,21 @@ impl Sim {
     /// Spawn a child of `parent`; with `inherit`, copy each of `parent`'s
     /// inheritable breakpoints to it, all-or-nothing (like `fork` with perf
     /// inherited events: if one does not fit, the child never runs).
-    pub fn spawn_child(&mut self, parent: TaskId, program: Program, inherit: bool) -> Result<TaskId, SimError> {
+    pub fn spawn_child(
+        &mut self,
+        parent: TaskId,
+        program: Program,
+        inherit: bool,
+    ) -> Result<TaskId, SimError> {
         self.spawn_child_arc(parent, Arc::new(program), inherit)
     }
 
-    fn spawn_child_arc(&mut self, parent: TaskId, program: Arc<Program>, inherit: bool) -> Result<TaskId, SimError> {
+    fn spawn_child_arc(
+        &mut self,
+        parent: TaskId,
+        program: Arc<Program>,
+        inherit: bool,
+    ) -> Result<TaskId, SimError> {
         let p = self.task(parent).ok_or(SimError::NoSuchTask(parent))?;
         if p.state == TaskState::Exited {
             return Err(SimError::TaskExited(parent));
@@ -570,9 +598,11 @@ impl Sim {
             return None;
         }
         let start = self.rng.gen_range(0..n);
-        (0..n)
-            .map(|k| self.runnable[(start + k) % n])
-            .find(|t| self.tasks[t.0 as usize - 1].affinity.map_or(true, |c| c == cpu))
+        (0..n).map(|k| self.runnable[(start + k) % n]).find(|t| {
+            self.tasks[t.0 as usize - 1]
+                .affinity
+                .map_or(true, |c| c == cpu)
+        })
     }
 
     /// Context switch on `cpu` to `next`; `prev` (the current task) goes to
@@ -597,7 +627,8 @@ impl Sim {
         self.hw.set_current(cpu, next);
         // A new context does not inherit the old one's RF/TF.
         self.hw.set_resume_flag(cpu, false);
-        self.layer.switch_task(&mut self.hw, cpu, prev, next, voluntary);
+        self.layer
+            .switch_task(&mut self.hw, cpu, prev, next, voluntary);
         if self.log_enabled {
             self.trace.push(TraceEvent::Switch { cpu, prev, next });
         }
@@ -728,7 +759,13 @@ impl Sim {
     /// The task on `cpu` makes a data access of `len` bytes at `addr`
     /// (`kind` is [`Access::Read`] or [`Access::Write`]) as one instruction at
     /// its pc. Debug exceptions go to the layer as a kernel would deliver them.
-    pub fn access(&mut self, cpu: CpuId, addr: u64, len: u64, kind: Access) -> Result<InsnOutcome, SimError> {
+    pub fn access(
+        &mut self,
+        cpu: CpuId,
+        addr: u64,
+        len: u64,
+        kind: Access,
+    ) -> Result<InsnOutcome, SimError> {
         self.check_online(cpu)?;
         let ip = self.next_ip(cpu);
         self.access_at(cpu, ip, addr, len, kind)
@@ -877,7 +914,8 @@ impl Sim {
     /// Run until no task is left or `max_ticks` pass; returns whether every task exited.
     pub fn run_to_completion(&mut self, max_ticks: u64) -> Result<bool, SimError> {
         for _ in 0..max_ticks {
-            if self.runnable.is_empty() && self.online.iter().all(|c| self.hw.current(*c).is_none()) {
+            if self.runnable.is_empty() && self.online.iter().all(|c| self.hw.current(*c).is_none())
+            {
                 return Ok(true);
             }
             let cpu = self.online[self.rng.gen_range(0..self.online.len())];

@@ -4,7 +4,9 @@ use hwbreak_sim::Sim;
 #[test]
 fn wide_write_watchpoint_hits_on_every_cpu_once_per_write() {
     let mut sim = Sim::x86(4, 1).unwrap();
-    let id = sim.register(BpAttr::write(0x1000, 8), Target::AllCpus).unwrap();
+    let id = sim
+        .register(BpAttr::write(0x1000, 8), Target::AllCpus)
+        .unwrap();
     for c in 0..4 {
         let o = sim.access(CpuId(c), 0x1004, 4, Access::Write).unwrap();
         assert_eq!(o.delivered, 1);
@@ -19,7 +21,8 @@ fn wide_write_watchpoint_hits_on_every_cpu_once_per_write() {
 #[test]
 fn arm64_step_over_reports_after_and_access_happens_once() {
     let mut sim = Sim::arm64(2, 1).unwrap();
-    sim.register(BpAttr::write(0x2000, 4), Target::AllCpus).unwrap();
+    sim.register(BpAttr::write(0x2000, 4), Target::AllCpus)
+        .unwrap();
     let o = sim.access(CpuId(1), 0x2000, 4, Access::Write).unwrap();
     assert_eq!((o.traps, o.step_traps, o.delivered), (2, 1, 1));
     assert_eq!(sim.performed().len(), 1);

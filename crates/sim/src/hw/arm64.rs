@@ -294,7 +294,11 @@ impl Arm64Hw {
             FarMode::AccessStart => m.addr,
             FarMode::RoundDown8 => m.addr & !7,
         };
-        let ec = if dpl == Privilege::User { EC_WATCHPT_LOW } else { EC_WATCHPT_CUR };
+        let ec = if dpl == Privilege::User {
+            EC_WATCHPT_LOW
+        } else {
+            EC_WATCHPT_CUR
+        };
         let wnr = if m.kind == Access::Write { ESR_WNR } else { 0 };
         Some(RawStatus::Arm64 {
             esr: (ec << 26) | ESR_IL | wnr | DFSC_DEBUG,
@@ -338,17 +342,26 @@ mod tests {
     }
 
     fn file(far: FarMode) -> RegFile {
-        RegFile::new(Hw::Arm64(Arm64Hw { far, ..Default::default() }))
+        RegFile::new(Hw::Arm64(Arm64Hw {
+            far,
+            ..Default::default()
+        }))
     }
 
     fn access(f: &mut RegFile, addr: u64, len: u64, kind: Access) -> Option<RawStatus> {
         let hw = *f.hw();
-        let insn = Insn { ip: 0x40_0000, next_ip: 0x40_0004, mem: Some(MemAccess { addr, len, kind }) };
+        let insn = Insn {
+            ip: 0x40_0000,
+            next_ip: 0x40_0004,
+            mem: Some(MemAccess { addr, len, kind }),
+        };
         hw.before(f.values_mut(), CpuFlags::default(), &insn)
     }
 
     fn ec(raw: RawStatus) -> u64 {
-        let RawStatus::Arm64 { esr, .. } = raw else { panic!() };
+        let RawStatus::Arm64 { esr, .. } = raw else {
+            panic!()
+        };
         esr >> 26
     }
 
@@ -361,9 +374,18 @@ mod tests {
         assert_eq!(access(&mut f, 0x1003, 1, Access::Write), None);
         assert_eq!(access(&mut f, 0x1006, 2, Access::Write), None);
         let raw = access(&mut f, 0x1005, 1, Access::Write).unwrap();
-        assert_eq!(raw, RawStatus::Arm64 { esr: (0x34 << 26) | ESR_IL | ESR_WNR | DFSC_DEBUG, far: 0x1005, pc: 0x40_0000 });
+        assert_eq!(
+            raw,
+            RawStatus::Arm64 {
+                esr: (0x34 << 26) | ESR_IL | ESR_WNR | DFSC_DEBUG,
+                far: 0x1005,
+                pc: 0x40_0000
+            }
+        );
         // An 8-byte store covering bytes 4,5: FAR exact = first watched byte touched.
-        let RawStatus::Arm64 { far, .. } = access(&mut f, 0x1000, 8, Access::Write).unwrap() else { panic!() };
+        let RawStatus::Arm64 { far, .. } = access(&mut f, 0x1000, 8, Access::Write).unwrap() else {
+            panic!()
+        };
         assert_eq!(far, 0x1004);
     }
 
@@ -373,21 +395,32 @@ mod tests {
         f.write(Reg::Addr(Pool::Data, 1), 0x2000);
         f.write(Reg::Ctrl(Pool::Data, 1), wcr(0xff, 0b01));
         assert_eq!(access(&mut f, 0x2000, 8, Access::Write), None);
-        let RawStatus::Arm64 { esr, .. } = access(&mut f, 0x2000, 8, Access::Read).unwrap() else { panic!() };
+        let RawStatus::Arm64 { esr, .. } = access(&mut f, 0x2000, 8, Access::Read).unwrap() else {
+            panic!()
+        };
         assert_eq!(esr & ESR_WNR, 0);
         f.write(Reg::Ctrl(Pool::Data, 1), wcr(0xff, 0b11));
-        let RawStatus::Arm64 { esr, .. } = access(&mut f, 0x2000, 8, Access::Write).unwrap() else { panic!() };
+        let RawStatus::Arm64 { esr, .. } = access(&mut f, 0x2000, 8, Access::Write).unwrap() else {
+            panic!()
+        };
         assert_eq!(esr & ESR_WNR, ESR_WNR);
     }
 
     #[test]
     fn inexact_far_reports_access_start_or_rounded_down() {
-        for (mode, want) in [(FarMode::AccessStart, 0x2ffa), (FarMode::RoundDown8, 0x2ff8), (FarMode::Exact, 0x3004)] {
+        for (mode, want) in [
+            (FarMode::AccessStart, 0x2ffa),
+            (FarMode::RoundDown8, 0x2ff8),
+            (FarMode::Exact, 0x3004),
+        ] {
             let mut f = file(mode);
             f.write(Reg::Addr(Pool::Data, 0), 0x3000);
             f.write(Reg::Ctrl(Pool::Data, 0), wcr(0b1111_0000, 0b10)); // 0x3004..0x3008
-            // A 16-byte `stp` from 0x2ffa covers 0x3004.
-            let RawStatus::Arm64 { far, .. } = access(&mut f, 0x2ffa, 16, Access::Write).unwrap() else { panic!() };
+                                                                       // A 16-byte `stp` from 0x2ffa covers 0x3004.
+            let RawStatus::Arm64 { far, .. } = access(&mut f, 0x2ffa, 16, Access::Write).unwrap()
+            else {
+                panic!()
+            };
             assert_eq!(far, want, "{mode:?}");
         }
     }
@@ -400,7 +433,10 @@ mod tests {
         f.write(Reg::Ctrl(Pool::Data, 0), wcr(0xff, 0b11));
         assert_eq!(access(&mut f, k, 8, Access::Read), None);
         f.write(Reg::Ctrl(Pool::Data, 0), wcr(0xff, 0b11) | (0b11 << 1));
-        assert_eq!(ec(access(&mut f, k, 8, Access::Read).unwrap()), EC_WATCHPT_CUR);
+        assert_eq!(
+            ec(access(&mut f, k, 8, Access::Read).unwrap()),
+            EC_WATCHPT_CUR
+        );
     }
 
     #[test]
@@ -410,13 +446,31 @@ mod tests {
         f.write(Reg::Ctrl(Pool::Inst, 0), (0b1111 << 5) | (0b10 << 1) | 1);
         assert!(f.faults().is_empty());
         let hw = *f.hw();
-        let insn = Insn { ip: 0x40_0010, next_ip: 0x40_0014, mem: None };
-        let raw = hw.before(f.values_mut(), CpuFlags::default(), &insn).unwrap();
-        assert_eq!(raw, RawStatus::Arm64 { esr: (0x30 << 26) | ESR_IL, far: 0, pc: 0x40_0010 });
-        let ss = CpuFlags { single_step: true, ..Default::default() };
+        let insn = Insn {
+            ip: 0x40_0010,
+            next_ip: 0x40_0014,
+            mem: None,
+        };
+        let raw = hw
+            .before(f.values_mut(), CpuFlags::default(), &insn)
+            .unwrap();
+        assert_eq!(
+            raw,
+            RawStatus::Arm64 {
+                esr: (0x30 << 26) | ESR_IL,
+                far: 0,
+                pc: 0x40_0010
+            }
+        );
+        let ss = CpuFlags {
+            single_step: true,
+            ..Default::default()
+        };
         let raw = hw.after(f.values_mut(), ss, &insn).unwrap();
         assert_eq!(ec(raw), EC_SOFTSTP_LOW);
-        let RawStatus::Arm64 { pc, .. } = raw else { panic!() };
+        let RawStatus::Arm64 { pc, .. } = raw else {
+            panic!()
+        };
         assert_eq!(pc, 0x40_0014);
         assert_eq!(hw.after(f.values_mut(), CpuFlags::default(), &insn), None);
     }

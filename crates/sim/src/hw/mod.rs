@@ -164,12 +164,7 @@ impl Hw {
 
     /// Exceptions taken *before* `insn` executes (instruction breakpoints;
     /// arm64/POWER watchpoints). `None` means the instruction may run.
-    pub fn before(
-        &self,
-        regs: &mut RegValues,
-        flags: CpuFlags,
-        insn: &Insn,
-    ) -> Option<RawStatus> {
+    pub fn before(&self, regs: &mut RegValues, flags: CpuFlags, insn: &Insn) -> Option<RawStatus> {
         match self {
             Hw::X86(h) => h.before(regs, flags, insn),
             Hw::Arm64(h) => h.before(regs, insn),
@@ -350,7 +345,11 @@ impl DebugRegs for RegFile {
             return;
         }
         if let Some(why) = self.hw.check_write(&self.values, r, v) {
-            self.faults.push(RegFault { reg: r, value: v, why });
+            self.faults.push(RegFault {
+                reg: r,
+                value: v,
+                why,
+            });
             // A register that does not exist is not written.
             if why.starts_with("no such register") {
                 return;

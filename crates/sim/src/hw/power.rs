@@ -203,7 +203,11 @@ impl PowerHw {
         if !hit {
             return None;
         }
-        let store = if m.kind == Access::Write { DSISR_ISSTORE } else { 0 };
+        let store = if m.kind == Access::Write {
+            DSISR_ISSTORE
+        } else {
+            0
+        };
         Some(RawStatus::Power {
             dsisr: DSISR_DABRMATCH | store,
             dar: m.addr,
@@ -229,12 +233,20 @@ mod tests {
 
     /// As Linux `set_dawr` builds it: RW << 5 | WT | USER | MRD << 10.
     fn dawrx(dw: u64, read: bool, write: bool) -> u64 {
-        ((read as u64) << 5) | ((write as u64) << 6) | DAWRX_WT | DAWRX_USER | ((dw - 1) << DAWRX_MRD_SHIFT)
+        ((read as u64) << 5)
+            | ((write as u64) << 6)
+            | DAWRX_WT
+            | DAWRX_USER
+            | ((dw - 1) << DAWRX_MRD_SHIFT)
     }
 
     fn run(f: &mut RegFile, addr: u64, len: u64, kind: Access) -> Option<RawStatus> {
         let hw = *f.hw();
-        let insn = Insn { ip: 0x1000_0000, next_ip: 0x1000_0004, mem: Some(MemAccess { addr, len, kind }) };
+        let insn = Insn {
+            ip: 0x1000_0000,
+            next_ip: 0x1000_0004,
+            mem: Some(MemAccess { addr, len, kind }),
+        };
         hw.before(f.values_mut(), CpuFlags::default(), &insn)
     }
 
@@ -244,13 +256,27 @@ mod tests {
         f.write(Reg::Addr(Pool::Data, 0), 0x2000);
         f.write(Reg::Ctrl(Pool::Data, 0), dawrx(2, false, true)); // 0x2000..0x2010
         assert!(f.faults().is_empty());
-        assert_eq!(run(&mut f, 0x2000, 1, Access::Read), None, "reads not watched");
+        assert_eq!(
+            run(&mut f, 0x2000, 1, Access::Read),
+            None,
+            "reads not watched"
+        );
         assert_eq!(run(&mut f, 0x2010, 1, Access::Write), None);
         assert_eq!(
             run(&mut f, 0x200f, 1, Access::Write),
-            Some(RawStatus::Power { dsisr: DSISR_DABRMATCH | DSISR_ISSTORE, dar: 0x200f, nip: 0x1000_0000 })
+            Some(RawStatus::Power {
+                dsisr: DSISR_DABRMATCH | DSISR_ISSTORE,
+                dar: 0x200f,
+                nip: 0x1000_0000
+            })
         );
-        assert_eq!(run(&mut f, 0x1ffc, 8, Access::Write).map(|r| match r { RawStatus::Power { dar, .. } => dar, _ => 0 }), Some(0x1ffc));
+        assert_eq!(
+            run(&mut f, 0x1ffc, 8, Access::Write).map(|r| match r {
+                RawStatus::Power { dar, .. } => dar,
+                _ => 0,
+            }),
+            Some(0x1ffc)
+        );
     }
 
     #[test]
@@ -275,7 +301,12 @@ mod tests {
         assert!(hw.crosses_512(f.values(), 0));
         assert!(run(&mut f, 0x21f8, 1, Access::Read).is_some());
         assert!(run(&mut f, 0x2200, 1, Access::Read).is_none());
-        let mut p10 = RegFile::new(Hw::Power(PowerHw { mode: PowerMode::Dawr { slots: 2, power10: true } }));
+        let mut p10 = RegFile::new(Hw::Power(PowerHw {
+            mode: PowerMode::Dawr {
+                slots: 2,
+                power10: true,
+            },
+        }));
         p10.write(Reg::Addr(Pool::Data, 1), 0x21f8);
         p10.write(Reg::Ctrl(Pool::Data, 1), dawrx(2, true, true));
         assert!(run(&mut p10, 0x2200, 1, Access::Read).is_some());
@@ -294,8 +325,13 @@ mod tests {
 
     #[test]
     fn dabr_flags_live_in_the_low_address_bits() {
-        let mut f = RegFile::new(Hw::Power(PowerHw { mode: PowerMode::Dabr { dabrx: true } }));
-        f.write(Reg::Addr(Pool::Data, 0), 0x3000 | DABR_TRANSLATION | DABR_DATA_WRITE);
+        let mut f = RegFile::new(Hw::Power(PowerHw {
+            mode: PowerMode::Dabr { dabrx: true },
+        }));
+        f.write(
+            Reg::Addr(Pool::Data, 0),
+            0x3000 | DABR_TRANSLATION | DABR_DATA_WRITE,
+        );
         f.write(Reg::Ctrl(Pool::Data, 0), DAWRX_USER); // DABRX_USER
         assert!(f.faults().is_empty());
         assert!(run(&mut f, 0x3007, 1, Access::Write).is_some());
@@ -309,9 +345,23 @@ mod tests {
     fn single_step_completion_is_dsisr_zero_at_next_nip() {
         let hw = Hw::Power(PowerHw::default());
         let mut v = hw.reset_values();
-        let insn = Insn { ip: 0x100, next_ip: 0x104, mem: None };
-        let ss = CpuFlags { single_step: true, ..Default::default() };
-        assert_eq!(hw.after(&mut v, ss, &insn), Some(RawStatus::Power { dsisr: 0, dar: 0, nip: 0x104 }));
+        let insn = Insn {
+            ip: 0x100,
+            next_ip: 0x104,
+            mem: None,
+        };
+        let ss = CpuFlags {
+            single_step: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            hw.after(&mut v, ss, &insn),
+            Some(RawStatus::Power {
+                dsisr: 0,
+                dar: 0,
+                nip: 0x104
+            })
+        );
         assert_eq!(hw.after(&mut v, CpuFlags::default(), &insn), None);
     }
 }

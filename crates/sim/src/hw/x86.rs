@@ -264,7 +264,11 @@ mod tests {
         }
     }
 
-    fn run(f: &mut RegFile, flags: CpuFlags, insn: &Insn) -> (Option<RawStatus>, Option<RawStatus>) {
+    fn run(
+        f: &mut RegFile,
+        flags: CpuFlags,
+        insn: &Insn,
+    ) -> (Option<RawStatus>, Option<RawStatus>) {
         let hw = *f.hw();
         let b = hw.before(f.values_mut(), flags, insn);
         let a = if b.is_none() {
@@ -289,9 +293,15 @@ mod tests {
         // L1 (bit 2), RW1 = 01 (bits 20-21), LEN1 = 11 (bits 22-23).
         f.write(Reg::Control, (1 << 2) | (0b01 << 20) | (0b11 << 22));
         assert!(f.faults().is_empty());
-        let (b, a) = run(&mut f, CpuFlags::default(), &data(0x40_0000, 0x1002, 1, Access::Write));
+        let (b, a) = run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0x40_0000, 0x1002, 1, Access::Write),
+        );
         assert_eq!(b, None, "data breakpoints never fault before");
-        let RawStatus::X86 { dr6, ip } = a.unwrap() else { panic!() };
+        let RawStatus::X86 { dr6, ip } = a.unwrap() else {
+            panic!()
+        };
         assert_eq!(ip, 0x40_0003, "RIP is the next instruction");
         assert_eq!(dr6 & 0xF, 0b0010);
         assert_eq!(dr6 & DR6_BS, 0);
@@ -302,9 +312,23 @@ mod tests {
         let mut f = file();
         f.write(Reg::Addr(Pool::Data, 0), 0x2000);
         f.write(Reg::Control, 1 | (0b01 << 16) | (0b10 << 18)); // 8-byte write
-        assert_eq!(run(&mut f, CpuFlags::default(), &data(0, 0x2004, 4, Access::Read)).1, None);
+        assert_eq!(
+            run(
+                &mut f,
+                CpuFlags::default(),
+                &data(0, 0x2004, 4, Access::Read)
+            )
+            .1,
+            None
+        );
         f.write(Reg::Control, 1 | (0b11 << 16) | (0b10 << 18)); // 8-byte rw
-        assert!(run(&mut f, CpuFlags::default(), &data(0, 0x2007, 1, Access::Read)).1.is_some());
+        assert!(run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0, 0x2007, 1, Access::Read)
+        )
+        .1
+        .is_some());
     }
 
     #[test]
@@ -313,10 +337,18 @@ mod tests {
         f.write(Reg::Addr(Pool::Data, 0), 0x1004);
         f.write(Reg::Control, 1 | (0b01 << 16) | (0b11 << 18)); // 4 bytes at 0x1004
         let flags = CpuFlags::default();
-        assert!(run(&mut f, flags, &data(0, 0x1000, 8, Access::Write)).1.is_some());
-        assert!(run(&mut f, flags, &data(0, 0x1007, 2, Access::Write)).1.is_some());
-        assert!(run(&mut f, flags, &data(0, 0x1000, 4, Access::Write)).1.is_none());
-        assert!(run(&mut f, flags, &data(0, 0x1008, 1, Access::Write)).1.is_none());
+        assert!(run(&mut f, flags, &data(0, 0x1000, 8, Access::Write))
+            .1
+            .is_some());
+        assert!(run(&mut f, flags, &data(0, 0x1007, 2, Access::Write))
+            .1
+            .is_some());
+        assert!(run(&mut f, flags, &data(0, 0x1000, 4, Access::Write))
+            .1
+            .is_none());
+        assert!(run(&mut f, flags, &data(0, 0x1008, 1, Access::Write))
+            .1
+            .is_none());
     }
 
     #[test]
@@ -325,7 +357,13 @@ mod tests {
         f.write(Reg::Addr(Pool::Data, 0), 0x1003);
         f.write(Reg::Control, 1 | (0b01 << 16) | (0b11 << 18)); // 4 bytes
         assert_eq!(f.armed()[0].addr, 0x1000);
-        assert!(run(&mut f, CpuFlags::default(), &data(0, 0x1000, 1, Access::Write)).1.is_some());
+        assert!(run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0, 0x1000, 1, Access::Write)
+        )
+        .1
+        .is_some());
     }
 
     #[test]
@@ -341,12 +379,21 @@ mod tests {
         let mut f = file();
         f.write(Reg::Addr(Pool::Data, 3), 0x40_1000);
         f.write(Reg::Control, 1 << 6); // L3, RW3=00, LEN3=00
-        let insn = Insn { ip: 0x40_1000, next_ip: 0x40_1004, mem: None };
+        let insn = Insn {
+            ip: 0x40_1000,
+            next_ip: 0x40_1004,
+            mem: None,
+        };
         let (b, a) = run(&mut f, CpuFlags::default(), &insn);
-        let RawStatus::X86 { dr6, ip } = b.unwrap() else { panic!() };
+        let RawStatus::X86 { dr6, ip } = b.unwrap() else {
+            panic!()
+        };
         assert_eq!((dr6 & 0xF, ip), (0b1000, 0x40_1000));
         assert_eq!(a, None);
-        let rf = CpuFlags { resume_flag: true, ..Default::default() };
+        let rf = CpuFlags {
+            resume_flag: true,
+            ..Default::default()
+        };
         assert_eq!(run(&mut f, rf, &insn), (None, None));
     }
 
@@ -355,9 +402,17 @@ mod tests {
         let mut f = file();
         f.write(Reg::Addr(Pool::Data, 0), 0x3000);
         f.write(Reg::Control, 1 | (0b01 << 16));
-        run(&mut f, CpuFlags::default(), &data(0, 0x3000, 1, Access::Write));
+        run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0, 0x3000, 1, Access::Write),
+        );
         assert_eq!(f.read(Reg::Status) & 0xF, 1);
-        run(&mut f, CpuFlags::default(), &data(0, 0x9000, 1, Access::Write));
+        run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0, 0x9000, 1, Access::Write),
+        );
         assert_eq!(f.read(Reg::Status) & 0xF, 1, "still set");
         let hw = *f.hw();
         let raw = hw.kernel_entry(f.values_mut(), RawStatus::X86 { dr6: 0, ip: 0 });
@@ -370,10 +425,23 @@ mod tests {
         let mut f = file();
         f.write(Reg::Addr(Pool::Data, 2), 0x5000);
         f.write(Reg::Control, (1 << 4) | (0b11 << 24)); // L2, RW2 = rw, 1 byte
-        let ss = CpuFlags { single_step: true, ..Default::default() };
-        let RawStatus::X86 { dr6, .. } = run(&mut f, ss, &data(0, 0x5000, 1, Access::Read)).1.unwrap() else { panic!() };
+        let ss = CpuFlags {
+            single_step: true,
+            ..Default::default()
+        };
+        let RawStatus::X86 { dr6, .. } = run(&mut f, ss, &data(0, 0x5000, 1, Access::Read))
+            .1
+            .unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(dr6 & (DR6_BS | 0xF), DR6_BS | 0b100);
-        let RawStatus::X86 { dr6, .. } = run(&mut f, ss, &data(0, 0x9000, 1, Access::Read)).1.unwrap() else { panic!() };
+        let RawStatus::X86 { dr6, .. } = run(&mut f, ss, &data(0, 0x9000, 1, Access::Read))
+            .1
+            .unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(dr6 & DR6_BS, DR6_BS);
     }
 
@@ -384,11 +452,26 @@ mod tests {
         f.write(Reg::Addr(Pool::Data, 1), 0x6000);
         // slot 0 enabled write, slot 1 disabled but RW1=write too.
         f.write(Reg::Control, 1 | (0b01 << 16) | (0b01 << 20));
-        let RawStatus::X86 { dr6, .. } = run(&mut f, CpuFlags::default(), &data(0, 0x6000, 1, Access::Write)).1.unwrap() else { panic!() };
+        let RawStatus::X86 { dr6, .. } = run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0, 0x6000, 1, Access::Write),
+        )
+        .1
+        .unwrap() else {
+            panic!()
+        };
         assert_eq!(dr6 & 0xF, 0b11);
         // Disabled alone never traps.
         f.write(Reg::Control, 0b01 << 20);
-        assert_eq!(run(&mut f, CpuFlags::default(), &data(0, 0x6000, 1, Access::Write)), (None, None));
+        assert_eq!(
+            run(
+                &mut f,
+                CpuFlags::default(),
+                &data(0, 0x6000, 1, Access::Write)
+            ),
+            (None, None)
+        );
     }
 
     #[test]
@@ -404,12 +487,27 @@ mod tests {
 
     #[test]
     fn amd_address_mask_widens_the_match() {
-        let mut f = RegFile::new(Hw::X86(X86Hw { amd_addr_mask: true, ..Default::default() }));
+        let mut f = RegFile::new(Hw::X86(X86Hw {
+            amd_addr_mask: true,
+            ..Default::default()
+        }));
         f.write(Reg::Ctrl(Pool::Data, 0), 0xff); // ignore low 8 bits
         f.write(Reg::Addr(Pool::Data, 0), 0x7000);
         f.write(Reg::Control, 1 | (0b01 << 16));
         assert!(f.faults().is_empty());
-        assert!(run(&mut f, CpuFlags::default(), &data(0, 0x70fe, 1, Access::Write)).1.is_some());
-        assert!(run(&mut f, CpuFlags::default(), &data(0, 0x7100, 1, Access::Write)).1.is_none());
+        assert!(run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0, 0x70fe, 1, Access::Write)
+        )
+        .1
+        .is_some());
+        assert!(run(
+            &mut f,
+            CpuFlags::default(),
+            &data(0, 0x7100, 1, Access::Write)
+        )
+        .1
+        .is_none());
     }
 }
