@@ -395,3 +395,74 @@ fn rust_function_symbolizes_demangled_with_its_file() {
     let unknown = s.symbolize_one(0x10);
     assert_eq!((unknown.function, unknown.ip), (None, 0x10));
 }
+
+#[test]
+fn copy_relocated_library_variable_resolves_to_the_executables_copy() {
+    let dir = need_c!();
+    let t = start(&dir.join("usecopy"), &["5", "wait"]);
+    // The program itself shows the library writes to the copy.
+    assert_eq!(t.addr("watchme_value"), t.addr("lib watchme_value"));
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    for spec in ["libwatchme.so:watchme_value", "watchme_value"] {
+        let v = r.resolve(spec).unwrap();
+        assert_eq!(v.addr, t.addr("watchme_value"), "{spec}");
+        assert_eq!(v.len, 8, "{spec}");
+        assert_eq!(
+            v.type_name.as_deref(),
+            Some("long int"),
+            "{spec}: the type comes from the library"
+        );
+    }
+}
+
+#[test]
+fn saved_maps_symbolize_offline_like_the_live_process() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let mut live = Symbolizer::new(t.pid()).unwrap();
+    let f = t.addr("fn bump_counter");
+    let want = live.symbolize_one(f + 3);
+    let mut offline = Symbolizer::from_maps(live.maps().to_vec());
+    drop(t);
+    assert_eq!(offline.symbolize_one(f + 3), want);
+}
+
+#[test]
+fn targets_print_counts_that_they_then_reach() {
+    // The C and Rust targets announce exact counts; the watch tests compare
+    // against those numbers, so the targets must reach them themselves.
+    let dir = need_c!();
+    let out = std::process::Command::new(dir.join("counter"))
+        .args(["37", "2", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("expect counter=185 state.count=185"),
+        "{text}"
+    );
+    assert!(text.contains("done counter=185 state.count=185"), "{text}");
+    let out = std::process::Command::new(demo_bin())
+        .args([
+            "--iterations",
+            "9",
+            "--delay-ms",
+            "0",
+            "--late-after-ms",
+            "0",
+            "--early",
+            "2",
+            "--late",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("expect hits=27 ")
+            && text.contains(" table[0]=6 ")
+            && text.contains(" table[1]=3 "),
+        "{text}"
+    );
+    assert!(text.contains("done hits=27 rounds=27"), "{text}");
+}

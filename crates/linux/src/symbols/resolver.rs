@@ -274,12 +274,70 @@ impl Resolver {
                         Err(err) => return Err(err),
                     };
                     if let Some(base) = self.find(m, n)? {
-                        return self.finish(i, m, base, &e, n, &shown);
+                        let (slot, base) = self.copy_relocated(i, base, n)?;
+                        let m = self.module(slot)?;
+                        return self.finish(slot, m, base, &e, n, &shown);
                     }
                 }
                 Err(self.not_found(n, &order))
             }
         }
+    }
+
+    /// Copy relocations: a PIE that names a library's variable gets its own
+    /// copy (`R_X86_64_COPY`) and every write, the library's too, goes there.
+    /// So a library variable the executable also defines resolves to the
+    /// executable's copy; and the executable's copy, which has no DWARF of its
+    /// own, borrows the library's type.
+    fn copy_relocated<'s>(
+        &'s self,
+        slot: usize,
+        base: Base<'s>,
+        name: &str,
+    ) -> Result<(usize, Base<'s>), SymbolError> {
+        let Base::Var { link, ty, dw, size } = base else {
+            return Ok((slot, base));
+        };
+        if slot != 0 {
+            let exe = self.module(0)?;
+            let copy = exe
+                .syms_named(name)
+                .find(|s| s.kind == SymKind::Object && s.raw == name);
+            if let Some(c) = copy {
+                return Ok((
+                    0,
+                    Base::Var {
+                        link: c.addr,
+                        ty,
+                        dw,
+                        size: c.size,
+                    },
+                ));
+            }
+            return Ok((slot, Base::Var { link, ty, dw, size }));
+        }
+        if ty.is_none() {
+            for i in 1..self.slots.len() {
+                let Ok(m) = self.module(i) else { continue };
+                if let Ok(Some(Base::Var {
+                    ty: Some(t),
+                    dw: Some(d),
+                    ..
+                })) = self.find(m, name)
+                {
+                    return Ok((
+                        0,
+                        Base::Var {
+                            link,
+                            ty: Some(t),
+                            dw: Some(d),
+                            size,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok((0, Base::Var { link, ty, dw, size }))
     }
 
     /// Look `name` up in one module: DWARF globals first (they carry types),
@@ -307,7 +365,19 @@ impl Resolver {
             }
         }
         let mut syms: Vec<&ElfSym> = m.syms_named(name).collect();
-        syms.sort_by_key(|s| (s.name != name && s.raw != name, s.kind == SymKind::Func));
+        let std_lib = |f: &str| {
+            ["std::", "core::", "alloc::"]
+                .iter()
+                .any(|p| f.starts_with(p))
+        };
+        syms.sort_by_key(|s| {
+            (
+                s.name != name && s.raw != name,
+                s.kind == SymKind::Func,
+                std_lib(&s.name),
+                s.name.matches("::").count(),
+            )
+        });
         let Some(s) = syms.first() else {
             return Ok(None);
         };

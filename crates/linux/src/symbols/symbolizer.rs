@@ -66,7 +66,8 @@ impl fmt::Display for Frame {
 /// # Ok(()) }
 /// ```
 pub struct Symbolizer {
-    pid: i32,
+    /// `None`: built from a saved maps snapshot (offline `report`).
+    pid: Option<i32>,
     maps: Vec<MapEntry>,
     /// Where each file is read from (`map_files` for deleted ones).
     open: HashMap<String, PathBuf>,
@@ -81,7 +82,7 @@ impl Symbolizer {
             return Err(SymbolError::NoProcess { pid });
         }
         let mut s = Symbolizer {
-            pid,
+            pid: Some(pid),
             maps: Vec::new(),
             open: HashMap::new(),
             blaze: blazesym::symbolize::Symbolizer::builder()
@@ -93,17 +94,41 @@ impl Symbolizer {
         Ok(s)
     }
 
-    /// Re-read the mappings (new libraries from `dlopen`). Keeps the old
-    /// snapshot if the process has exited.
+    /// A symbolizer over a saved snapshot of `/proc/PID/maps` (see
+    /// [`Symbolizer::maps`]), for analysing a recording after the process is
+    /// gone. The mapped files must still exist at their paths.
+    pub fn from_maps(maps: Vec<MapEntry>) -> Symbolizer {
+        let open = maps
+            .iter()
+            .filter(|m| m.is_file())
+            .map(|m| (m.path.clone(), PathBuf::from(&m.path)))
+            .collect();
+        Symbolizer {
+            pid: None,
+            maps,
+            open,
+            blaze: blazesym::symbolize::Symbolizer::builder()
+                .enable_code_info(true)
+                .build(),
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The current maps snapshot (save it with a recording for [`Symbolizer::from_maps`]).
+    pub fn maps(&self) -> &[MapEntry] {
+        &self.maps
+    }
+
+    /// Re-read the mappings (new libraries from `dlopen`). On error (the
+    /// process has exited) the old snapshot is kept. No-op for a snapshot
+    /// made by [`Symbolizer::from_maps`].
     pub fn refresh(&mut self) -> Result<(), SymbolError> {
-        let maps = read_maps(self.pid)?;
+        let Some(pid) = self.pid else { return Ok(()) };
+        let maps = read_maps(pid)?;
         for m in maps.iter().filter(|m| m.is_file()) {
             if !self.open.contains_key(&m.path) {
                 let p = if m.deleted {
-                    PathBuf::from(format!(
-                        "/proc/{}/map_files/{:x}-{:x}",
-                        self.pid, m.start, m.end
-                    ))
+                    PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
                 } else {
                     PathBuf::from(&m.path)
                 };
