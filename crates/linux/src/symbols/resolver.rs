@@ -605,11 +605,20 @@ impl Resolver {
     }
 
     fn not_found(&self, name: &str, order: &[usize]) -> SymbolError {
-        let mut scored: Vec<(usize, String)> = Vec::new();
+        // Rank: edit distance ignoring case, then with case, then names in the
+        // executable before libraries, then outside Rust's std, then shorter.
+        type Key = (usize, usize, usize, bool, usize);
+        let mut scored: Vec<(Key, String)> = Vec::new();
         let q = name.to_ascii_lowercase();
         let q_last = q.rsplit("::").next().unwrap_or(&q).to_string();
+        let name_last = name.rsplit("::").next().unwrap_or(name);
         let limit = (q_last.len() / 3).max(2);
-        for &i in order {
+        let std_lib = |f: &str| {
+            ["std::", "core::", "alloc::"]
+                .iter()
+                .any(|p| f.starts_with(p))
+        };
+        for (rank, &i) in order.iter().enumerate() {
             let Ok(m) = self.module(i) else { continue };
             for c in m.candidate_names() {
                 let cl = c.to_ascii_lowercase();
@@ -617,15 +626,14 @@ impl Resolver {
                 let d = strsim::levenshtein(&q, &cl).min(strsim::levenshtein(&q_last, c_last));
                 let sub = q_last.len() >= 3 && c_last.contains(&q_last);
                 if d <= limit || sub {
-                    scored.push((if sub { d.min(limit) } else { d }, c));
+                    let d = if sub { d.min(limit) } else { d };
+                    let exact_case =
+                        strsim::levenshtein(name_last, c.rsplit("::").next().unwrap_or(&c));
+                    scored.push(((d, exact_case, rank.min(1), std_lib(&c), c.len()), c));
                 }
             }
         }
-        scored.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then(a.1.len().cmp(&b.1.len()))
-                .then(a.1.cmp(&b.1))
-        });
+        scored.sort();
         let mut suggestions: Vec<String> = Vec::new();
         for (_, s) in scored {
             if !suggestions.contains(&s) {

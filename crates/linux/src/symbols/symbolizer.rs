@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized};
@@ -21,16 +23,17 @@ use super::SymbolError;
 pub struct Frame {
     /// The address asked about.
     pub ip: u64,
-    /// Demangled function name (Rust hashes removed), if known.
-    pub function: Option<String>,
+    /// Demangled function name (Rust hashes removed), if known. Strings are
+    /// shared (`Arc<str>`) so a cached frame is cloned without allocating.
+    pub function: Option<Arc<str>>,
     /// Bytes from the function's start to `ip`.
     pub offset: u64,
     /// Source file (full path when the debug info has one).
-    pub file: Option<String>,
+    pub file: Option<Arc<str>>,
     /// Source line.
     pub line: Option<u32>,
     /// The ELF file (or `[vdso]`, `[heap]`...) holding `ip`.
-    pub module: Option<String>,
+    pub module: Option<Arc<str>>,
 }
 
 impl fmt::Display for Frame {
@@ -72,7 +75,28 @@ pub struct Symbolizer {
     /// Where each file is read from (`map_files` for deleted ones).
     open: HashMap<String, PathBuf>,
     blaze: blazesym::symbolize::Symbolizer,
-    cache: HashMap<u64, Frame>,
+    cache: HashMap<u64, Frame, BuildHasherDefault<IpHasher>>,
+    /// One shared copy of each module, function and file name.
+    strings: HashMap<String, Arc<str>>,
+}
+
+/// A multiplicative hash for IP keys. Hand-written: the std SipHash costs more
+/// than the rest of a cached lookup, and IPs are not attacker-chosen keys.
+#[derive(Default)]
+struct IpHasher(u64);
+
+impl Hasher for IpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl Symbolizer {
@@ -88,7 +112,8 @@ impl Symbolizer {
             blaze: blazesym::symbolize::Symbolizer::builder()
                 .enable_code_info(true)
                 .build(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
+            strings: HashMap::new(),
         };
         s.refresh()?;
         Ok(s)
@@ -110,7 +135,8 @@ impl Symbolizer {
             blaze: blazesym::symbolize::Symbolizer::builder()
                 .enable_code_info(true)
                 .build(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
+            strings: HashMap::new(),
         }
     }
 
@@ -189,7 +215,7 @@ impl Symbolizer {
                         .push((ip, ip - m.start + m.offset));
                 }
                 Some(m) => {
-                    let module = (!m.path.is_empty()).then(|| m.path.clone());
+                    let module = (!m.path.is_empty()).then(|| intern(&mut self.strings, &m.path));
                     self.cache.insert(
                         ip,
                         Frame {
@@ -222,17 +248,18 @@ impl Symbolizer {
                 .blaze
                 .symbolize(&src, Input::FileOffset(&offs))
                 .unwrap_or_default();
+            let module = intern(&mut self.strings, &path);
             for (k, &(ip, _)) in pairs.iter().enumerate() {
                 let mut f = Frame {
                     ip,
-                    module: Some(path.clone()),
+                    module: Some(module.clone()),
                     ..Frame::default()
                 };
                 if let Some(Symbolized::Sym(s)) = syms.get(k) {
-                    f.function = Some(s.name.to_string());
+                    f.function = Some(intern(&mut self.strings, &s.name));
                     f.offset = s.offset as u64;
                     if let Some(ci) = &s.code_info {
-                        f.file = Some(ci.to_path().to_string_lossy().into_owned());
+                        f.file = Some(intern(&mut self.strings, &ci.to_path().to_string_lossy()));
                         f.line = ci.line;
                     }
                 }
@@ -240,4 +267,13 @@ impl Symbolizer {
             }
         }
     }
+}
+
+fn intern(strings: &mut HashMap<String, Arc<str>>, s: &str) -> Arc<str> {
+    if let Some(a) = strings.get(s) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(s);
+    strings.insert(s.to_string(), a.clone());
+    a
 }
