@@ -34,7 +34,7 @@ pub mod target;
 pub use attr::{Access, BpAttr};
 pub use error::Error;
 pub use machine::Machine;
-pub use target::{CpuId, TaskId, Target};
+pub use target::{CpuId, Target, TaskId};
 
 /// A registered breakpoint's identity. Never reused within one layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
