@@ -2,6 +2,7 @@
 //! the program. Thin glue over `hwbreak-linux` (perf events, symbols): this
 //! crate parses SPECs, drives a watch session, and prints.
 
+mod bench;
 mod cli;
 mod error;
 mod frames;
@@ -26,6 +27,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Watch(a) => session::watch(&a),
         Cmd::Stat(a) => session::stat(&a),
         Cmd::Record(a) => session::record(&a),
+        Cmd::Bench(a) => bench::run(a).map_err(|e| CliError::new(format!("{e:#}"))),
     }
 }
 
