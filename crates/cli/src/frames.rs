@@ -117,6 +117,11 @@ impl<S: Symbolize> FrameCache<S> {
         }
     }
 
+    /// The wrapped symbolizer.
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// Frames for a stack `[ip, return addresses...]`; `exact_ip` says the
     /// first address is an instruction start (an execute hit).
     pub fn stack(&mut self, ips: &[u64], exact_ip: bool) -> Vec<Rc<Frame>> {

@@ -7,8 +7,10 @@ mod cli;
 mod error;
 mod frames;
 mod offline;
+mod plan;
 mod recfile;
 mod report;
+mod session;
 mod slots;
 mod spec;
 mod summary;
@@ -22,8 +24,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
         Cmd::Report(a) => report::run(&a),
         Cmd::Slots(a) => slots::run(&a),
+        Cmd::Watch(a) => session::watch(&a),
+        Cmd::Stat(a) => session::stat(&a),
+        Cmd::Record(a) => session::record(&a),
         Cmd::Bench(a) => bench::run(a).map_err(|e| CliError::new(format!("{e:#}"))),
-        Cmd::Watch(_) | Cmd::Stat(_) | Cmd::Record(_) => Err(CliError::new("not built yet")),
     }
 }
 

@@ -27,6 +27,12 @@ impl OfflineSymbolizer {
         }
     }
 
+    /// Add mappings seen later (a library loaded since).
+    pub fn add_modules(&mut self, more: &[Module]) {
+        self.modules.extend_from_slice(more);
+        self.modules.sort_by_key(|m| m.start);
+    }
+
     fn module_of(&self, ip: u64) -> Option<usize> {
         let i = self.modules.partition_point(|m| m.start <= ip);
         let i = i.checked_sub(1)?;

@@ -24,6 +24,9 @@
 //!     8 time_ns u64  16 ip u64  24 addr u64  32 value u64  40 cpu u32
 //!     44 nframes u16 (≤ 4096)  46 reserved u16
 //!   lost    kind 2, 16 bytes: kind u8, 7 zero bytes, count u64
+//!   module  kind 3, 32 bytes then the path: kind u8, 1 zero byte,
+//!           path_len u16, 4 zero bytes, start u64, end u64, file_offset u64;
+//!           a mapping seen after the header (a library loaded later)
 //!   trailer kind 0xFF, 24 bytes: kind u8, 7 zero bytes, hits u64, lost u64;
 //!           must be the last bytes of the file
 //! ```
@@ -42,6 +45,7 @@ pub const VERSION: u16 = 1;
 pub const HIT_SIZE: usize = 48;
 const KIND_HIT: u8 = 1;
 const KIND_LOST: u8 = 2;
+const KIND_MODULE: u8 = 3;
 const KIND_END: u8 = 0xFF;
 const MAX_WATCHES: u32 = 256;
 const MAX_MODULES: u32 = 65536;
@@ -248,6 +252,20 @@ impl<W: Write> Writer<W> {
         b[8..16].copy_from_slice(&count.to_le_bytes());
         self.lost += count;
         self.out.write_all(&b)
+    }
+
+    /// Append a mapping seen after the header (a library loaded later).
+    pub fn module(&mut self, m: &Module) -> io::Result<()> {
+        let p = m.path.as_bytes();
+        let n = p.len().min(u16::MAX as usize);
+        let mut b = [0u8; 32];
+        b[0] = KIND_MODULE;
+        b[2..4].copy_from_slice(&(n as u16).to_le_bytes());
+        b[8..16].copy_from_slice(&m.start.to_le_bytes());
+        b[16..24].copy_from_slice(&m.end.to_le_bytes());
+        b[24..32].copy_from_slice(&m.file_offset.to_le_bytes());
+        self.out.write_all(&b)?;
+        self.out.write_all(&p[..n])
     }
 
     /// Write the trailer and flush; returns the totals and the inner writer.
@@ -487,6 +505,35 @@ impl<R: BufRead> Reader<R> {
                     let c = self.u64("a lost record")?;
                     self.lost_seen = self.lost_seen.saturating_add(c);
                 }
+                KIND_MODULE => {
+                    let mut b = [0u8; 32];
+                    b[0] = KIND_MODULE;
+                    self.exact(&mut b[1..], "a module record")?;
+                    let le64 = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+                    let n = u16::from_le_bytes([b[2], b[3]]) as usize;
+                    let (start, end, file_offset) = (le64(8), le64(16), le64(24));
+                    if end < start {
+                        return self.corrupt(
+                            at,
+                            format!("module ends ({end:#x}) before it starts ({start:#x})"),
+                        );
+                    }
+                    if self.header.modules.len() >= MAX_MODULES as usize {
+                        return self.corrupt(at, format!("more than {MAX_MODULES} modules"));
+                    }
+                    let mut pb = vec![0u8; n];
+                    self.exact(&mut pb, "a module path")?;
+                    let path = String::from_utf8(pb).map_err(|_| RecError::Corrupt {
+                        offset: at,
+                        what: "a module path is not UTF-8".into(),
+                    })?;
+                    self.header.modules.push(Module {
+                        start,
+                        end,
+                        file_offset,
+                        path,
+                    });
+                }
                 KIND_END => {
                     let mut pad = [0u8; 7];
                     self.exact(&mut pad, "the trailer")?;
@@ -578,6 +625,13 @@ mod tests {
             w.hit(x).unwrap();
         }
         w.lost(lost).unwrap();
+        w.module(&Module {
+            start: 0x7f00_0000_0000,
+            end: 0x7f00_0001_0000,
+            file_offset: 0,
+            path: "/lib/libc.so.6".into(),
+        })
+        .unwrap();
         w.finish().unwrap().1
     }
 
@@ -602,7 +656,14 @@ mod tests {
         ];
         let bytes = write(&sample_header(), &hits, 3);
         let (h, got, t) = read_all(&bytes).unwrap();
-        assert_eq!(h, sample_header());
+        let mut want = sample_header();
+        want.modules.push(Module {
+            start: 0x7f00_0000_0000,
+            end: 0x7f00_0001_0000,
+            file_offset: 0,
+            path: "/lib/libc.so.6".into(),
+        });
+        assert_eq!(h, want);
         assert_eq!(got, hits);
         assert_eq!(t, Trailer { hits: 2, lost: 3 });
     }
@@ -644,7 +705,7 @@ mod tests {
     #[test]
     fn hit_for_unknown_watch_is_corrupt() {
         let mut bytes = write(&sample_header(), &[Hit::default()], 0);
-        let hdr_len = bytes.len() - 24 - HIT_SIZE;
+        let hdr_len = bytes.len() - 24 - 32 - "/lib/libc.so.6".len() - HIT_SIZE;
         bytes[hdr_len + 2] = 5;
         let e = read_all(&bytes).unwrap_err();
         assert!(e.to_string().contains("watch #5"), "{e}");

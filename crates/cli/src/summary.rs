@@ -175,7 +175,11 @@ impl SummaryView<'_> {
                     .map(|w| w.name.clone())
                     .unwrap_or_default(),
                 hits: c,
-                frames: sym.stack(ips, self.agg.exact(w)).iter().map(|f| (**f).clone()).collect(),
+                frames: sym
+                    .stack(ips, self.agg.exact(w))
+                    .iter()
+                    .map(|f| (**f).clone())
+                    .collect(),
             })
             .collect();
         SummaryJson {
