@@ -32,6 +32,8 @@ struct state {
 long counter;
 struct state state = { 0, 0, "counter" };
 int table[16];
+/* Thread-local: one copy per thread, so no single address (an error case). */
+__thread long tls_rounds;
 
 static long iterations;
 static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -65,6 +67,7 @@ static void *worker(void *arg)
         bump_counter();
         bump_state(id);
         bump_table(r);
+        tls_rounds++;
     }
     return NULL;
 }

@@ -54,7 +54,15 @@ pub enum Error {
         /// Pool requested.
         to: Pool,
     },
+    /// The debugger path released a slot it does not hold.
+    #[error("no debugger-held {pool:?} slot to release: try_release was called more often than try_reserve")]
+    NotReserved {
+        /// The pool named in the release.
+        pool: Pool,
+    },
     /// The debugger path found the books locked; it never waits.
-    #[error("the breakpoint books are locked by another CPU; try again (the debugger path never waits)")]
+    #[error(
+        "the breakpoint books are locked by another CPU; try again (the debugger path never waits)"
+    )]
     Busy,
 }

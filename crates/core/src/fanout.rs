@@ -214,7 +214,13 @@ mod tests {
                 ..Default::default()
             };
             let e = Fanout::<u32, u32>::register(&mut d, 0..4).unwrap_err();
-            assert_eq!(e, FanoutError { member: k, error: "full" });
+            assert_eq!(
+                e,
+                FanoutError {
+                    member: k,
+                    error: "full"
+                }
+            );
             let aborts: Vec<u32> = d
                 .calls
                 .iter()

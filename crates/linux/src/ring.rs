@@ -153,48 +153,76 @@ impl Ring {
 
     /// Hand every pending record to `f`, oldest first; returns what it saw.
     /// Records are zero-copy where contiguous; `f` must not keep them.
-    pub fn drain(&mut self, mut f: impl FnMut(Record<'_>)) -> DrainStats {
-        let mut st = DrainStats::default();
+    pub fn drain(&mut self, f: impl FnMut(Record<'_>)) -> DrainStats {
         let head = self.head().load(Ordering::Acquire);
-        let mut tail = self.tail().load(Ordering::Relaxed);
-        let size = self.data_size as u64;
-        let words = self.data_words().len();
-        while head.wrapping_sub(tail) >= 8 {
-            let avail = head.wrapping_sub(tail);
-            let start = ((tail % size) / 8) as usize;
-            let hdr = Header::from_word(self.data_words()[start]);
-            let len = hdr.size as u64;
-            if len < 8 || !len.is_multiple_of(8) || len > avail {
-                // Cannot happen with a sane kernel; resynchronise rather than loop.
-                st.malformed += 1;
-                tail = head;
-                break;
-            }
-            let n = (len / 8) as usize;
-            let layout = self.layout;
-            let rec = if start + n <= words {
-                let ring = self.data_words();
-                parse(&layout, &ring[start..start + n]).map(&mut f)
-            } else {
-                st.copied += 1;
-                let first = words - start;
-                let mut scratch = std::mem::take(&mut self.scratch);
-                scratch.clear();
-                scratch.extend_from_slice(&self.data_words()[start..]);
-                scratch.extend_from_slice(&self.data_words()[..n - first]);
-                let r = parse(&layout, &scratch).map(&mut f);
-                self.scratch = scratch;
-                r
-            };
-            match rec {
-                Some(()) => st.records += 1,
-                None => st.malformed += 1,
-            }
-            tail = tail.wrapping_add(len);
-            // Free the space as soon as the callback is done with it.
-            self.tail().store(tail, Ordering::Release);
-        }
-        self.tail().store(tail, Ordering::Release);
+        let tail = self.tail().load(Ordering::Relaxed);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let layout = self.layout;
+        let tail_ref = self.tail();
+        let (_, st) = drain_words(
+            self.data_words(),
+            head,
+            tail,
+            &layout,
+            &mut scratch,
+            // Free each record's space as soon as the callback is done with it.
+            |t| tail_ref.store(t, Ordering::Release),
+            f,
+        );
+        self.scratch = scratch;
         st
     }
+}
+
+/// The ring walk itself, over any word slice: records in `[tail, head)`
+/// (byte positions, taken modulo the slice's size), each handed to `f` in
+/// place or, if it crosses the end, copied into `scratch`. `set_tail` is
+/// called after each record. Never reads outside `data`, whatever `head`,
+/// `tail` and the bytes are. Returns the final tail.
+pub fn drain_words(
+    data: &[u64],
+    head: u64,
+    mut tail: u64,
+    layout: &SampleLayout,
+    scratch: &mut Vec<u64>,
+    mut set_tail: impl FnMut(u64),
+    mut f: impl FnMut(Record<'_>),
+) -> (u64, DrainStats) {
+    let mut st = DrainStats::default();
+    let words = data.len();
+    if words == 0 {
+        return (tail, st);
+    }
+    let size = words as u64 * 8;
+    while head.wrapping_sub(tail) >= 8 {
+        let avail = head.wrapping_sub(tail);
+        let start = ((tail % size) / 8) as usize;
+        let hdr = Header::from_word(data[start]);
+        let len = hdr.size as u64;
+        if len < 8 || !len.is_multiple_of(8) || len > avail || len > size {
+            // Cannot happen with a sane kernel; resynchronise rather than loop.
+            st.malformed += 1;
+            tail = head;
+            break;
+        }
+        let n = (len / 8) as usize;
+        let rec = if start + n <= words {
+            parse(layout, &data[start..start + n]).map(&mut f)
+        } else {
+            st.copied += 1;
+            let first = words - start;
+            scratch.clear();
+            scratch.extend_from_slice(&data[start..]);
+            scratch.extend_from_slice(&data[..n - first]);
+            parse(layout, scratch).map(&mut f)
+        };
+        match rec {
+            Some(()) => st.records += 1,
+            None => st.malformed += 1,
+        }
+        tail = tail.wrapping_add(len);
+        set_tail(tail);
+    }
+    set_tail(tail);
+    (tail, st)
 }

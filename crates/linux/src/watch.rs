@@ -690,6 +690,25 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
     })
 }
 
+/// Apply `apply` to every item in order; on the first failure, `undo` the
+/// items already applied, newest first, and return which failed. The
+/// all-or-nothing rule of modify-in-place.
+pub(crate) fn apply_all<T, E>(
+    items: &[T],
+    mut apply: impl FnMut(&T) -> std::result::Result<(), E>,
+    mut undo: impl FnMut(&T),
+) -> std::result::Result<(), (usize, E)> {
+    for (k, it) in items.iter().enumerate() {
+        if let Err(e) = apply(it) {
+            for back in items[..k].iter().rev() {
+                undo(back);
+            }
+            return Err((k, e));
+        }
+    }
+    Ok(())
+}
+
 /// The process exists and every watch is mapped in it.
 fn check_target(pid: i32, watches: &[Watch], check_mapped: bool) -> Result<()> {
     if !procfs::process_exists(pid) {
@@ -849,12 +868,21 @@ impl Watcher {
 
     /// Enable every watch's events.
     pub fn enable(&self) -> Result<()> {
+        self.set_disabled(false)?;
         self.each_event(|_, ev| ev.enable().map_err(|e| Error::sys("enable", e)))
     }
 
     /// Disable every watch's events (they keep their slots).
     pub fn disable(&self) -> Result<()> {
+        self.set_disabled(true)?;
         self.each_event(|_, ev| ev.disable().map_err(|e| Error::sys("disable", e)))
+    }
+
+    fn set_disabled(&self, yes: bool) -> Result<()> {
+        for w in self.watches.write().unwrap().iter_mut() {
+            w.attr.disabled = yes;
+        }
+        Ok(())
     }
 
     fn each_event(&self, mut f: impl FnMut(usize, &Event) -> Result<()>) -> Result<()> {
@@ -871,6 +899,7 @@ impl Watcher {
     /// every thread/CPU and its inherited copies. Checked against the arch
     /// rules first; if any event refuses, the ones already changed are put
     /// back and the old shape stays.
+    /// The new attr's `disabled` decides whether the watch is armed after the change.
     pub fn modify(&self, idx: usize, attr: BpAttr) -> Result<()> {
         let mut watches = self.watches.write().unwrap();
         let name = match watches.get(idx) {
@@ -900,26 +929,40 @@ impl Watcher {
             .members()
             .flat_map(|(_, h)| h.events.iter().filter(|(wi, _)| *wi == idx).map(|(_, e)| e))
             .collect();
-        for (k, ev) in evs.iter().enumerate() {
-            let r = ev.modify(&new_a.disabled(attr.disabled));
-            if let Err(e) = r {
-                for back in &evs[..k] {
-                    let _ = back.modify(&old_a.disabled(old.disabled));
-                }
-                return Err(match e.raw_os_error() {
-                    Some(libc::ENOSPC) => Error::NoSlot {
-                        watch: name,
-                        held_by_us: watches
-                            .iter()
-                            .filter(|w| w.name != watches[idx].name)
-                            .map(|w| w.name.clone())
-                            .collect(),
-                        total: HW_SLOTS,
-                        other_users: 0,
-                    },
-                    _ => Error::sys(format!("modify watch `{name}`"), e),
-                });
+        let applied = apply_all(
+            &evs,
+            |ev| ev.modify(&new_a.disabled(attr.disabled)),
+            |ev| {
+                let _ = ev.modify(&old_a.disabled(old.disabled));
+            },
+        );
+        if let Err((k, e)) = applied {
+            // The kernel disables an event before modifying it and re-enables it
+            // only if the attr it was *opened* with said enabled; ours were opened
+            // disabled (enabled later by ioctl), so put the failed one back on.
+            if !old.disabled {
+                let _ = evs[k].enable();
             }
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOSPC) => Error::NoSlot {
+                    watch: name.clone(),
+                    held_by_us: watches
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i != idx)
+                        .map(|(_, w)| w.name.clone())
+                        .collect(),
+                    total: HW_SLOTS,
+                    other_users: 0,
+                },
+                Some(libc::EINVAL) if attr.privileged => Error::Permission {
+                    what: format!("move watch `{name}` to kernel address {:#x} (the events exclude the kernel; open a CPU-wide privileged watch instead)", attr.addr),
+                    errno: libc::EINVAL,
+                    paranoid: procfs::perf_event_paranoid(),
+                    ptrace_scope: procfs::ptrace_scope(),
+                },
+                _ => Error::sys(format!("modify watch `{name}`"), e),
+            });
         }
         watches[idx].attr = attr;
         base[idx] = new_a;
@@ -1096,5 +1139,41 @@ impl Watcher {
             *self.exit.lock().unwrap() = Some(s);
         }
         Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn apply_all_rolls_back_newest_first_when_item_k_fails() {
+        for k in 0..5usize {
+            let items: Vec<usize> = (0..5).collect();
+            let mut log = Vec::new();
+            let log_ref = std::cell::RefCell::new(&mut log);
+            let r = apply_all(
+                &items,
+                |&i| {
+                    log_ref.borrow_mut().push(("apply", i));
+                    if i == k {
+                        Err("refused")
+                    } else {
+                        Ok(())
+                    }
+                },
+                |&i| log_ref.borrow_mut().push(("undo", i)),
+            );
+            assert_eq!(r, Err((k, "refused")));
+            let undone: Vec<usize> = log.iter().filter(|e| e.0 == "undo").map(|e| e.1).collect();
+            assert_eq!(undone, (0..k).rev().collect::<Vec<_>>(), "k={k}");
+        }
+    }
+
+    #[test]
+    fn x86_user_regs_mask_excludes_segment_registers() {
+        // DS, ES, FS, GS are PERF_REG_X86 12..15; x86-64 refuses them.
+        assert_eq!(X86_64_REGS_USER_MASK & (0xf << 12), 0);
+        assert_eq!(X86_64_REGS_USER_MASK.count_ones(), 20);
     }
 }

@@ -395,3 +395,170 @@ fn rust_function_symbolizes_demangled_with_its_file() {
     let unknown = s.symbolize_one(0x10);
     assert_eq!((unknown.function, unknown.ip), (None, 0x10));
 }
+
+#[test]
+fn copy_relocated_library_variable_resolves_to_the_executables_copy() {
+    let dir = need_c!();
+    let t = start(&dir.join("usecopy"), &["5", "wait"]);
+    // The program itself shows the library writes to the copy.
+    assert_eq!(t.addr("watchme_value"), t.addr("lib watchme_value"));
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    for spec in ["libwatchme.so:watchme_value", "watchme_value"] {
+        let v = r.resolve(spec).unwrap();
+        assert_eq!(v.addr, t.addr("watchme_value"), "{spec}");
+        assert_eq!(v.len, 8, "{spec}");
+        assert_eq!(
+            v.type_name.as_deref(),
+            Some("long int"),
+            "{spec}: the type comes from the library"
+        );
+    }
+}
+
+#[test]
+fn saved_maps_symbolize_offline_like_the_live_process() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let mut live = Symbolizer::new(t.pid()).unwrap();
+    let f = t.addr("fn bump_counter");
+    let want = live.symbolize_one(f + 3);
+    let mut offline = Symbolizer::from_maps(live.maps().to_vec());
+    drop(t);
+    assert_eq!(offline.symbolize_one(f + 3), want);
+}
+
+#[test]
+fn targets_print_counts_that_they_then_reach() {
+    // The C and Rust targets announce exact counts; the watch tests compare
+    // against those numbers, so the targets must reach them themselves.
+    let dir = need_c!();
+    let out = std::process::Command::new(dir.join("counter"))
+        .args(["37", "2", "3"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("expect counter=185 state.count=185"),
+        "{text}"
+    );
+    assert!(text.contains("done counter=185 state.count=185"), "{text}");
+    let out = std::process::Command::new(demo_bin())
+        .args([
+            "--iterations",
+            "9",
+            "--delay-ms",
+            "0",
+            "--late-after-ms",
+            "0",
+            "--early",
+            "2",
+            "--late",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("expect hits=27 ")
+            && text.contains(" table[0]=6 ")
+            && text.contains(" table[1]=3 "),
+        "{text}"
+    );
+    assert!(text.contains("done hits=27 rounds=27"), "{text}");
+}
+
+#[test]
+fn thread_local_variable_is_refused_with_the_reason() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    let e = r.resolve("tls_rounds").unwrap_err();
+    assert!(matches!(e, SymbolError::ThreadLocal { .. }), "{e}");
+    assert!(e.to_string().contains("thread-local"));
+}
+
+/// Start `bin` stopped at its exec (PTRACE_TRACEME), as `hwbreak ... -- CMD` does.
+fn spawn_stopped_at_exec(bin: &std::path::Path, args: &[&str]) -> (std::process::Child, i32) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(args).stdout(std::process::Stdio::piped());
+    // SAFETY: PTRACE_TRACEME in the forked child before exec; async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let mut status = 0;
+    // SAFETY: waiting for our own child's exec stop.
+    let w = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(w, pid);
+    assert!(libc::WIFSTOPPED(status) && libc::WSTOPSIG(status) == libc::SIGTRAP);
+    (child, pid)
+}
+
+/// Let a child stopped by [`spawn_stopped_at_exec`] run to its end; its stdout.
+fn detach_and_finish(child: std::process::Child, pid: i32) -> String {
+    // SAFETY: detach from our own stopped child; it continues without a signal.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0, 0) };
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+}
+
+fn printed_addr(text: &str, name: &str) -> u64 {
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("addr {name}=")))
+        .unwrap_or_else(|| panic!("no addr {name} in {text}"));
+    u64::from_str_radix(line.trim_start_matches("0x"), 16).unwrap()
+}
+
+#[test]
+fn launched_command_resolves_at_its_first_instruction() {
+    // The child stops at exec, before ld.so has run: the executable's names
+    // must already resolve to the addresses it will use.
+    let dir = need_c!();
+    let (child, pid) = spawn_stopped_at_exec(&dir.join("counter"), &["3", "1", "1"]);
+    let r = Resolver::for_pid(pid).unwrap();
+    let count = r.resolve("state.count").unwrap();
+    let func = r.resolve("bump_counter").unwrap();
+    assert!(!count.needs_rebase && func.is_function());
+    let text = detach_and_finish(child, pid);
+    assert!(text.contains("done counter=6"), "{text}");
+    assert_eq!(count.addr, printed_addr(&text, "state.count"));
+    assert_eq!(func.addr, printed_addr(&text, "fn bump_counter"));
+}
+
+#[test]
+fn launched_command_library_not_loaded_yet_says_so() {
+    let dir = need_c!();
+    let (child, pid) = spawn_stopped_at_exec(&dir.join("uselib"), &["3"]);
+    let r = Resolver::for_pid(pid).unwrap();
+    assert!(
+        !r.modules().iter().any(|m| m.contains("libwatchme")),
+        "{:?}",
+        r.modules()
+    );
+    let e = r.resolve("libwatchme.so:watchme_value").unwrap_err();
+    assert!(matches!(e, SymbolError::NoModule { .. }), "{e}");
+    assert!(e.to_string().contains("loaded later"), "{e}");
+    let text = detach_and_finish(child, pid);
+    assert!(text.contains("done watchme_value=3"), "{text}");
+}
+
+#[test]
+fn close_match_ranking_prefers_the_programs_own_names() {
+    let t = start(
+        demo_bin(),
+        &["--wait", "--iterations", "1", "--delay-ms", "0"],
+    );
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    let e = r.resolve("STATEx").unwrap_err();
+    let SymbolError::NotFound { suggestions, .. } = &e else {
+        panic!("{e}")
+    };
+    assert_eq!(suggestions[0], "hwbreak_demo::STATE", "{e}");
+}

@@ -64,6 +64,52 @@ pub enum ValueKind {
     Code,
 }
 
+impl ValueKind {
+    /// Render a value read from memory (little-endian, as on x86-64 and
+    /// arm64/POWER little-endian Linux) for `old → new` lines. Integers of 1,
+    /// 2, 4 or 8 bytes print in decimal, pointers in hex, floats of 4 or 8
+    /// bytes as floats; anything else as hex bytes.
+    ///
+    /// ```
+    /// use hwbreak_linux::symbols::ValueKind;
+    /// assert_eq!(ValueKind::Signed.format(&(-3i32).to_le_bytes()), "-3");
+    /// assert_eq!(ValueKind::Unsigned.format(&7u64.to_le_bytes()), "7");
+    /// assert_eq!(ValueKind::Pointer.format(&0x1000u64.to_le_bytes()), "0x1000");
+    /// assert_eq!(ValueKind::Float.format(&1.5f64.to_le_bytes()), "1.5");
+    /// assert_eq!(ValueKind::Bool.format(&[1]), "true");
+    /// assert_eq!(ValueKind::Bytes.format(&[0xde, 0xad]), "de ad");
+    /// ```
+    pub fn format(self, bytes: &[u8]) -> String {
+        let n = bytes.len();
+        let mut buf = [0u8; 8];
+        let int = matches!(n, 1 | 2 | 4 | 8);
+        if int {
+            buf[..n].copy_from_slice(bytes);
+        }
+        let u = u64::from_le_bytes(buf);
+        match self {
+            ValueKind::Unsigned if int => u.to_string(),
+            ValueKind::Signed if int => {
+                let shift = 64 - 8 * n as u32;
+                (((u << shift) as i64) >> shift).to_string()
+            }
+            ValueKind::Pointer if int => format!("{u:#x}"),
+            ValueKind::Bool if n == 1 => match bytes[0] {
+                0 => "false".into(),
+                1 => "true".into(),
+                b => format!("{b:#x}"),
+            },
+            ValueKind::Float if n == 4 => f32::from_bits(u as u32).to_string(),
+            ValueKind::Float if n == 8 => f64::from_bits(u).to_string(),
+            _ => bytes
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
 /// What a location resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {

@@ -342,8 +342,22 @@ impl DwarfIndex {
             .flatten()
             .map(|&i| &self.vars[i])
             .collect();
-        // Exact full-path matches first, then those with an address.
-        v.sort_by_key(|x| (x.full != name, x.addr.is_none() && !x.tls));
+        // Exact full-path matches first, then definitions, then names outside
+        // Rust's standard library, then the shortest paths: `STATE` means the
+        // program's `demo::STATE`, not some `std::...::STATE`.
+        let std_lib = |f: &str| {
+            ["std::", "core::", "alloc::"]
+                .iter()
+                .any(|p| f.starts_with(p))
+        };
+        v.sort_by_key(|x| {
+            (
+                x.full != name,
+                x.addr.is_none() && !x.tls,
+                std_lib(&x.full),
+                x.full.matches("::").count(),
+            )
+        });
         v
     }
 

@@ -274,12 +274,70 @@ impl Resolver {
                         Err(err) => return Err(err),
                     };
                     if let Some(base) = self.find(m, n)? {
-                        return self.finish(i, m, base, &e, n, &shown);
+                        let (slot, base) = self.copy_relocated(i, base, n)?;
+                        let m = self.module(slot)?;
+                        return self.finish(slot, m, base, &e, n, &shown);
                     }
                 }
                 Err(self.not_found(n, &order))
             }
         }
+    }
+
+    /// Copy relocations: a PIE that names a library's variable gets its own
+    /// copy (`R_X86_64_COPY`) and every write, the library's too, goes there.
+    /// So a library variable the executable also defines resolves to the
+    /// executable's copy; and the executable's copy, which has no DWARF of its
+    /// own, borrows the library's type.
+    fn copy_relocated<'s>(
+        &'s self,
+        slot: usize,
+        base: Base<'s>,
+        name: &str,
+    ) -> Result<(usize, Base<'s>), SymbolError> {
+        let Base::Var { link, ty, dw, size } = base else {
+            return Ok((slot, base));
+        };
+        if slot != 0 {
+            let exe = self.module(0)?;
+            let copy = exe
+                .syms_named(name)
+                .find(|s| s.kind == SymKind::Object && s.raw == name);
+            if let Some(c) = copy {
+                return Ok((
+                    0,
+                    Base::Var {
+                        link: c.addr,
+                        ty,
+                        dw,
+                        size: c.size,
+                    },
+                ));
+            }
+            return Ok((slot, Base::Var { link, ty, dw, size }));
+        }
+        if ty.is_none() {
+            for i in 1..self.slots.len() {
+                let Ok(m) = self.module(i) else { continue };
+                if let Ok(Some(Base::Var {
+                    ty: Some(t),
+                    dw: Some(d),
+                    ..
+                })) = self.find(m, name)
+                {
+                    return Ok((
+                        0,
+                        Base::Var {
+                            link,
+                            ty: Some(t),
+                            dw: Some(d),
+                            size,
+                        },
+                    ));
+                }
+            }
+        }
+        Ok((0, Base::Var { link, ty, dw, size }))
     }
 
     /// Look `name` up in one module: DWARF globals first (they carry types),
@@ -307,7 +365,19 @@ impl Resolver {
             }
         }
         let mut syms: Vec<&ElfSym> = m.syms_named(name).collect();
-        syms.sort_by_key(|s| (s.name != name && s.raw != name, s.kind == SymKind::Func));
+        let std_lib = |f: &str| {
+            ["std::", "core::", "alloc::"]
+                .iter()
+                .any(|p| f.starts_with(p))
+        };
+        syms.sort_by_key(|s| {
+            (
+                s.name != name && s.raw != name,
+                s.kind == SymKind::Func,
+                std_lib(&s.name),
+                s.name.matches("::").count(),
+            )
+        });
         let Some(s) = syms.first() else {
             return Ok(None);
         };
@@ -535,11 +605,20 @@ impl Resolver {
     }
 
     fn not_found(&self, name: &str, order: &[usize]) -> SymbolError {
-        let mut scored: Vec<(usize, String)> = Vec::new();
+        // Rank: edit distance ignoring case, then with case, then names in the
+        // executable before libraries, then outside Rust's std, then shorter.
+        type Key = (usize, usize, usize, bool, usize);
+        let mut scored: Vec<(Key, String)> = Vec::new();
         let q = name.to_ascii_lowercase();
         let q_last = q.rsplit("::").next().unwrap_or(&q).to_string();
+        let name_last = name.rsplit("::").next().unwrap_or(name);
         let limit = (q_last.len() / 3).max(2);
-        for &i in order {
+        let std_lib = |f: &str| {
+            ["std::", "core::", "alloc::"]
+                .iter()
+                .any(|p| f.starts_with(p))
+        };
+        for (rank, &i) in order.iter().enumerate() {
             let Ok(m) = self.module(i) else { continue };
             for c in m.candidate_names() {
                 let cl = c.to_ascii_lowercase();
@@ -547,15 +626,14 @@ impl Resolver {
                 let d = strsim::levenshtein(&q, &cl).min(strsim::levenshtein(&q_last, c_last));
                 let sub = q_last.len() >= 3 && c_last.contains(&q_last);
                 if d <= limit || sub {
-                    scored.push((if sub { d.min(limit) } else { d }, c));
+                    let d = if sub { d.min(limit) } else { d };
+                    let exact_case =
+                        strsim::levenshtein(name_last, c.rsplit("::").next().unwrap_or(&c));
+                    scored.push(((d, exact_case, rank.min(1), std_lib(&c), c.len()), c));
                 }
             }
         }
-        scored.sort_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then(a.1.len().cmp(&b.1.len()))
-                .then(a.1.cmp(&b.1))
-        });
+        scored.sort();
         let mut suggestions: Vec<String> = Vec::new();
         for (_, s) in scored {
             if !suggestions.contains(&s) {

@@ -8,7 +8,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized};
@@ -21,16 +23,17 @@ use super::SymbolError;
 pub struct Frame {
     /// The address asked about.
     pub ip: u64,
-    /// Demangled function name (Rust hashes removed), if known.
-    pub function: Option<String>,
+    /// Demangled function name (Rust hashes removed), if known. Strings are
+    /// shared (`Arc<str>`) so a cached frame is cloned without allocating.
+    pub function: Option<Arc<str>>,
     /// Bytes from the function's start to `ip`.
     pub offset: u64,
     /// Source file (full path when the debug info has one).
-    pub file: Option<String>,
+    pub file: Option<Arc<str>>,
     /// Source line.
     pub line: Option<u32>,
     /// The ELF file (or `[vdso]`, `[heap]`...) holding `ip`.
-    pub module: Option<String>,
+    pub module: Option<Arc<str>>,
 }
 
 impl fmt::Display for Frame {
@@ -66,12 +69,34 @@ impl fmt::Display for Frame {
 /// # Ok(()) }
 /// ```
 pub struct Symbolizer {
-    pid: i32,
+    /// `None`: built from a saved maps snapshot (offline `report`).
+    pid: Option<i32>,
     maps: Vec<MapEntry>,
     /// Where each file is read from (`map_files` for deleted ones).
     open: HashMap<String, PathBuf>,
     blaze: blazesym::symbolize::Symbolizer,
-    cache: HashMap<u64, Frame>,
+    cache: HashMap<u64, Frame, BuildHasherDefault<IpHasher>>,
+    /// One shared copy of each module, function and file name.
+    strings: HashMap<String, Arc<str>>,
+}
+
+/// A multiplicative hash for IP keys. Hand-written: the std SipHash costs more
+/// than the rest of a cached lookup, and IPs are not attacker-chosen keys.
+#[derive(Default)]
+struct IpHasher(u64);
+
+impl Hasher for IpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl Symbolizer {
@@ -81,29 +106,55 @@ impl Symbolizer {
             return Err(SymbolError::NoProcess { pid });
         }
         let mut s = Symbolizer {
-            pid,
+            pid: Some(pid),
             maps: Vec::new(),
             open: HashMap::new(),
             blaze: blazesym::symbolize::Symbolizer::builder()
                 .enable_code_info(true)
                 .build(),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
+            strings: HashMap::new(),
         };
         s.refresh()?;
         Ok(s)
     }
 
-    /// Re-read the mappings (new libraries from `dlopen`). Keeps the old
-    /// snapshot if the process has exited.
+    /// A symbolizer over a saved snapshot of `/proc/PID/maps` (see
+    /// [`Symbolizer::maps`]), for analysing a recording after the process is
+    /// gone. The mapped files must still exist at their paths.
+    pub fn from_maps(maps: Vec<MapEntry>) -> Symbolizer {
+        let open = maps
+            .iter()
+            .filter(|m| m.is_file())
+            .map(|m| (m.path.clone(), PathBuf::from(&m.path)))
+            .collect();
+        Symbolizer {
+            pid: None,
+            maps,
+            open,
+            blaze: blazesym::symbolize::Symbolizer::builder()
+                .enable_code_info(true)
+                .build(),
+            cache: HashMap::default(),
+            strings: HashMap::new(),
+        }
+    }
+
+    /// The current maps snapshot (save it with a recording for [`Symbolizer::from_maps`]).
+    pub fn maps(&self) -> &[MapEntry] {
+        &self.maps
+    }
+
+    /// Re-read the mappings (new libraries from `dlopen`). On error (the
+    /// process has exited) the old snapshot is kept. No-op for a snapshot
+    /// made by [`Symbolizer::from_maps`].
     pub fn refresh(&mut self) -> Result<(), SymbolError> {
-        let maps = read_maps(self.pid)?;
+        let Some(pid) = self.pid else { return Ok(()) };
+        let maps = read_maps(pid)?;
         for m in maps.iter().filter(|m| m.is_file()) {
             if !self.open.contains_key(&m.path) {
                 let p = if m.deleted {
-                    PathBuf::from(format!(
-                        "/proc/{}/map_files/{:x}-{:x}",
-                        self.pid, m.start, m.end
-                    ))
+                    PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
                 } else {
                     PathBuf::from(&m.path)
                 };
@@ -164,7 +215,7 @@ impl Symbolizer {
                         .push((ip, ip - m.start + m.offset));
                 }
                 Some(m) => {
-                    let module = (!m.path.is_empty()).then(|| m.path.clone());
+                    let module = (!m.path.is_empty()).then(|| intern(&mut self.strings, &m.path));
                     self.cache.insert(
                         ip,
                         Frame {
@@ -197,17 +248,18 @@ impl Symbolizer {
                 .blaze
                 .symbolize(&src, Input::FileOffset(&offs))
                 .unwrap_or_default();
+            let module = intern(&mut self.strings, &path);
             for (k, &(ip, _)) in pairs.iter().enumerate() {
                 let mut f = Frame {
                     ip,
-                    module: Some(path.clone()),
+                    module: Some(module.clone()),
                     ..Frame::default()
                 };
                 if let Some(Symbolized::Sym(s)) = syms.get(k) {
-                    f.function = Some(s.name.to_string());
+                    f.function = Some(intern(&mut self.strings, &s.name));
                     f.offset = s.offset as u64;
                     if let Some(ci) = &s.code_info {
-                        f.file = Some(ci.to_path().to_string_lossy().into_owned());
+                        f.file = Some(intern(&mut self.strings, &ci.to_path().to_string_lossy()));
                         f.line = ci.line;
                     }
                 }
@@ -215,4 +267,13 @@ impl Symbolizer {
             }
         }
     }
+}
+
+fn intern(strings: &mut HashMap<String, Arc<str>>, s: &str) -> Arc<str> {
+    if let Some(a) = strings.get(s) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(s);
+    strings.insert(s.to_string(), a.clone());
+    a
 }
