@@ -15,6 +15,7 @@ use hwbreak_linux::symbols::{read_maps, ValueKind};
 use hwbreak_linux::watch::{Mode, Target, WatchHit, Watcher};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -364,30 +365,6 @@ impl Status {
     }
 }
 
-#[derive(Serialize)]
-struct HitJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    t: f64,
-    time_ns: u64,
-    tid: u32,
-    pid: u32,
-    cpu: u32,
-    watch: &'a str,
-    access: &'static str,
-    #[serde(serialize_with = "crate::frames::hex")]
-    addr: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    old: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    new: Option<&'a str>,
-    #[serde(serialize_with = "crate::frames::hex")]
-    ip: u64,
-    at: &'a crate::frames::Frame,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stack: Option<Vec<&'a crate::frames::Frame>>,
-}
-
 /// The per-hit work shared by watch and record.
 struct HitSink<'a> {
     s: &'a Session,
@@ -407,6 +384,10 @@ struct HitSink<'a> {
     err: Option<std::io::Error>,
     batch: Vec<(WatchHit<'static>, usize, usize)>,
     arena: Vec<u64>,
+    frames_buf: Vec<std::rc::Rc<crate::frames::Rendered>>,
+    line_buf: String,
+    /// Each watch's name as a JSON string, escaped once.
+    json_names: Vec<String>,
 }
 
 /// A hit without its borrowed slices (they are re-attached from an arena).
@@ -465,34 +446,55 @@ impl HitSink<'_> {
             return;
         }
         let exact = w.access == Access::Execute;
-        let frames = if self.no_stack {
-            self.sym.stack(&self.stack_buf[..1], exact)
+        let mut frames = std::mem::take(&mut self.frames_buf);
+        let depth = if self.no_stack {
+            1
         } else {
-            self.sym.stack(&self.stack_buf, exact)
+            self.stack_buf.len()
         };
+        self.sym
+            .stack_rendered(&self.stack_buf[..depth], exact, &mut frames);
         let t = h.time.saturating_sub(first) as f64 / 1e9;
         let fmt = |v: Option<u64>| v.map(|v| format_value(v, w.len, w.kind));
         let (old_s, new_s) = (fmt(old), fmt(value));
         let r = if self.json {
-            let j = HitJson {
-                kind: "hit",
-                t: (t * 1e6).round() / 1e6,
-                time_ns: h.time,
-                tid: h.tid,
-                pid: h.pid,
-                cpu: h.cpu,
-                watch: &w.name,
-                access: w.access.short(),
-                addr: h.addr,
-                old: old_s.as_deref(),
-                new: new_s.as_deref(),
-                ip: h.ip,
-                at: &frames[0],
-                stack: (!self.no_stack).then(|| frames[1..].iter().map(|f| &**f).collect()),
-            };
-            serde_json::to_writer(&mut self.out, &j)
-                .map_err(std::io::Error::other)
-                .and_then(|_| self.out.write_all(b"\n"))
+            // Written by hand from pre-rendered pieces: this is the per-hit
+            // hot path (the schema is in docs/CLI.md).
+            let mut line = std::mem::take(&mut self.line_buf);
+            line.clear();
+            let _ = write!(
+                line,
+                "{{\"type\":\"hit\",\"t\":{},\"time_ns\":{},\"tid\":{},\"pid\":{},\"cpu\":{},\"watch\":{},\"access\":\"{}\",\"addr\":\"{:#x}\"",
+                (t * 1e6).round() / 1e6,
+                h.time,
+                h.tid,
+                h.pid,
+                h.cpu,
+                self.json_names[wi],
+                w.access.short(),
+                h.addr
+            );
+            if let Some(o) = &old_s {
+                let _ = write!(line, ",\"old\":\"{o}\"");
+            }
+            if let Some(n) = &new_s {
+                let _ = write!(line, ",\"new\":\"{n}\"");
+            }
+            let _ = write!(line, ",\"ip\":\"{:#x}\",\"at\":{}", h.ip, frames[0].json);
+            if !self.no_stack {
+                line.push_str(",\"stack\":[");
+                for (k, f) in frames[1..].iter().enumerate() {
+                    if k > 0 {
+                        line.push(',');
+                    }
+                    line.push_str(&f.json);
+                }
+                line.push(']');
+            }
+            line.push_str("}\n");
+            let r = self.out.write_all(line.as_bytes());
+            self.line_buf = line;
+            r
         } else {
             let comm = self.comm.entry(h.tid).or_insert_with(|| {
                 let pid = if h.pid != 0 { h.pid } else { h.tid };
@@ -518,7 +520,7 @@ impl HitSink<'_> {
                 "{t:>10.6}  {who:<20}  {} {}{val}  at {}\n",
                 w.name,
                 w.access.short(),
-                frames[0].text()
+                frames[0].text
             );
             if !self.no_stack {
                 let max = 8;
@@ -527,16 +529,17 @@ impl HitSink<'_> {
                         line.push_str(&format!("                ← … {} more\n", frames.len() - k));
                         break;
                     }
-                    if crate::frames::is_runtime_entry(f) {
+                    if crate::frames::is_runtime_entry(&f.frame) {
                         break;
                     }
                     line.push_str("                ← ");
-                    line.push_str(&f.text());
+                    line.push_str(&f.text);
                     line.push('\n');
                 }
             }
             self.out.write_all(line.as_bytes())
         };
+        self.frames_buf = frames;
         if let Err(e) = r {
             self.err.get_or_insert(e);
         }
@@ -633,6 +636,14 @@ fn run_sampling(
         err: None,
         batch: Vec::new(),
         arena: Vec::new(),
+        frames_buf: Vec::new(),
+        line_buf: String::new(),
+        json_names: s
+            .plan
+            .watches
+            .iter()
+            .map(|w| serde_json::to_string(&w.name).unwrap_or_else(|_| "\"?\"".into()))
+            .collect(),
     };
     let stop = stop_flag();
     let mut status = Status::new();
