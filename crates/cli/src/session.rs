@@ -391,13 +391,13 @@ struct HitSink<'a> {
 }
 
 /// A hit without its borrowed slices (they are re-attached from an arena).
-fn h_owned(h: &WatchHit<'_>) -> Box<WatchHit<'static>> {
-    Box::new(WatchHit {
+fn h_owned(h: &WatchHit<'_>) -> WatchHit<'static> {
+    WatchHit {
         callchain: &[],
         regs: &[],
         stack: &[],
         ..*h
-    })
+    }
 }
 
 struct Recorder {
@@ -744,7 +744,7 @@ impl HitSink<'_> {
         w.drain(|h| {
             let a = arena.len();
             arena.extend_from_slice(h.callchain);
-            batch.push((*h_owned(h), a, arena.len()));
+            batch.push((h_owned(h), a, arena.len()));
         });
         batch.sort_by_key(|(h, _, _)| h.time);
         if !self.values {

@@ -444,6 +444,41 @@ fn watch_json_prints_exactly_one_object_per_hit_and_a_summary_with_lost_0() {
 }
 
 #[test]
+fn watch_json_attached_counts_every_hit_of_threads_before_and_after_attach() {
+    let _g = slots();
+    let t = counter_waiting();
+    let bg = Background::start(hwbreak().args([
+        "watch",
+        "--json",
+        "-p",
+        &t.pid().to_string(),
+        "state.count",
+    ]));
+    let text = t.release();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    let want = expected(&text, "state.count");
+    assert_eq!(
+        lines.iter().filter(|l| l["type"] == "hit").count() as u64,
+        want
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["hits"].as_u64().unwrap(), want);
+    assert_eq!(
+        summary["threads"].as_array().unwrap().len(),
+        4,
+        "2 threads from before the attach, 2 after"
+    );
+    let f = summary["top_stacks"][0]["frames"][0]["function"]
+        .as_str()
+        .unwrap();
+    assert_eq!(f, "bump_state");
+}
+
+#[test]
 fn execute_watch_on_a_function_counts_its_calls() {
     let _g = slots();
     let o = run(hwbreak()
