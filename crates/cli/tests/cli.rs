@@ -119,6 +119,10 @@ struct Waiting {
     child: Child,
     out: BufReader<ChildStdout>,
     text: String,
+    /// Slots free for it before the test did anything (a CPU-wide
+    /// breakpoint of another perf user on this shared machine takes one
+    /// from every task, so "all free" means "as many as before").
+    free0: u64,
 }
 
 impl Waiting {
@@ -140,7 +144,14 @@ impl Waiting {
                 break;
             }
         }
-        Waiting { child, out, text }
+        let mut w = Waiting {
+            child,
+            out,
+            text,
+            free0: 0,
+        };
+        w.free0 = free_slots(w.pid());
+        w
     }
 
     fn pid(&self) -> i32 {
@@ -605,6 +616,10 @@ fn t_pid(text: &str) -> i32 {
 fn ctrl_c_stops_drains_summarizes_and_frees_the_slots() {
     let _g = slots();
     let t = counter_waiting();
+    if t.free0 < 2 {
+        eprintln!("SKIP ctrl_c_stops_drains_summarizes_and_frees_the_slots: only {} slots free (another perf user holds CPU-wide breakpoints)", t.free0);
+        return;
+    }
     let pid = t.pid();
     let bg = Background::start(hwbreak().args([
         "watch",
@@ -616,7 +631,7 @@ fn ctrl_c_stops_drains_summarizes_and_frees_the_slots() {
     ]));
     assert_eq!(
         free_slots(pid),
-        2,
+        t.free0 - 2,
         "two watches hold two slots of the target"
     );
     bg.interrupt();
@@ -625,7 +640,11 @@ fn ctrl_c_stops_drains_summarizes_and_frees_the_slots() {
     let lines = json_lines(&o.stdout);
     assert_eq!(lines.last().unwrap()["type"], "summary");
     assert_eq!(lines.last().unwrap()["lost"], 0);
-    assert_eq!(free_slots(pid), 4, "every breakpoint is gone after Ctrl-C");
+    assert_eq!(
+        free_slots(pid),
+        t.free0,
+        "every breakpoint is gone after Ctrl-C"
+    );
     // The attached target was left running.
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 }
@@ -638,7 +657,7 @@ fn bad_spec_syntax_names_the_column_and_leaves_nothing() {
     let t = counter_waiting();
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter:q"]));
     assert_clean_error(&o, "column 9");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -648,7 +667,7 @@ fn unaligned_address_is_refused_before_any_breakpoint() {
     let a = t.addr("counter") + 2;
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), &format!("{a:#x}/4")]));
     assert_clean_error(&o, "align");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -657,7 +676,7 @@ fn bad_length_is_refused() {
     let t = counter_waiting();
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter/3"]));
     assert_clean_error(&o, "length");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -666,7 +685,7 @@ fn read_only_watch_on_x86_suggests_rw() {
     let t = counter_waiting();
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter:r"]));
     assert_clean_error(&o, "rw");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -676,7 +695,7 @@ fn unknown_name_lists_close_matches() {
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "countr"]));
     assert_clean_error(&o, "counter");
     assert!(o.stderr.contains("countr"), "{}", o.stderr);
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -726,13 +745,20 @@ fn no_permission_as_an_unprivileged_user() {
         return;
     }
     assert_clean_error(&o, "permission");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
 fn fifth_watch_when_four_slots_are_held_is_refused() {
     let _g = slots();
     let t = counter_waiting();
+    if t.free0 < 4 {
+        eprintln!(
+            "SKIP fifth_watch_when_four_slots_are_held_is_refused: only {} slots are free (another perf user holds CPU-wide breakpoints)",
+            t.free0
+        );
+        return;
+    }
     let pid = t.pid().to_string();
     let holder = Background::start(hwbreak().args([
         "stat",
@@ -748,7 +774,7 @@ fn fifth_watch_when_four_slots_are_held_is_refused() {
     assert_clean_error(&o, "no free hardware breakpoint slot");
     holder.interrupt();
     assert_eq!(holder.finish().code, 0);
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
     // Five in one request: refused before any system call.
     let o = run(hwbreak().args([
         "stat",
@@ -761,7 +787,7 @@ fn fifth_watch_when_four_slots_are_held_is_refused() {
         "table[2]",
     ]));
     assert_clean_error(&o, "5 hardware slots");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
