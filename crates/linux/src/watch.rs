@@ -765,7 +765,11 @@ fn attach_process(
                 FreezeError::Refused(e) => {
                     format!("ptrace refused ({})", crate::error::errno_name(e))
                 }
-                FreezeError::Gone => unreachable!(),
+                FreezeError::Timeout { tid } => format!(
+                    "thread {tid} did not stop within {:?}",
+                    crate::threads::FREEZE_TIMEOUT
+                ),
+                FreezeError::Gone => "the process exited".to_string(),
             };
             let tids = procfs::threads(pid)?;
             let mut fan =

@@ -230,3 +230,64 @@ fn experiment_rescan_without_freeze_can_double_count() {
         t.finish();
     }
 }
+
+#[test]
+fn command_stopped_at_entry_resolves_pie_address_with_aslr_and_counts_exactly() {
+    use hwbreak_linux::launch::StoppedAtEntry;
+    use std::io::{BufRead, Write};
+    let _g = slots();
+    let exe = c_target("writers");
+    // The symbol's offset in the file (PIE: relative to the load base).
+    let nm = std::process::Command::new("nm").arg(&exe).output().unwrap();
+    let off = String::from_utf8(nm.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.ends_with(" target_var"))
+        .map(|l| u64::from_str_radix(l.split_whitespace().next().unwrap(), 16).unwrap())
+        .expect("target_var in nm output");
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["300", "1", "2", "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let stopped = StoppedAtEntry::spawn(cmd, false).unwrap();
+    let pid = stopped.pid();
+    // At the entry point the loader has run: the executable is mapped.
+    let maps = hwbreak_linux::procfs::maps(pid).unwrap();
+    let canon = std::fs::canonicalize(&exe).unwrap();
+    let base = maps
+        .iter()
+        .find(|m| std::path::Path::new(&m.path) == canon && m.offset == 0)
+        .expect("executable mapping")
+        .start;
+    let addr = base + off;
+    assert!(
+        maps.iter().any(|m| m.path.contains("libc")),
+        "shared libraries are mapped at entry"
+    );
+    let w = Watcher::builder()
+        .target(T::Process(pid))
+        .watch("target_var", BpAttr::write(addr, 8))
+        .open()
+        .unwrap();
+    assert_eq!(w.attach(), &Attach::Frozen);
+    let mut child = stopped.resume().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    assert_eq!(
+        parse_addr_line(&l).0,
+        addr,
+        "our resolved address is where the program writes"
+    );
+    l.clear();
+    out.read_line(&mut l).unwrap();
+    writeln!(stdin, "go").unwrap();
+    l.clear();
+    out.read_line(&mut l).unwrap();
+    let writes: u64 = l.trim().strip_prefix("done ").unwrap().parse().unwrap();
+    assert_eq!(writes, 300 * (1 + 1 + 2 + 2 * 3));
+    assert_eq!(w.counts().unwrap(), vec![writes]);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
