@@ -212,7 +212,7 @@ fn cont(pid: i32, sig: i32) -> io::Result<()> {
         libc::ptrace(
             libc::PTRACE_CONT,
             pid,
-            0usize as *mut libc::c_void,
+            std::ptr::null_mut::<libc::c_void>(),
             sig as usize as *mut libc::c_void,
         )
     } < 0
@@ -260,8 +260,8 @@ impl StoppedAtEntry {
                 if libc::ptrace(
                     libc::PTRACE_TRACEME,
                     0,
-                    0usize as *mut libc::c_void,
-                    0usize as *mut libc::c_void,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
                 ) < 0
                 {
                     return Err(io::Error::last_os_error());
@@ -317,8 +317,8 @@ impl StoppedAtEntry {
             libc::ptrace(
                 libc::PTRACE_DETACH,
                 self.pid,
-                0usize as *mut libc::c_void,
-                0usize as *mut libc::c_void,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
             )
         };
         if rc < 0 {
