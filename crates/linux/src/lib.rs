@@ -26,10 +26,26 @@
 //! * [`watch`]: targets, counting and sampling, all-or-nothing over threads
 //!   with `hwbreak_core::fanout`, modify in place with rollback.
 //! * [`threads`]: how every thread of a process is attached with no escape.
-//! * [`launch`]: a command watched from its first instruction.
+//! * [`launch`]: a command watched from its first instruction
+//!   ([`launch::Gated`], used by `Target::Launch`), or stopped at its entry
+//!   point so names can be resolved in the loaded image first
+//!   ([`launch::StoppedAtEntry`]).
 //! * [`sigtrap`]: synchronous in-process callbacks on the thread that hit.
 //! * [`ptrace`]: a stop-mode backend writing x86-64 debug registers directly.
 //! * [`symbols`]: names to addresses and IPs to frames (the symbols work).
+//!
+//! ## Choosing a mode
+//!
+//! * [`watch::Mode::Count`]: exact counts, cheapest (no records).
+//! * [`watch::Mode::Sample`]: one record per hit (IP, TID, time, address,
+//!   callchain, optionally registers and stack) through our ring reader;
+//!   drain from a dedicated thread (boost it with
+//!   [`watch::Watcher::boost_current_thread`]) so a busy target cannot
+//!   fill the rings.
+//! * [`sigtrap::TrapWatcher`]: a closure on the hitting thread, in this
+//!   process only, async-signal-safe code only.
+//! * [`ptrace::PtraceBreakpoints`]: stop-mode, for a debugger that already
+//!   traces the thread.
 //!
 //! It validates every request with core's x86-64 arch rules before any
 //! system call, and turns the kernel's refusals into [`Error`]s that say
