@@ -24,6 +24,7 @@ fn thread_watcher(n: usize) -> Result<Watcher, Error> {
 
 #[test]
 fn fifth_watch_in_one_request_is_refused_before_any_syscall() {
+    let _g = slots();
     let fds = open_fd_count();
     let e = thread_watcher(5).unwrap_err();
     let Error::NoSlot {
@@ -98,7 +99,7 @@ fn process_wide_failure_on_one_thread_rolls_back_every_thread() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let h = std::thread::spawn(move || {
-        let w = thread_watcher(4).unwrap();
+        let w = thread_watcher(4).expect("4 free slots on a new thread");
         tx.send(gettid()).unwrap();
         done_rx.recv().unwrap();
         drop(w);
@@ -127,6 +128,7 @@ fn process_wide_failure_on_one_thread_rolls_back_every_thread() {
 
 #[test]
 fn unaligned_address_names_the_alignment_rule() {
+    let _g = slots();
     let fds = open_fd_count();
     let e = Watcher::builder()
         .target(T::Thread(gettid()))
@@ -169,6 +171,7 @@ fn read_only_watch_is_refused_on_x86_with_rw_hint() {
 
 #[test]
 fn bad_length_and_kernel_address_are_refused() {
+    let _g = slots();
     let e = thread_watcher_with(BpAttr::write(addr(0), 3)).unwrap_err();
     assert!(
         matches!(
@@ -202,6 +205,7 @@ fn thread_watcher_with(a: BpAttr) -> Result<Watcher, Error> {
 
 #[test]
 fn dead_pid_is_process_gone() {
+    let _g = slots();
     let mut c = std::process::Command::new("true").spawn().unwrap();
     let pid = c.id() as i32;
     c.wait().unwrap();
@@ -221,6 +225,7 @@ fn dead_pid_is_process_gone() {
 
 #[test]
 fn unmapped_address_is_refused_before_opening() {
+    let _g = slots();
     let e = Watcher::builder()
         .target(T::Process(std::process::id() as i32))
         .watch("nowhere", BpAttr::write(0x1000, 8))
@@ -232,6 +237,7 @@ fn unmapped_address_is_refused_before_opening() {
 
 #[test]
 fn offline_cpu_and_empty_requests_are_invalid() {
+    let _g = slots();
     let e = Watcher::builder()
         .target(T::Cpu(4095))
         .watch("x", BpAttr::write(addr(0), 8))
@@ -269,6 +275,7 @@ fn launching_a_missing_program_fails_cleanly() {
 #[test]
 #[ignore]
 fn child_permission_check() {
+    let _g = slots();
     let Ok(pid) = std::env::var("HWBREAK_PERM_PID") else {
         return;
     };
