@@ -8,7 +8,7 @@
 //! `perf-event-open-sys` crate (its `perf_event_attr` already has the 5.13+
 //! `sigtrap`, `remove_on_exec` and `sig_data` fields).
 //!
-//! ```no_run
+//! ```
 //! use hwbreak_linux::event::{Event, EventAttr};
 //! use hwbreak_core::BpAttr;
 //! static mut X: u64 = 0;
