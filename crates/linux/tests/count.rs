@@ -291,3 +291,48 @@ fn command_stopped_at_entry_resolves_pie_address_with_aslr_and_counts_exactly() 
     drop(stdin);
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn watcher_is_send_and_sync_for_drain_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Watcher>();
+    assert_send_sync::<hwbreak_linux::sigtrap::TrapWatcher>();
+}
+
+#[test]
+fn drop_unregisters_every_breakpoint_including_inherited_copies() {
+    let _g = slots();
+    static S: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+    fn open4() -> Result<Watcher, hwbreak_linux::Error> {
+        let mut b = Watcher::builder().target(T::Process(std::process::id() as i32));
+        for (i, s) in S.iter().enumerate() {
+            b = b.watch(format!("s{i}"), BpAttr::write(s.as_ptr() as u64, 8));
+        }
+        b.open()
+    }
+    for _ in 0..3 {
+        let w = open4().unwrap();
+        // A thread created now carries 4 inherited copies; it can take no 5th slot.
+        let h = std::thread::spawn(|| {
+            static E: AtomicU64 = AtomicU64::new(0);
+            let e = Watcher::builder()
+                .target(T::Thread(gettid()))
+                .watch("fifth", BpAttr::write(E.as_ptr() as u64, 8))
+                .open()
+                .unwrap_err();
+            assert!(matches!(e, hwbreak_linux::Error::NoSlot { .. }), "{e:?}");
+            write_n(&S[0], 5);
+        });
+        h.join().unwrap();
+        assert_eq!(w.counts().unwrap(), vec![5, 0, 0, 0]);
+        drop(w);
+        // All four slots are free again on a new thread.
+        std::thread::spawn(|| {
+            let w = open4().unwrap();
+            write_n(&S[1], 2);
+            assert_eq!(w.counts().unwrap(), vec![0, 2, 0, 0]);
+        })
+        .join()
+        .unwrap();
+    }
+}
