@@ -271,6 +271,12 @@ impl Event {
         })
     }
 
+    /// Adopt an fd that refers to a perf event (e.g. received over a socket),
+    /// opened with `read_format`.
+    pub(crate) fn from_owned_fd(fd: OwnedFd, read_format: u64) -> Event {
+        Event { fd, read_format }
+    }
+
     fn check(rc: libc::c_int) -> io::Result<()> {
         if rc < 0 {
             Err(io::Error::last_os_error())

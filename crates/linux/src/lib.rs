@@ -71,6 +71,7 @@ pub mod procfs;
 pub mod ptrace;
 pub mod record;
 pub mod ring;
+mod selfattach;
 pub mod sigtrap;
 pub mod symbols;
 pub mod threads;

@@ -25,9 +25,11 @@
 //! them all, and detach, re-injecting any signal that arrived meanwhile.
 //! Nothing is inherited during the freeze, so nothing is attached twice.
 //!
-//! Freezing needs ptrace rights over the target (the same uid, no other
-//! tracer, and no Yama restriction) and cannot be done on our own process.
-//! Then [`crate::watch`] falls back to re-scanning until stable
+//! A thread cannot ptrace its own process, so for our own process a forked
+//! helper does the freeze and hands the fds back (`crate::selfattach`).
+//! Freezing needs ptrace rights over the target (the same uid, a dumpable
+//! process, no other tracer, and no Yama restriction). Without them
+//! [`crate::watch`] falls back to re-scanning until stable
 //! ([`crate::watch::Attach::Rescan`] says so and why): no thread escapes, but
 //! window (2) remains for threads that attached threads create *during* the
 //! attach. Threads created after `open` returns are always exact (inherited).
@@ -38,6 +40,9 @@
 //! 30,700 writes) (`cargo test -p hwbreak-linux --test count --
 //! --ignored experiment_rescan`); frozen, the count was exact in every
 //! round (`enumeration_race_no_thread_escapes_and_none_is_attached_twice`).
+//! In-process (Rust threads lingering 2 ms, spawned every 100 µs), re-scanning
+//! over-counted in 3 of 3 rounds (e.g. 4,560 for 4,280 writes); the helper
+//! freeze was exact (`own_process_enumeration_race_is_exact_with_the_helper_freeze`).
 //!
 //! A thread that is already traced by the calling thread (a command stopped
 //! at its entry by [`crate::launch::StoppedAtEntry`]) is *borrowed*: it is

@@ -47,9 +47,10 @@ fn own_process_counts_threads_started_before_and_after_attach() {
         .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
         .open()
         .unwrap();
-    assert!(
-        matches!(w.attach(), Attach::Rescan { .. }),
-        "own process cannot be frozen"
+    assert_eq!(
+        w.attach(),
+        &Attach::Frozen,
+        "own process is frozen by a helper"
     );
     start.wait();
     let after: Vec<_> = (0..6)
@@ -334,5 +335,57 @@ fn drop_unregisters_every_breakpoint_including_inherited_copies() {
         })
         .join()
         .unwrap();
+    }
+}
+
+#[test]
+fn own_process_enumeration_race_is_exact_with_the_helper_freeze() {
+    use std::sync::atomic::AtomicBool;
+    let _g = slots();
+    static Y: AtomicU64 = AtomicU64::new(0);
+    static GO: AtomicBool = AtomicBool::new(false);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    for round in 0..3 {
+        GO.store(false, Ordering::SeqCst);
+        STOP.store(false, Ordering::SeqCst);
+        WRITES.store(0, Ordering::SeqCst);
+        // Two spawners create lingering threads before, during and after the attach.
+        let spawners: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let mut hs = Vec::new();
+                    while !STOP.load(Ordering::SeqCst) {
+                        hs.push(std::thread::spawn(|| {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            if GO.load(Ordering::SeqCst) {
+                                write_n(&Y, 20);
+                                WRITES.fetch_add(20, Ordering::SeqCst);
+                            }
+                        }));
+                        std::thread::sleep(std::time::Duration::from_micros(100));
+                    }
+                    for h in hs {
+                        h.join().unwrap();
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let w = Watcher::builder()
+            .target(T::Process(std::process::id() as i32))
+            .watch("y", BpAttr::write(Y.as_ptr() as u64, 8))
+            .open()
+            .unwrap();
+        assert_eq!(w.attach(), &Attach::Frozen);
+        GO.store(true, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        STOP.store(true, Ordering::SeqCst);
+        for s in spawners {
+            s.join().unwrap();
+        }
+        let writes = WRITES.load(Ordering::SeqCst);
+        assert!(writes > 0);
+        assert_eq!(w.counts().unwrap(), vec![writes], "round {round}");
     }
 }
