@@ -339,3 +339,41 @@ fn unprivileged_user_gets_permission_error_against_root_process() {
     assert!(so.contains("ALLCPUS: permission denied"), "{so}");
     println!("{so}");
 }
+
+#[test]
+fn other_process_failure_on_one_thread_rolls_back_and_lets_it_run() {
+    let _g = slots();
+    let mut t = Target::spawn("writers", &["100", "3", "0", "0"]);
+    let tids = hwbreak_linux::procfs::threads(t.pid).unwrap();
+    assert_eq!(tids.len(), 4);
+    let busy = *tids.last().unwrap();
+    // Hold all 4 slots of one thread of the target.
+    let mut b = Watcher::builder().target(T::Thread(busy));
+    for i in 0..4 {
+        b = b.watch(
+            format!("hold{i}"),
+            BpAttr::write(t.addr + 8 + 8 * i as u64, 8),
+        );
+    }
+    let hold = b.check_mapped(false).open().unwrap();
+    let fds = open_fd_count();
+    let e = Watcher::builder()
+        .target(T::Process(t.pid))
+        .watch("target_var", BpAttr::write(t.addr, 8))
+        .open()
+        .unwrap_err();
+    let Error::NoSlot { other_users, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*other_users, 4);
+    assert_eq!(
+        open_fd_count(),
+        fds,
+        "events on the other threads were not rolled back"
+    );
+    drop(hold);
+    // The process was released (not left frozen) and runs normally.
+    t.go();
+    assert_eq!(t.done(), 100 * 4);
+    t.finish();
+}
