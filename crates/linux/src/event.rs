@@ -15,6 +15,7 @@
 //! let addr = &raw const X as u64;
 //! let attr = EventAttr::breakpoint(&BpAttr::write(addr, 8));
 //! let ev = Event::open(&attr, 0, -1, None)?; // this thread, any CPU
+//! // SAFETY: a volatile write to a static nobody else touches.
 //! unsafe { std::ptr::write_volatile(&raw mut X, 1) };
 //! assert_eq!(ev.read_count()?.value, 1);
 //! # Ok::<(), std::io::Error>(())

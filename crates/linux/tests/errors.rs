@@ -301,6 +301,7 @@ fn child_permission_check() {
 #[test]
 fn unprivileged_user_gets_permission_error_against_root_process() {
     let _g = slots();
+    // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
     if unsafe { libc::geteuid() } != 0 {
         println!("SKIP: needs root to run a check as `nobody` against a root process");
         return;

@@ -13,6 +13,7 @@ fn write_n(p: &AtomicU64, n: u64) {
 }
 
 fn is_root() -> bool {
+    // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -47,9 +48,12 @@ fn all_cpus_and_one_cpu_count_every_task_that_touches_the_address() {
         .open()
         .unwrap();
     let h = std::thread::spawn(move || {
+        // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
         unsafe { libc::CPU_SET(cpu as usize, &mut set) };
         assert_eq!(
+            // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
             unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) },
             0
         );
