@@ -4,7 +4,7 @@
 
 mod support;
 
-use hwbreak_core::arch::{DebugRegs, Pool, Reg};
+use hwbreak_core::arch::{Pool, Reg};
 use hwbreak_core::{Access, BpAttr, CpuId, Machine, Target};
 use hwbreak_sim::hw::{Arm64Hw, FarMode};
 use hwbreak_sim::{Program, Sim, SimError, TraceEvent};
