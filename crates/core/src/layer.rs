@@ -33,7 +33,7 @@ use crate::arch::{Arch, ArchBp, Pool, RawStatus};
 use crate::attr::BpAttr;
 use crate::dispatch::Shared;
 use crate::error::Error;
-use crate::events::Record;
+use crate::events::{Events, Record};
 use crate::fanout::{Domain, Fanout};
 use crate::install::{CpuTable, Installed};
 use crate::machine::Machine;
@@ -335,8 +335,15 @@ impl Layer {
     }
 
     /// Take every buffered event record of every CPU, oldest first per CPU.
-    pub fn drain_events(&self, f: &mut dyn FnMut(CpuId, Record)) {
-        self.events.drain_all(f);
+    /// Returns how many were taken.
+    pub fn drain_events(&self, f: &mut dyn FnMut(CpuId, Record)) -> usize {
+        self.events.drain_all(f)
+    }
+
+    /// The event buffer (per-CPU rings of samples and switches), for
+    /// consumers that drain one CPU or watch the lost count.
+    pub fn events(&self) -> &Events {
+        &self.events
     }
 
     fn check_cpu(&self, cpu: CpuId) -> Result<(), Error> {
@@ -1099,48 +1106,6 @@ impl Drop for DebugSession<'_> {
         if self.held != [0, 0] {
             let mut b = self.layer.books.lock();
             Self::release_all(&mut b, &mut self.held);
-        }
-    }
-}
-
-/// Temporary event rings until `core::events::Events` lands (slots work):
-/// per CPU, a preallocated ring; overflow is counted.
-struct Events {
-    rings: Vec<Mutex<(alloc::collections::VecDeque<Record>, u64)>>,
-    cap: usize,
-}
-
-impl Events {
-    fn new(cpus: usize, cap: usize) -> Self {
-        Events {
-            rings: (0..cpus)
-                .map(|_| Mutex::new((alloc::collections::VecDeque::with_capacity(cap), 0)))
-                .collect(),
-            cap,
-        }
-    }
-    fn push(&self, cpu: CpuId, rec: Record) -> bool {
-        let Some(r) = self.rings.get(cpu.idx()) else {
-            return false;
-        };
-        let mut r = r.lock();
-        if r.0.len() >= self.cap {
-            r.1 += 1;
-            return false;
-        }
-        r.0.push_back(rec);
-        true
-    }
-    fn drain_all(&self, f: &mut dyn FnMut(CpuId, Record)) {
-        for (c, r) in self.rings.iter().enumerate() {
-            let mut r = r.lock();
-            if r.1 > 0 {
-                f(CpuId(c as u32), Record::Lost { count: r.1 });
-                r.1 = 0;
-            }
-            while let Some(rec) = r.0.pop_front() {
-                f(CpuId(c as u32), rec);
-            }
         }
     }
 }
