@@ -273,3 +273,18 @@ pub struct ResumeFlags {
     /// x86 RFLAGS.RF: suppress instruction breakpoints for one instruction.
     pub resume_flag: bool,
 }
+
+/// A backend configured with a register count its hardware cannot have
+/// (arm64: 2–16 breakpoints and watchpoints; POWER: 1 or 2 DAWRs, 1 DABR).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{arch} cannot have {count} {what}: {rule}")]
+pub struct SlotCountError {
+    /// Arch name.
+    pub arch: &'static str,
+    /// Which registers (`"breakpoint registers"`, `"watchpoint registers"`, ...).
+    pub what: &'static str,
+    /// The count asked for.
+    pub count: usize,
+    /// What the architecture allows.
+    pub rule: &'static str,
+}

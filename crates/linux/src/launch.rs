@@ -1,0 +1,164 @@
+//! Launching a command that is watched from its first instruction.
+//!
+//! `fork`, and the child blocks on a pipe before `exec`. Meanwhile the parent
+//! opens the events on the child with `enable_on_exec` + `inherit`; then it
+//! releases the child, which calls `exec`; the kernel enables the events
+//! during `exec`, before the new program's first instruction.
+//!
+//! We use `std::process::Command` (with `pre_exec`) rather than a hand-written
+//! fork, to keep its environment, cwd and stdio handling. Its `spawn()` waits
+//! until `exec` succeeded, so it runs on a helper thread; the child reports
+//! its pid through a second pipe.
+
+use crate::error::{Error, Result};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::thread::JoinHandle;
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into `fds`, a live local array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned these fds; we are their only owner.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// A forked child held before `exec`.
+#[derive(Debug)]
+pub struct Gated {
+    pid: i32,
+    gate_w: Option<OwnedFd>,
+    spawner: Option<JoinHandle<io::Result<Child>>>,
+    program: String,
+}
+
+const GO: u8 = b'g';
+
+impl Gated {
+    /// Fork `cmd`; the child stops before `exec`. With `no_aslr` the child
+    /// runs with `ADDR_NO_RANDOMIZE` (as gdb does), so a PIE loads at a
+    /// predictable base.
+    pub fn spawn(mut cmd: Command, no_aslr: bool) -> Result<Gated> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let launch_err = |e: io::Error| Error::Launch {
+            program: program.clone(),
+            source: e,
+        };
+        let (gate_r, gate_w) = pipe().map_err(launch_err)?;
+        let (pid_r, pid_w) = pipe().map_err(launch_err)?;
+        let (gr, gw, pw): (RawFd, RawFd, RawFd) =
+            (gate_r.as_raw_fd(), gate_w.as_raw_fd(), pid_w.as_raw_fd());
+        // SAFETY: the closure runs in the forked child and only makes
+        // async-signal-safe calls (close, personality, getpid, write, read).
+        unsafe {
+            cmd.pre_exec(move || {
+                libc::close(gw);
+                if no_aslr {
+                    let cur = libc::personality(0xffff_ffff);
+                    if cur >= 0 {
+                        libc::personality(
+                            (cur as libc::c_ulong) | libc::ADDR_NO_RANDOMIZE as libc::c_ulong,
+                        );
+                    }
+                }
+                let pid = libc::getpid();
+                if libc::write(pw, (&pid as *const i32).cast(), 4) != 4 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(pw);
+                let mut b = 0u8;
+                loop {
+                    let n = libc::read(gr, (&mut b as *mut u8).cast(), 1);
+                    if n == 1 && b == GO {
+                        return Ok(());
+                    }
+                    if n < 0 && *libc::__errno_location() == libc::EINTR {
+                        continue;
+                    }
+                    return Err(io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "watch setup failed; launch cancelled",
+                    ));
+                }
+            });
+        }
+        let spawner = std::thread::spawn(move || {
+            let r = cmd.spawn();
+            drop(pid_w);
+            drop(gate_r);
+            r
+        });
+        let mut buf = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            // SAFETY: reading into the live local buffer `buf`.
+            let n =
+                unsafe { libc::read(pid_r.as_raw_fd(), buf[got..].as_mut_ptr().cast(), 4 - got) };
+            if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            if n <= 0 {
+                break;
+            }
+            got += n as usize;
+        }
+        if got < 4 {
+            // The child never reached pre_exec: spawn failed.
+            let e = spawner
+                .join()
+                .map_err(|_| launch_err(io::Error::other("spawner panicked")))?
+                .err()
+                .unwrap_or_else(|| io::Error::other("child did not report its pid"));
+            return Err(launch_err(e));
+        }
+        Ok(Gated {
+            pid: i32::from_ne_bytes(buf),
+            gate_w: Some(gate_w),
+            spawner: Some(spawner),
+            program,
+        })
+    }
+
+    /// The child's pid (valid before and after `exec`).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Let the child `exec`; returns it once `exec` succeeded.
+    pub fn release(mut self) -> Result<Child> {
+        let w = self.gate_w.take().expect("gate");
+        // SAFETY: writing one byte from a live local to our own pipe fd.
+        let n = unsafe { libc::write(w.as_raw_fd(), (&GO as *const u8).cast(), 1) };
+        drop(w);
+        if n != 1 {
+            return Err(Error::sys(
+                "release the launched child",
+                io::Error::last_os_error(),
+            ));
+        }
+        let h = self.spawner.take().expect("spawner");
+        match h.join() {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(Error::Launch {
+                program: self.program.clone(),
+                source: e,
+            }),
+            Err(_) => Err(Error::sys("launch", io::Error::other("spawner panicked"))),
+        }
+    }
+}
+
+impl Drop for Gated {
+    fn drop(&mut self) {
+        // Not released: closing the gate makes pre_exec fail, the child exits
+        // without running the program, and spawn() reaps it.
+        self.gate_w.take();
+        if let Some(h) = self.spawner.take() {
+            let _ = h.join();
+        }
+    }
+}

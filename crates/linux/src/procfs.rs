@@ -1,0 +1,189 @@
+//! What `/proc` and `/sys` say: threads of a process, mappings, online CPUs,
+//! the perf and ptrace sysctls. Small hand-written parsers: the formats are
+//! one line per entry and a crate (procfs) would pull in far more than we use.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// `/proc/sys/kernel/perf_event_paranoid`, if readable.
+pub fn perf_event_paranoid() -> Option<i32> {
+    read_i32("/proc/sys/kernel/perf_event_paranoid")
+}
+
+/// `/proc/sys/kernel/yama/ptrace_scope`, or `None` when Yama is absent.
+pub fn ptrace_scope() -> Option<i32> {
+    read_i32("/proc/sys/kernel/yama/ptrace_scope")
+}
+
+fn read_i32(p: &str) -> Option<i32> {
+    std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// Whether process `pid` exists (as seen in `/proc`).
+pub fn process_exists(pid: i32) -> bool {
+    pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The thread ids of process `pid`, from `/proc/PID/task`, skipping zombie
+/// threads (an exited leader stays listed as `Z` until the group ends; it can
+/// take no breakpoint and must not be waited for).
+pub fn threads(pid: i32) -> Result<Vec<i32>> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::ProcessGone { pid }
+        } else {
+            Error::sys(format!("read /proc/{pid}/task"), e)
+        }
+    })?;
+    let mut v: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&tid| !matches!(thread_state(pid, tid), Some('Z') | Some('X') | None))
+        .collect();
+    v.sort_unstable();
+    Ok(v)
+}
+
+/// A thread's state letter (`R`, `S`, `T`, `t`, `Z` ...) or `None` if it is gone.
+pub fn thread_state(pid: i32, tid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    // comm may contain spaces and parentheses: the state follows the last ')'.
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.trim_start().chars().next()
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Permissions, e.g. `rw-p`.
+    pub perms: String,
+    /// File offset of `start`.
+    pub offset: u64,
+    /// Path or pseudo-name (`[heap]`, `[stack]`), empty for anonymous memory.
+    pub path: String,
+}
+
+/// Parse `/proc/PID/maps`.
+pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) {
+            Error::ProcessGone { pid }
+        } else {
+            Error::sys(format!("read /proc/{pid}/maps"), e)
+        }
+    })?;
+    Ok(parse_maps(&text))
+}
+
+/// Parse the text of a maps file; malformed lines are skipped.
+pub fn parse_maps(text: &str) -> Vec<Mapping> {
+    text.lines()
+        .filter_map(|l| {
+            let mut it = l.splitn(6, ' ');
+            let range = it.next()?;
+            let perms = it.next()?.to_string();
+            let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+            let _dev = it.next()?;
+            let _inode = it.next()?;
+            let path = it.next().unwrap_or("").trim().to_string();
+            let (a, b) = range.split_once('-')?;
+            Some(Mapping {
+                start: u64::from_str_radix(a, 16).ok()?,
+                end: u64::from_str_radix(b, 16).ok()?,
+                perms,
+                offset,
+                path,
+            })
+        })
+        .collect()
+}
+
+/// Whether `[addr, addr+len)` is covered by mappings (possibly several adjacent ones).
+pub fn is_mapped(maps: &[Mapping], addr: u64, len: u64) -> bool {
+    let end = match addr.checked_add(len.max(1)) {
+        Some(e) => e,
+        None => return false,
+    };
+    let mut cur = addr;
+    while cur < end {
+        match maps.iter().find(|m| m.start <= cur && cur < m.end) {
+            Some(m) => cur = m.end,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Online CPUs, from `/sys/devices/system/cpu/online` (e.g. `0-1,4`).
+pub fn online_cpus() -> Result<Vec<u32>> {
+    let s = online_cpus_text()?;
+    Ok(parse_cpu_list(&s))
+}
+
+pub(crate) fn online_cpus_text() -> Result<String> {
+    std::fs::read_to_string("/sys/devices/system/cpu/online")
+        .map(|s| s.trim().to_string())
+        .map_err(|e| Error::sys("read /sys/devices/system/cpu/online", e))
+}
+
+/// Parse a kernel CPU list (`0-3,8,10-11`).
+pub fn parse_cpu_list(s: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    v.extend(a..=b);
+                }
+            }
+            None => {
+                if let Ok(a) = part.parse() {
+                    v.push(a);
+                }
+            }
+        }
+    }
+    v
+}
+
+/// How many file descriptors this process has open (`/proc/self/fd`).
+pub fn open_fd_count() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_list_parses_ranges_and_singles() {
+        assert_eq!(parse_cpu_list("0-3,8,10-11\n"), vec![0, 1, 2, 3, 8, 10, 11]);
+        assert_eq!(parse_cpu_list("0"), vec![0]);
+    }
+
+    #[test]
+    fn maps_parse_and_cover_adjacent_ranges() {
+        let m = parse_maps(
+            "55d0a000-55d0b000 r--p 00000000 08:01 123 /bin/x\n\
+             55d0b000-55d0c000 rw-p 00001000 08:01 123 /bin/x\n\
+             7ffd0000-7ffd1000 rw-p 00000000 00:00 0                          [stack]\n",
+        );
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[2].path, "[stack]");
+        assert!(is_mapped(&m, 0x55d0aff8, 16));
+        assert!(!is_mapped(&m, 0x55d0bff8, 16));
+        assert!(!is_mapped(&m, u64::MAX, 2));
+    }
+
+    #[test]
+    fn own_threads_are_listed_and_dead_pid_is_gone() {
+        let me = std::process::id() as i32;
+        assert!(threads(me).unwrap().contains(&me));
+        assert!(matches!(threads(i32::MAX), Err(Error::ProcessGone { .. })));
+    }
+}

@@ -1,0 +1,184 @@
+//! Errors of symbol resolution: each names the rule that was broken and what to try.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong turning a name into an address or an IP into a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum SymbolError {
+    /// The process does not exist (never did, or exited).
+    #[error("process {pid} does not exist (it exited, or the PID is wrong): check it with `ps -p {pid}`")]
+    NoProcess {
+        /// The PID asked for.
+        pid: i32,
+    },
+    /// A file (`/proc/PID/maps`, an ELF file) could not be read.
+    #[error("cannot read {}: {source}{hint}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+        /// What to try (may be empty).
+        hint: String,
+    },
+    /// A file is not an ELF object we can parse.
+    #[error("{} is not a readable ELF file: {reason}", path.display())]
+    BadElf {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The expression does not follow the grammar.
+    #[error("bad location '{expr}' at column {column}: {message}. Expected NAME, NAME.field, NAME[index], NAME+OFFSET, lib.so:NAME, crate::PATH or 0xADDRESS")]
+    Syntax {
+        /// The whole expression.
+        expr: String,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong there.
+        message: String,
+    },
+    /// No variable or function has this name.
+    #[error(
+        "no variable or function named '{name}' in {searched}{}",
+        suggest_list(suggestions)
+    )]
+    NotFound {
+        /// The name looked up.
+        name: String,
+        /// Which modules were searched.
+        searched: String,
+        /// Close matches by edit distance, best first.
+        suggestions: Vec<String>,
+    },
+    /// `lib.so:NAME` names a module that is not loaded (or not the executable).
+    #[error("no module '{module}' is loaded{where_}; loaded modules: {loaded}. If the library is loaded later (dlopen, or a command not started yet), attach with -p once it is loaded")]
+    NoModule {
+        /// The module asked for.
+        module: String,
+        /// " in process P", or "" for an executable not yet running.
+        where_: String,
+        /// File names of the loaded modules.
+        loaded: String,
+    },
+    /// `.field` on a type without that field.
+    #[error("'{expr}' has no field '{field}' (its type is {type_name}); fields: {fields}")]
+    NoField {
+        /// The expression up to the failing step.
+        expr: String,
+        /// The missing field.
+        field: String,
+        /// The type searched.
+        type_name: String,
+        /// The fields it has.
+        fields: String,
+    },
+    /// `.field` on a value that is not a struct or union.
+    #[error("'{expr}' is of type {type_name}, which has no fields: use '.field' only on a struct or union")]
+    NotAStruct {
+        /// The expression up to the failing step.
+        expr: String,
+        /// Its type.
+        type_name: String,
+    },
+    /// `[i]` on a value that is not an array.
+    #[error("'{expr}' is of type {type_name}, which is not an array: use '[index]' only on an array (for a pointer, watch the pointee by address)")]
+    NotAnArray {
+        /// The expression up to the failing step.
+        expr: String,
+        /// Its type.
+        type_name: String,
+    },
+    /// `[i]` past the end of an array.
+    #[error("index {index} is out of bounds for '{expr}' of type {type_name}: valid indexes are 0..={}", len.saturating_sub(1))]
+    OutOfBounds {
+        /// The array expression.
+        expr: String,
+        /// The index asked for.
+        index: u64,
+        /// Number of elements.
+        len: u64,
+        /// The array's type.
+        type_name: String,
+    },
+    /// `.field` or `[i]` on a name that has no DWARF type (stripped or built without -g).
+    #[error("'{name}' in {module} has no debug info, so '{expr}' cannot be resolved: rebuild with -g, or use NAME+OFFSET or an address")]
+    NoDebugInfo {
+        /// The variable.
+        name: String,
+        /// Its module.
+        module: String,
+        /// The whole expression.
+        expr: String,
+    },
+    /// A thread-local variable: its address differs per thread.
+    #[error("'{name}' is thread-local: every thread has its own copy, so it has no single address to watch; watch one thread's copy by address instead")]
+    ThreadLocal {
+        /// The variable.
+        name: String,
+    },
+    /// The resolved address lies in no mapping of the process.
+    #[error("address {addr:#x} of '{expr}' is not mapped in process {pid}: check the name, the offset, or /proc/{pid}/maps")]
+    NotMapped {
+        /// The expression.
+        expr: String,
+        /// The address.
+        addr: u64,
+        /// The process.
+        pid: i32,
+    },
+    /// A range needs more breakpoint slots than are free.
+    #[error("{len} bytes at {addr:#x} need {needs} breakpoint slots (x86 watches 1, 2, 4 or 8 naturally aligned bytes per slot) but only {free} are free: watch a smaller part (a field, or NAME/LEN)")]
+    TooWide {
+        /// Start of the range.
+        addr: u64,
+        /// Bytes in the range.
+        len: u64,
+        /// Slots the range needs.
+        needs: usize,
+        /// Slots available.
+        free: usize,
+    },
+    /// An arithmetic overflow or zero length.
+    #[error("'{expr}': {message}")]
+    BadRange {
+        /// The expression.
+        expr: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Reading DWARF failed.
+    #[error("cannot read the debug info of {}: {reason}", path.display())]
+    Dwarf {
+        /// The file.
+        path: PathBuf,
+        /// What gimli said.
+        reason: String,
+    },
+}
+
+fn suggest_list(s: &[String]) -> String {
+    if s.is_empty() {
+        String::from(" (no close matches; is the program built with symbols?)")
+    } else {
+        format!(". Did you mean: {}?", s.join(", "))
+    }
+}
+
+impl SymbolError {
+    /// An I/O error on `path`, with a hint for the usual causes.
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let hint = match source.kind() {
+            std::io::ErrorKind::PermissionDenied => String::from(
+                " (permission denied: run as the process owner or root; /proc/sys/kernel/yama/ptrace_scope may also forbid reading another process's maps)",
+            ),
+            _ => String::new(),
+        };
+        SymbolError::Io {
+            path: path.into(),
+            source,
+            hint,
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! The location grammar: what `resolve` accepts.
+//!
+//! ```text
+//! location := [module ':'] root step* [('+' | '-') number]
+//! module   := a file name such as libwatchme.so or libc.so.6 (no ':' inside)
+//! root     := path | number
+//! path     := ident ('::' ident)*          e.g. counter, hwbreak_demo::STATE
+//! step     := '.' ident | '[' number ']'   e.g. .count, [3]
+//! number   := decimal | 0x hex
+//! ```
+//! Hand-written: the grammar is a dozen lines, and a parser generator would
+//! not give better column-precise errors.
+
+use super::SymbolError;
+
+/// One access step after the root name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// `.field`
+    Field(String),
+    /// `[index]`
+    Index(u64),
+}
+
+/// What the expression starts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// A (possibly `::`-qualified) name.
+    Name(String),
+    /// A raw address.
+    Addr(u64),
+}
+
+/// A parsed location expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expr {
+    /// `lib.so` in `lib.so:name`.
+    pub module: Option<String>,
+    /// The name or address.
+    pub root: Root,
+    /// Field and index steps, in order.
+    pub steps: Vec<Step>,
+    /// Byte offset added at the end (`+N` or `-N`).
+    pub offset: Option<i64>,
+}
+
+struct P<'a> {
+    s: &'a str,
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> P<'a> {
+    fn err(&self, at: usize, msg: impl Into<String>) -> SymbolError {
+        SymbolError::Syntax {
+            expr: self.s.to_string(),
+            column: at + 1,
+            message: msg.into(),
+        }
+    }
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+    fn ident(&mut self) -> Result<String, SymbolError> {
+        let start = self.i;
+        match self.peek() {
+            Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b'$' => {}
+            Some(c) => {
+                return Err(self.err(start, format!("expected a name, found '{}'", c as char)))
+            }
+            None => return Err(self.err(start, "expected a name, found the end")),
+        }
+        while let Some(c) = self.peek() {
+            if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+        Ok(self.s[start..self.i].to_string())
+    }
+    fn number(&mut self) -> Result<u64, SymbolError> {
+        let start = self.i;
+        let (radix, digits_at) =
+            if self.s[self.i..].starts_with("0x") || self.s[self.i..].starts_with("0X") {
+                (16, self.i + 2)
+            } else {
+                (10, self.i)
+            };
+        self.i = digits_at;
+        while let Some(c) = self.peek() {
+            if c.is_ascii_alphanumeric() || c == b'_' {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+        let digits: String = self.s[digits_at..self.i]
+            .chars()
+            .filter(|&c| c != '_')
+            .collect();
+        if digits.is_empty() {
+            return Err(self.err(start, "expected a number"));
+        }
+        u64::from_str_radix(&digits, radix).map_err(|e| {
+            self.err(
+                start,
+                format!(
+                    "'{}' is not a valid {} number ({e})",
+                    &self.s[start..self.i],
+                    if radix == 16 { "hex" } else { "decimal" }
+                ),
+            )
+        })
+    }
+}
+
+/// Parse a location expression. Whitespace around it is ignored; inside it is an error.
+pub fn parse(input: &str) -> Result<Expr, SymbolError> {
+    let s = input.trim();
+    let mut p = P {
+        s,
+        b: s.as_bytes(),
+        i: 0,
+    };
+    if s.is_empty() {
+        return Err(p.err(0, "the location is empty"));
+    }
+    // A module prefix is everything before a ':' that is not part of '::'.
+    let mut module = None;
+    let bytes = s.as_bytes();
+    for (k, &c) in bytes.iter().enumerate() {
+        if c == b':' {
+            let dbl = bytes.get(k + 1) == Some(&b':') || (k > 0 && bytes[k - 1] == b':');
+            if !dbl {
+                if k == 0 {
+                    return Err(p.err(0, "empty module name before ':'"));
+                }
+                let m = &s[..k];
+                if let Some(bad) = m.find(|c: char| c.is_whitespace() || c == '[' || c == ']') {
+                    return Err(p.err(bad, "a module name cannot contain spaces or brackets"));
+                }
+                module = Some(m.to_string());
+                p.i = k + 1;
+                break;
+            }
+        }
+        if c == b'[' || c == b'+' {
+            break;
+        }
+    }
+    let root = match p.peek() {
+        Some(c) if c.is_ascii_digit() => Root::Addr(p.number()?),
+        _ => {
+            let mut name = p.ident()?;
+            while s[p.i..].starts_with("::") {
+                p.i += 2;
+                name.push_str("::");
+                name.push_str(&p.ident()?);
+            }
+            Root::Name(name)
+        }
+    };
+    let mut steps = Vec::new();
+    let mut offset = None;
+    while let Some(c) = p.peek() {
+        match c {
+            b'.' => {
+                if matches!(root, Root::Addr(_)) {
+                    return Err(p.err(p.i, "a raw address has no fields"));
+                }
+                p.i += 1;
+                steps.push(Step::Field(p.ident()?));
+            }
+            b'[' => {
+                if matches!(root, Root::Addr(_)) {
+                    return Err(p.err(p.i, "a raw address cannot be indexed"));
+                }
+                p.i += 1;
+                let n = p.number()?;
+                if p.peek() != Some(b']') {
+                    return Err(p.err(p.i, "expected ']'"));
+                }
+                p.i += 1;
+                steps.push(Step::Index(n));
+            }
+            b'+' | b'-' => {
+                let at = p.i;
+                p.i += 1;
+                let n = p.number()?;
+                let n = i64::try_from(n).map_err(|_| p.err(at + 1, "offset too large"))?;
+                offset = Some(if c == b'-' { -n } else { n });
+                if p.i < s.len() {
+                    return Err(p.err(p.i, "nothing may follow the +OFFSET"));
+                }
+            }
+            _ => {
+                return Err(p.err(
+                    p.i,
+                    format!("unexpected '{}'", s[p.i..].chars().next().unwrap_or('?')),
+                ))
+            }
+        }
+    }
+    Ok(Expr {
+        module,
+        root,
+        steps,
+        offset,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(e: SymbolError) -> usize {
+        match e {
+            SymbolError::Syntax { column, .. } => column,
+            other => panic!("not a syntax error: {other}"),
+        }
+    }
+
+    #[test]
+    fn plain_name() {
+        let e = parse("counter").unwrap();
+        assert_eq!(e.root, Root::Name("counter".into()));
+        assert!(e.steps.is_empty() && e.module.is_none() && e.offset.is_none());
+    }
+
+    #[test]
+    fn nested_fields_and_indexes() {
+        let e = parse("a.b[2].c").unwrap();
+        assert_eq!(
+            e.steps,
+            vec![
+                Step::Field("b".into()),
+                Step::Index(2),
+                Step::Field("c".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn module_prefix_with_dots() {
+        let e = parse("libwatchme.so:watchme_value").unwrap();
+        assert_eq!(e.module.as_deref(), Some("libwatchme.so"));
+        assert_eq!(e.root, Root::Name("watchme_value".into()));
+    }
+
+    #[test]
+    fn rust_path_is_not_a_module_prefix() {
+        let e = parse("hwbreak_demo::STATE.hits").unwrap();
+        assert_eq!(e.module, None);
+        assert_eq!(e.root, Root::Name("hwbreak_demo::STATE".into()));
+        assert_eq!(e.steps, vec![Step::Field("hits".into())]);
+    }
+
+    #[test]
+    fn offsets_hex_and_decimal() {
+        assert_eq!(parse("counter+0x10").unwrap().offset, Some(16));
+        assert_eq!(parse("counter+4").unwrap().offset, Some(4));
+        assert_eq!(parse("table[2]-4").unwrap().offset, Some(-4));
+    }
+
+    #[test]
+    fn raw_address() {
+        assert_eq!(parse("0x7ffd1234").unwrap().root, Root::Addr(0x7ffd1234));
+        assert_eq!(parse(" 4096 ").unwrap().root, Root::Addr(4096));
+    }
+
+    #[test]
+    fn errors_point_at_the_column() {
+        assert_eq!(col(parse("state..count").unwrap_err()), 7);
+        assert_eq!(col(parse("table[3").unwrap_err()), 8);
+        assert_eq!(col(parse("table[x]").unwrap_err()), 7);
+        assert_eq!(col(parse("0xZZ").unwrap_err()), 1);
+        assert_eq!(col(parse("counter+").unwrap_err()), 9);
+        assert_eq!(col(parse("counter+1.a").unwrap_err()), 10);
+        assert_eq!(col(parse("").unwrap_err()), 1);
+        assert_eq!(col(parse(":x").unwrap_err()), 1);
+        assert_eq!(col(parse("a b").unwrap_err()), 2);
+        assert_eq!(col(parse("0x10.a").unwrap_err()), 5);
+    }
+}

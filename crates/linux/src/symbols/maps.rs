@@ -1,0 +1,118 @@
+//! `/proc/PID/maps`: which file is mapped where.
+//!
+//! Hand-parsed: the format is one line per mapping, six space-separated
+//! fields; blazesym parses it too but keeps its parser private.
+
+use std::path::PathBuf;
+
+use super::SymbolError;
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// `rwxp`-style permissions.
+    pub perms: String,
+    /// File offset mapped at `start`.
+    pub offset: u64,
+    /// Inode of the file (0 for anonymous memory).
+    pub inode: u64,
+    /// The path, `[heap]`-style name, or empty. A trailing ` (deleted)` is removed
+    /// and recorded in `deleted`.
+    pub path: String,
+    /// The mapped file was deleted (then read it through `/proc/PID/map_files`).
+    pub deleted: bool,
+}
+
+impl MapEntry {
+    /// Whether `addr` lies in this mapping.
+    pub fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+
+    /// Whether this maps a file (not `[heap]`, `[stack]`, `[vdso]` or anonymous memory).
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.path.starts_with('/')
+    }
+
+    /// Executable mapping.
+    pub fn is_exec(&self) -> bool {
+        self.perms.as_bytes().get(2) == Some(&b'x')
+    }
+}
+
+/// Parse the text of a maps file. Malformed lines are skipped.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    text.lines().filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &str) -> Option<MapEntry> {
+    let mut it = line.splitn(6, ' ');
+    let range = it.next()?;
+    let perms = it.next()?.to_string();
+    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+    let _dev = it.next()?;
+    let inode = it.next()?.parse().ok()?;
+    let mut path = it.next().unwrap_or("").trim_start().to_string();
+    let (s, e) = range.split_once('-')?;
+    let deleted = path.ends_with(" (deleted)");
+    if deleted {
+        path.truncate(path.len() - " (deleted)".len());
+    }
+    Some(MapEntry {
+        start: u64::from_str_radix(s, 16).ok()?,
+        end: u64::from_str_radix(e, 16).ok()?,
+        perms,
+        offset,
+        inode,
+        path,
+        deleted,
+    })
+}
+
+/// Read `/proc/PID/maps`. A missing process gives [`SymbolError::NoProcess`].
+pub fn read_maps(pid: i32) -> Result<Vec<MapEntry>, SymbolError> {
+    let path = PathBuf::from(format!("/proc/{pid}/maps"));
+    match std::fs::read_to_string(&path) {
+        Ok(t) => {
+            let m = parse_maps(&t);
+            if m.is_empty() {
+                // A zombie (exited, not yet reaped) has an empty maps file.
+                return Err(SymbolError::NoProcess { pid });
+            }
+            Ok(m)
+        }
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound
+                || e.raw_os_error() == Some(libc::ESRCH) =>
+        {
+            Err(SymbolError::NoProcess { pid })
+        }
+        Err(e) => Err(SymbolError::io(path, e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_file_anon_and_deleted_lines() {
+        let t = "55d4a000-55d4b000 r--p 00000000 fd:01 1234   /usr/bin/x\n\
+                 55d4b000-55d4c000 r-xp 00001000 fd:01 1234   /usr/bin/x\n\
+                 7f0000000000-7f0000001000 rw-p 00000000 00:00 0 \n\
+                 7ffd0000-7ffd1000 rw-p 00000000 00:00 0                          [stack]\n\
+                 7f1000-7f2000 r-xp 00002000 fd:01 99 /tmp/lib y.so (deleted)\n";
+        let m = parse_maps(t);
+        assert_eq!(m.len(), 5);
+        assert_eq!(m[1].offset, 0x1000);
+        assert!(m[1].is_exec() && m[1].is_file());
+        assert!(!m[2].is_file());
+        assert_eq!(m[3].path, "[stack]");
+        assert_eq!(m[4].path, "/tmp/lib y.so");
+        assert!(m[4].deleted);
+    }
+}

@@ -1,0 +1,279 @@
+//! IP → function+offset (file:line), through blazesym, cached by IP.
+//!
+//! The symbolizer keeps a snapshot of `/proc/PID/maps` and asks blazesym about
+//! *file offsets* in the mapped ELF files (`Source::Elf` + `Input::FileOffset`)
+//! rather than `Source::Process`: that way it still works after the process
+//! exits (the summary printed when a watched program ends needs its stacks),
+//! and each file is parsed once by blazesym's own cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use blazesym::symbolize::source::{Elf, Source};
+use blazesym::symbolize::{Input, Symbolized};
+
+use super::maps::{read_maps, MapEntry};
+use super::SymbolError;
+
+/// One symbolized address.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Frame {
+    /// The address asked about.
+    pub ip: u64,
+    /// Demangled function name (Rust hashes removed), if known. Strings are
+    /// shared (`Arc<str>`) so a cached frame is cloned without allocating.
+    pub function: Option<Arc<str>>,
+    /// Bytes from the function's start to `ip`.
+    pub offset: u64,
+    /// Source file (full path when the debug info has one).
+    pub file: Option<Arc<str>>,
+    /// Source line.
+    pub line: Option<u32>,
+    /// The ELF file (or `[vdso]`, `[heap]`...) holding `ip`.
+    pub module: Option<Arc<str>>,
+}
+
+impl fmt::Display for Frame {
+    /// `function+0x12 (file.c:34)`, or `0x7f... (module)` when unknown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.function {
+            Some(func) => write!(f, "{func}+{:#x}", self.offset)?,
+            None => write!(f, "{:#x}", self.ip)?,
+        }
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => {
+                let short = file.rsplit('/').next().unwrap_or(file);
+                write!(f, " ({short}:{line})")
+            }
+            (Some(file), None) => write!(f, " ({})", file.rsplit('/').next().unwrap_or(file)),
+            _ => match (&self.function, &self.module) {
+                (None, Some(m)) => write!(f, " ({})", m.rsplit('/').next().unwrap_or(m)),
+                _ => Ok(()),
+            },
+        }
+    }
+}
+
+/// Symbolizes IPs of one process, fast on repeats.
+///
+/// ```no_run
+/// use hwbreak_linux::symbols::Symbolizer;
+/// # fn main() -> Result<(), hwbreak_linux::symbols::SymbolError> {
+/// let mut s = Symbolizer::new(1234)?;
+/// for f in s.symbolize(&[0x5555_5555_5129, 0x5555_5555_5190]) {
+///     println!("{f}"); // bump_counter+0x9 (counter.c:42)
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Symbolizer {
+    /// `None`: built from a saved maps snapshot (offline `report`).
+    pid: Option<i32>,
+    maps: Vec<MapEntry>,
+    /// Where each file is read from (`map_files` for deleted ones).
+    open: HashMap<String, PathBuf>,
+    blaze: blazesym::symbolize::Symbolizer,
+    cache: HashMap<u64, Frame, BuildHasherDefault<IpHasher>>,
+    /// One shared copy of each module, function and file name.
+    strings: HashMap<String, Arc<str>>,
+}
+
+/// A multiplicative hash for IP keys. Hand-written: the std SipHash costs more
+/// than the rest of a cached lookup, and IPs are not attacker-chosen keys.
+#[derive(Default)]
+struct IpHasher(u64);
+
+impl Hasher for IpHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (n ^ (n >> 29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+impl Symbolizer {
+    /// Snapshot process `pid`'s mappings. Fails only if the process is gone.
+    pub fn new(pid: i32) -> Result<Symbolizer, SymbolError> {
+        if pid <= 0 {
+            return Err(SymbolError::NoProcess { pid });
+        }
+        let mut s = Symbolizer {
+            pid: Some(pid),
+            maps: Vec::new(),
+            open: HashMap::new(),
+            blaze: blazesym::symbolize::Symbolizer::builder()
+                .enable_code_info(true)
+                .build(),
+            cache: HashMap::default(),
+            strings: HashMap::new(),
+        };
+        s.refresh()?;
+        Ok(s)
+    }
+
+    /// A symbolizer over a saved snapshot of `/proc/PID/maps` (see
+    /// [`Symbolizer::maps`]), for analysing a recording after the process is
+    /// gone. The mapped files must still exist at their paths.
+    pub fn from_maps(maps: Vec<MapEntry>) -> Symbolizer {
+        let open = maps
+            .iter()
+            .filter(|m| m.is_file())
+            .map(|m| (m.path.clone(), PathBuf::from(&m.path)))
+            .collect();
+        Symbolizer {
+            pid: None,
+            maps,
+            open,
+            blaze: blazesym::symbolize::Symbolizer::builder()
+                .enable_code_info(true)
+                .build(),
+            cache: HashMap::default(),
+            strings: HashMap::new(),
+        }
+    }
+
+    /// The current maps snapshot (save it with a recording for [`Symbolizer::from_maps`]).
+    pub fn maps(&self) -> &[MapEntry] {
+        &self.maps
+    }
+
+    /// Re-read the mappings (new libraries from `dlopen`). On error (the
+    /// process has exited) the old snapshot is kept. No-op for a snapshot
+    /// made by [`Symbolizer::from_maps`].
+    pub fn refresh(&mut self) -> Result<(), SymbolError> {
+        let Some(pid) = self.pid else { return Ok(()) };
+        let maps = read_maps(pid)?;
+        for m in maps.iter().filter(|m| m.is_file()) {
+            if !self.open.contains_key(&m.path) {
+                let p = if m.deleted {
+                    PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                } else {
+                    PathBuf::from(&m.path)
+                };
+                self.open.insert(m.path.clone(), p);
+            }
+        }
+        self.maps = maps;
+        Ok(())
+    }
+
+    /// Number of IPs cached so far.
+    pub fn cached(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Symbolize `ips`, in order. Unknown addresses give a frame with only `ip`
+    /// (and the module when it is mapped). Return addresses from a stack point
+    /// after the call: pass `ip - 1` for the caller's line.
+    pub fn symbolize(&mut self, ips: &[u64]) -> Vec<Frame> {
+        let missing: Vec<u64> = ips
+            .iter()
+            .copied()
+            .filter(|ip| !self.cache.contains_key(ip))
+            .collect();
+        if !missing.is_empty() {
+            if missing
+                .iter()
+                .any(|&ip| !self.maps.iter().any(|m| m.contains(ip)))
+            {
+                let _ = self.refresh(); // a library loaded since the snapshot
+            }
+            self.fill(&missing);
+        }
+        ips.iter()
+            .map(|ip| {
+                self.cache.get(ip).cloned().unwrap_or(Frame {
+                    ip: *ip,
+                    ..Frame::default()
+                })
+            })
+            .collect()
+    }
+
+    /// Symbolize one IP.
+    pub fn symbolize_one(&mut self, ip: u64) -> Frame {
+        self.symbolize(&[ip]).pop().unwrap_or_default()
+    }
+
+    fn fill(&mut self, ips: &[u64]) {
+        // Group by file so blazesym gets one batch per file.
+        let mut by_file: HashMap<String, Vec<(u64, u64)>> = HashMap::new();
+        for &ip in ips {
+            match self.maps.iter().find(|m| m.contains(ip)) {
+                Some(m) if m.is_file() => {
+                    by_file
+                        .entry(m.path.clone())
+                        .or_default()
+                        .push((ip, ip - m.start + m.offset));
+                }
+                Some(m) => {
+                    let module = (!m.path.is_empty()).then(|| intern(&mut self.strings, &m.path));
+                    self.cache.insert(
+                        ip,
+                        Frame {
+                            ip,
+                            module,
+                            ..Frame::default()
+                        },
+                    );
+                }
+                None => {
+                    self.cache.insert(
+                        ip,
+                        Frame {
+                            ip,
+                            ..Frame::default()
+                        },
+                    );
+                }
+            }
+        }
+        for (path, pairs) in by_file {
+            let open = self
+                .open
+                .get(&path)
+                .cloned()
+                .unwrap_or_else(|| PathBuf::from(&path));
+            let src = Source::Elf(Elf::new(open));
+            let offs: Vec<u64> = pairs.iter().map(|p| p.1).collect();
+            let syms = self
+                .blaze
+                .symbolize(&src, Input::FileOffset(&offs))
+                .unwrap_or_default();
+            let module = intern(&mut self.strings, &path);
+            for (k, &(ip, _)) in pairs.iter().enumerate() {
+                let mut f = Frame {
+                    ip,
+                    module: Some(module.clone()),
+                    ..Frame::default()
+                };
+                if let Some(Symbolized::Sym(s)) = syms.get(k) {
+                    f.function = Some(intern(&mut self.strings, &s.name));
+                    f.offset = s.offset as u64;
+                    if let Some(ci) = &s.code_info {
+                        f.file = Some(intern(&mut self.strings, &ci.to_path().to_string_lossy()));
+                        f.line = ci.line;
+                    }
+                }
+                self.cache.insert(ip, f);
+            }
+        }
+    }
+}
+
+fn intern(strings: &mut HashMap<String, Arc<str>>, s: &str) -> Arc<str> {
+    if let Some(a) = strings.get(s) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(s);
+    strings.insert(s.to_string(), a.clone());
+    a
+}

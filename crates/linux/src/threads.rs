@@ -1,0 +1,217 @@
+//! Freezing a process while we attach to its threads.
+//!
+//! # The enumeration race, and how it is closed
+//!
+//! "Every thread of a process" is opened one thread at a time: the kernel has
+//! no per-process breakpoint. Each event is opened with `inherit`, so a thread
+//! that an *attached* thread creates later gets a copy of the event inside
+//! `clone`, atomically (`perf_event_init_task`, before the new thread can run).
+//! Two races remain while we walk `/proc/PID/task`:
+//!
+//! 1. **Escape**: a thread not yet attached creates a thread after our listing.
+//!    The new thread inherits nothing and is not in our list.
+//! 2. **Double attach**: an attached thread creates a thread; it inherited the
+//!    event. If a re-scan then attaches it directly as well, every hit counts
+//!    twice and it holds two slots per watch.
+//!
+//! Re-scanning until no new TID appears closes (1) but not (2): from `/proc`
+//! one cannot tell whether a new thread's creator was attached at clone time.
+//! So by default we **freeze** the process first, with ptrace:
+//! `PTRACE_SEIZE` (with `PTRACE_O_TRACECLONE`) + `PTRACE_INTERRUPT` every
+//! thread, re-scanning until every listed thread is seized and stopped. A
+//! thread cloned by a seized thread before it stopped is auto-attached by
+//! `TRACECLONE` and stops too. When the listing is stable and every thread is
+//! stopped, no thread can be created; we open the events (disabled), enable
+//! them all, and detach, re-injecting any signal that arrived meanwhile.
+//! Nothing is inherited during the freeze, so nothing is attached twice.
+//!
+//! Freezing needs ptrace rights over the target (the same uid, no other
+//! tracer, and no Yama restriction) and cannot be done on our own process.
+//! Then [`crate::watch`] falls back to re-scanning until stable and documents
+//! that window (2) remains for threads created *during* the attach.
+
+use crate::procfs;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Why a freeze was not possible (the caller falls back to re-scanning).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FreezeError {
+    /// The target is this process: a thread cannot ptrace its own group.
+    OwnProcess,
+    /// Another tracer (a debugger) is attached to thread `tid`.
+    Traced {
+        /// The thread.
+        tid: i32,
+        /// Its tracer.
+        tracer: i32,
+    },
+    /// ptrace refused (permissions): the errno.
+    Refused(i32),
+    /// The process is gone.
+    Gone,
+}
+
+/// A process whose threads are all stopped under our ptrace. Drop detaches
+/// them (they resume). Must be dropped on the thread that created it: ptrace
+/// requests only work from the tracer thread.
+#[derive(Debug)]
+pub struct Frozen {
+    pid: i32,
+    /// Seized threads and the signal to re-inject on detach (0 = none).
+    seized: BTreeMap<i32, i32>,
+}
+
+fn tracer_of(pid: i32, tid: i32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("TracerPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn ptrace(req: libc::c_uint, tid: i32, addr: usize, data: usize) -> Result<libc::c_long, i32> {
+    // SAFETY: the requests used here (SEIZE, INTERRUPT, GETEVENTMSG, DETACH) take
+    // integers, or for GETEVENTMSG a pointer to a live u64 owned by the caller.
+    let rc = unsafe {
+        libc::ptrace(
+            req,
+            tid,
+            addr as *mut libc::c_void,
+            data as *mut libc::c_void,
+        )
+    };
+    if rc < 0 {
+        Err(errno())
+    } else {
+        Ok(rc)
+    }
+}
+
+impl Frozen {
+    /// Stop every thread of `pid`. On error every thread seized so far is
+    /// detached again.
+    pub fn freeze(pid: i32) -> Result<Frozen, FreezeError> {
+        if pid as u32 == std::process::id() {
+            return Err(FreezeError::OwnProcess);
+        }
+        let mut f = Frozen {
+            pid,
+            seized: BTreeMap::new(),
+        };
+        let mut stopped: BTreeSet<i32> = BTreeSet::new();
+        let me = std::process::id() as i32;
+        loop {
+            let tids = procfs::threads(pid).map_err(|_| FreezeError::Gone)?;
+            let new: Vec<i32> = tids
+                .iter()
+                .copied()
+                .filter(|t| !f.seized.contains_key(t))
+                .collect();
+            if new.is_empty() && f.seized.keys().all(|t| stopped.contains(t)) {
+                break;
+            }
+            for t in new {
+                match ptrace(libc::PTRACE_SEIZE, t, 0, libc::PTRACE_O_TRACECLONE as usize) {
+                    Ok(_) => {
+                        f.seized.insert(t, 0);
+                        // ESRCH here means it is exiting; the wait below sees that.
+                        let _ = ptrace(libc::PTRACE_INTERRUPT, t, 0, 0);
+                    }
+                    Err(libc::ESRCH) => {}
+                    Err(e) => match tracer_of(pid, t) {
+                        // Auto-attached by TRACECLONE before we saw the clone event.
+                        Some(tr) if tr == me => {
+                            f.seized.insert(t, 0);
+                        }
+                        Some(tr) if tr != 0 => {
+                            return Err(FreezeError::Traced { tid: t, tracer: tr })
+                        }
+                        None => {}
+                        _ => return Err(FreezeError::Refused(e)),
+                    },
+                }
+            }
+            f.wait_all_stopped(&mut stopped);
+        }
+        Ok(f)
+    }
+
+    /// Poll every seized, not yet stopped thread until it reports a stop or exits.
+    fn wait_all_stopped(&mut self, stopped: &mut BTreeSet<i32>) {
+        loop {
+            let pending: Vec<i32> = self
+                .seized
+                .keys()
+                .copied()
+                .filter(|t| !stopped.contains(t))
+                .collect();
+            if pending.is_empty() {
+                return;
+            }
+            let mut progress = false;
+            for t in pending {
+                let mut st = 0;
+                // SAFETY: waitpid writes one int to `st`, a live local.
+                let r = unsafe { libc::waitpid(t, &mut st, libc::__WALL | libc::WNOHANG) };
+                if r == 0 {
+                    // An exited leader stays a zombie until the group ends: never waits.
+                    if matches!(
+                        procfs::thread_state(self.pid, t),
+                        Some('Z') | Some('X') | None
+                    ) {
+                        self.seized.remove(&t);
+                        progress = true;
+                    }
+                    continue;
+                }
+                progress = true;
+                if r < 0 || libc::WIFEXITED(st) || libc::WIFSIGNALED(st) {
+                    self.seized.remove(&t);
+                    continue;
+                }
+                if libc::WIFSTOPPED(st) {
+                    let event = (st >> 16) & 0xff;
+                    let sig = libc::WSTOPSIG(st);
+                    if event == libc::PTRACE_EVENT_CLONE {
+                        let mut new_tid: libc::c_ulong = 0;
+                        if ptrace(
+                            libc::PTRACE_GETEVENTMSG,
+                            t,
+                            0,
+                            &mut new_tid as *mut libc::c_ulong as usize,
+                        )
+                        .is_ok()
+                        {
+                            self.seized.entry(new_tid as i32).or_insert(0);
+                        }
+                    } else if event == 0 {
+                        // A real signal arrived: hand it back on detach.
+                        self.seized.insert(t, sig);
+                    }
+                    stopped.insert(t);
+                }
+            }
+            if !progress {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+
+    /// The stopped threads.
+    pub fn threads(&self) -> Vec<i32> {
+        self.seized.keys().copied().collect()
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for (&t, &sig) in &self.seized {
+            // ESRCH: it exited meanwhile; nothing to undo.
+            let _ = ptrace(libc::PTRACE_DETACH, t, 0, sig as usize);
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Exact counts on real debug registers.
+mod common;
+use common::*;
+use hwbreak_core::BpAttr;
+use hwbreak_linux::procfs::open_fd_count;
+use hwbreak_linux::watch::{Attach, Target as T, Watcher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+
+#[inline(never)]
+fn write_n(p: &AtomicU64, n: u64) {
+    for i in 0..n {
+        p.store(i, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn one_thread_counts_exactly_its_own_writes_not_other_threads() {
+    let _g = slots();
+    static X: AtomicU64 = AtomicU64::new(0);
+    let w = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
+        .open()
+        .unwrap();
+    write_n(&X, 1000);
+    std::thread::spawn(|| write_n(&X, 500)).join().unwrap();
+    assert_eq!(w.counts().unwrap(), vec![1000]);
+}
+
+#[test]
+fn own_process_counts_threads_started_before_and_after_attach() {
+    let _g = slots();
+    static X: AtomicU64 = AtomicU64::new(0);
+    let start = Arc::new(Barrier::new(5));
+    let before: Vec<_> = (0..4)
+        .map(|_| {
+            let s = start.clone();
+            std::thread::spawn(move || {
+                s.wait();
+                write_n(&X, 300);
+            })
+        })
+        .collect();
+    let w = Watcher::builder()
+        .target(T::Process(std::process::id() as i32))
+        .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
+        .open()
+        .unwrap();
+    assert!(
+        matches!(w.attach(), Attach::Rescan { .. }),
+        "own process cannot be frozen"
+    );
+    start.wait();
+    let after: Vec<_> = (0..6)
+        .map(|_| {
+            std::thread::spawn(|| {
+                write_n(&X, 200);
+                // A thread created by a thread created after attach.
+                std::thread::spawn(|| write_n(&X, 10)).join().unwrap();
+            })
+        })
+        .collect();
+    write_n(&X, 7);
+    for t in before.into_iter().chain(after) {
+        t.join().unwrap();
+    }
+    assert_eq!(w.counts().unwrap(), vec![4 * 300 + 6 * 210 + 7]);
+}
+
+#[test]
+fn other_process_counts_exactly_before_and_after_threads_frozen_attach() {
+    let _g = slots();
+    let mut t = Target::spawn("writers", &["1000", "3", "5", "0"]);
+    let w = Watcher::builder()
+        .target(T::Process(t.pid))
+        .watch("target_var", BpAttr::write(t.addr, 8))
+        .open()
+        .unwrap();
+    assert_eq!(w.attach(), &Attach::Frozen);
+    t.go();
+    let writes = t.done();
+    assert_eq!(writes, 1000 * (1 + 3 + 5));
+    assert_eq!(w.counts().unwrap(), vec![writes]);
+    t.finish();
+    // Counts stay readable after the process exited.
+    assert_eq!(w.counts().unwrap(), vec![writes]);
+}
+
+#[test]
+fn launched_child_is_watched_from_first_instruction_with_exact_counts() {
+    let _g = slots();
+    // Learn the address with ASLR off (as the watcher launches it), then launch watched.
+    let exe = c_target("writers");
+    let mut probe = std::process::Command::new("setarch");
+    probe
+        .args(["-R"])
+        .arg(&exe)
+        .args(["1", "0", "0", "0"])
+        .stdin(std::process::Stdio::null());
+    let out = probe.output().unwrap();
+    let (addr, _) = parse_addr_line(
+        std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    );
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["500", "2", "3", "4"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let w = Watcher::builder()
+        .target(T::Launch(cmd))
+        .watch("target_var", BpAttr::write(addr, 8))
+        .open()
+        .unwrap();
+    let pid = w.pid().unwrap();
+    assert!(pid > 0);
+    // Nothing written yet: the program is waiting for "go" (and ld.so does not touch it).
+    assert_eq!(w.counts().unwrap(), vec![0]);
+    let mut child_io = (
+        w.take_child_stdin().unwrap(),
+        std::io::BufReader::new(w.take_child_stdout().unwrap()),
+    );
+    use std::io::{BufRead, Write};
+    let mut l = String::new();
+    child_io.1.read_line(&mut l).unwrap();
+    assert_eq!(
+        parse_addr_line(&l).0,
+        addr,
+        "ASLR must be off for the launched child"
+    );
+    l.clear();
+    child_io.1.read_line(&mut l).unwrap();
+    writeln!(child_io.0, "go").unwrap();
+    child_io.0.flush().unwrap();
+    l.clear();
+    child_io.1.read_line(&mut l).unwrap();
+    let writes: u64 = l.trim().strip_prefix("done ").unwrap().parse().unwrap();
+    assert_eq!(writes, 500 * (1 + 2 + 3 + 2 * 4));
+    drop(child_io);
+    assert!(w.wait().unwrap().success());
+    assert_eq!(w.counts().unwrap(), vec![writes]);
+}
+
+#[test]
+fn enumeration_race_no_thread_escapes_and_none_is_attached_twice() {
+    let _g = slots();
+    for round in 0..3 {
+        let mut t = Target::spawn("spawner", &["50", "300"]);
+        // Threads are being created and exiting while we attach.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let w = Watcher::builder()
+            .target(T::Process(t.pid))
+            .watch("target_var", BpAttr::write(t.addr, 8))
+            .open()
+            .unwrap();
+        assert_eq!(w.attach(), &Attach::Frozen);
+        t.go();
+        let writes = t.done();
+        assert!(writes >= 50 * 2 * 300, "round {round}: {writes}");
+        assert_eq!(w.counts().unwrap(), vec![writes], "round {round}");
+        t.finish();
+    }
+}
+
+#[test]
+fn thread_storm_counts_exact_and_leaks_no_fds() {
+    let _g = slots();
+    let fds_before = open_fd_count();
+    {
+        let mut t = Target::spawn("writers", &["20", "2", "2", "400"]);
+        let w = Watcher::builder()
+            .target(T::Process(t.pid))
+            .watch("target_var", BpAttr::write(t.addr, 8))
+            .open()
+            .unwrap();
+        t.go();
+        let writes = t.done();
+        assert_eq!(writes, 20 * (1 + 2 + 2 + 2 * 400));
+        assert_eq!(w.counts().unwrap(), vec![writes]);
+        t.finish();
+    }
+    // In-process storm while watched.
+    static X: AtomicU64 = AtomicU64::new(0);
+    {
+        let w = Watcher::builder()
+            .target(T::Process(std::process::id() as i32))
+            .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
+            .open()
+            .unwrap();
+        for _ in 0..10 {
+            let hs: Vec<_> = (0..30)
+                .map(|_| std::thread::spawn(|| write_n(&X, 3)))
+                .collect();
+            for h in hs {
+                h.join().unwrap();
+            }
+        }
+        assert_eq!(w.counts().unwrap(), vec![300 * 3]);
+    }
+    assert_eq!(open_fd_count(), fds_before, "fds leaked");
+}
+
+/// Why the freeze exists: without it (re-scan until stable), threads created
+/// by already-attached threads during the attach get a direct event on top of
+/// the inherited one and count twice. Measured here; asserted only for the
+/// frozen path (the over-count is timing-dependent). Run with `--ignored --nocapture`.
+#[test]
+#[ignore]
+fn experiment_rescan_without_freeze_can_double_count() {
+    let _g = slots();
+    for round in 0..10 {
+        let mut t = Target::spawn("spawner", &["50", "300"]);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let w = Watcher::builder()
+            .target(T::Process(t.pid))
+            .watch("v", BpAttr::write(t.addr, 8))
+            .freeze(false)
+            .open()
+            .unwrap();
+        t.go();
+        let writes = t.done();
+        let c = w.counts().unwrap()[0];
+        eprintln!(
+            "round {round}: writes {writes} counted {c} (threads attached directly: {})",
+            w.members()
+        );
+        t.finish();
+    }
+}

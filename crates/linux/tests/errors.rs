@@ -1,0 +1,334 @@
+//! Every error path: a clear error naming the rule, and nothing left behind.
+mod common;
+use common::*;
+use hwbreak_core::arch::ArchError;
+use hwbreak_core::{Access, BpAttr};
+use hwbreak_linux::procfs::open_fd_count;
+use hwbreak_linux::watch::{Target as T, Watcher};
+use hwbreak_linux::Error;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static V: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+
+fn addr(i: usize) -> u64 {
+    V[i].as_ptr() as u64
+}
+
+fn thread_watcher(n: usize) -> Result<Watcher, Error> {
+    let mut b = Watcher::builder().target(T::Thread(gettid()));
+    for i in 0..n {
+        b = b.watch(format!("v{i}"), BpAttr::write(addr(i), 8));
+    }
+    b.open()
+}
+
+#[test]
+fn fifth_watch_in_one_request_is_refused_before_any_syscall() {
+    let fds = open_fd_count();
+    let e = thread_watcher(5).unwrap_err();
+    let Error::NoSlot {
+        watch,
+        held_by_us,
+        total,
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!((watch.as_str(), held_by_us.len(), *total), ("v4", 4, 4));
+    assert!(e.to_string().contains("remaining: 0"), "{e}");
+    assert_eq!(open_fd_count(), fds);
+}
+
+#[test]
+fn kernel_enospc_names_the_holders_and_what_remains() {
+    let _g = slots();
+    let four = thread_watcher(4).unwrap();
+    let fds = open_fd_count();
+    let e = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("fifth", BpAttr::write(addr(5), 8))
+        .open()
+        .unwrap_err();
+    let Error::NoSlot {
+        watch,
+        held_by_us,
+        other_users,
+        ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(
+        (watch.as_str(), held_by_us.len(), *other_users),
+        ("fifth", 0, 4)
+    );
+    let msg = e.to_string();
+    assert!(
+        msg.contains("4 held by other perf users") && msg.contains("remaining: 0"),
+        "{msg}"
+    );
+    assert_eq!(open_fd_count(), fds, "the failed request left an fd");
+    // Within one request: 3 held here + 1 elsewhere = the 4th of ours fails and names ours.
+    drop(four);
+    let one = thread_watcher(1).unwrap();
+    let e = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("a", BpAttr::write(addr(1), 8))
+        .watch("b", BpAttr::write(addr(2), 8))
+        .watch("c", BpAttr::write(addr(3), 8))
+        .watch("d", BpAttr::write(addr(4), 8))
+        .open()
+        .unwrap_err();
+    let Error::NoSlot {
+        watch, held_by_us, ..
+    } = &e
+    else {
+        panic!("{e:?}")
+    };
+    assert_eq!(watch, "d");
+    assert_eq!(held_by_us, &["a", "b", "c"]);
+    drop(one);
+}
+
+#[test]
+fn process_wide_failure_on_one_thread_rolls_back_every_thread() {
+    let _g = slots();
+    // A thread whose 4 slots are all taken.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let h = std::thread::spawn(move || {
+        let w = thread_watcher(4).unwrap();
+        tx.send(gettid()).unwrap();
+        done_rx.recv().unwrap();
+        drop(w);
+    });
+    let busy = rx.recv().unwrap();
+    let fds = open_fd_count();
+    let e = Watcher::builder()
+        .target(T::Process(std::process::id() as i32))
+        .watch("x", BpAttr::write(addr(6), 8))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::NoSlot { .. }), "{e:?}");
+    assert_eq!(
+        open_fd_count(),
+        fds,
+        "events opened on other threads were not rolled back"
+    );
+    // And nothing counts: a fresh watch on this thread sees only its own writes.
+    let w = thread_watcher(1).unwrap();
+    V[0].store(1, Ordering::Relaxed);
+    assert_eq!(w.counts().unwrap(), vec![1]);
+    let _ = busy;
+    done_tx.send(()).unwrap();
+    h.join().unwrap();
+}
+
+#[test]
+fn unaligned_address_names_the_alignment_rule() {
+    let fds = open_fd_count();
+    let e = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("odd", BpAttr::write(addr(0) + 2, 4))
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Arch {
+                source: ArchError::Unaligned { align: 4, .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("not aligned"), "{e}");
+    assert_eq!(open_fd_count(), fds);
+}
+
+#[test]
+fn read_only_watch_is_refused_on_x86_with_rw_hint() {
+    let e = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("r", BpAttr::new(addr(0), 8, Access::Read))
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Arch {
+                source: ArchError::BadAccess { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("`rw`"), "{e}");
+}
+
+#[test]
+fn bad_length_and_kernel_address_are_refused() {
+    let e = thread_watcher_with(BpAttr::write(addr(0), 3)).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Arch {
+                source: ArchError::BadLength { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let e = thread_watcher_with(BpAttr::write(0xffff_ffff_8100_0000, 8)).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::Arch {
+                source: ArchError::KernelAddress { .. },
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+fn thread_watcher_with(a: BpAttr) -> Result<Watcher, Error> {
+    Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("w", a)
+        .open()
+}
+
+#[test]
+fn dead_pid_is_process_gone() {
+    let mut c = std::process::Command::new("true").spawn().unwrap();
+    let pid = c.id() as i32;
+    c.wait().unwrap();
+    for t in [T::Process(pid), T::Thread(pid)] {
+        let e = Watcher::builder()
+            .target(t)
+            .watch("x", BpAttr::write(0x601000, 8))
+            .open()
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::ProcessGone { pid: p } if p == pid),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("does not exist"));
+    }
+}
+
+#[test]
+fn unmapped_address_is_refused_before_opening() {
+    let e = Watcher::builder()
+        .target(T::Process(std::process::id() as i32))
+        .watch("nowhere", BpAttr::write(0x1000, 8))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::NotMapped { addr: 0x1000, .. }), "{e:?}");
+    assert!(e.to_string().contains("/proc/"), "{e}");
+}
+
+#[test]
+fn offline_cpu_and_empty_requests_are_invalid() {
+    let e = Watcher::builder()
+        .target(T::Cpu(4095))
+        .watch("x", BpAttr::write(addr(0), 8))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::NoSuchCpu { cpu: 4095, .. }), "{e:?}");
+    let e = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)));
+    let e = Watcher::builder()
+        .watch("x", BpAttr::write(addr(0), 8))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Invalid(_)));
+}
+
+#[test]
+fn launching_a_missing_program_fails_cleanly() {
+    let _g = slots();
+    let fds = open_fd_count();
+    let e = Watcher::builder()
+        .target(T::Launch(std::process::Command::new(
+            "/nonexistent/program",
+        )))
+        .watch("x", BpAttr::write(0x601000, 8))
+        .open()
+        .unwrap_err();
+    assert!(matches!(e, Error::Launch { .. }), "{e:?}");
+    assert_eq!(open_fd_count(), fds);
+}
+
+/// Runs as `nobody` (re-executed by `unprivileged_user_gets_permission_error_*`).
+#[test]
+#[ignore]
+fn child_permission_check() {
+    let Ok(pid) = std::env::var("HWBREAK_PERM_PID") else {
+        return;
+    };
+    let pid: i32 = pid.parse().unwrap();
+    let addr = u64::from_str_radix(&std::env::var("HWBREAK_PERM_ADDR").unwrap(), 16).unwrap();
+    let e = Watcher::builder()
+        .target(T::Process(pid))
+        .watch("target_var", BpAttr::write(addr, 8))
+        .check_mapped(false)
+        .open()
+        .unwrap_err();
+    println!("PROCESS: {e}");
+    assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+    let e = Watcher::builder()
+        .target(T::AllCpus)
+        .watch("x", BpAttr::write(addr, 8))
+        .open()
+        .unwrap_err();
+    println!("ALLCPUS: {e}");
+    assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+}
+
+#[test]
+fn unprivileged_user_gets_permission_error_against_root_process() {
+    let _g = slots();
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP: needs root to run a check as `nobody` against a root process");
+        return;
+    }
+    let t = Target::spawn("writers", &["1", "0", "0", "0"]);
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "child_permission_check",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HWBREAK_PERM_PID", t.pid.to_string())
+        .env("HWBREAK_PERM_ADDR", format!("{:x}", t.addr))
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            println!("SKIP: cannot run setpriv ({e})");
+            return;
+        }
+    };
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    if !so.contains("running 1 test") {
+        println!("SKIP: the test binary cannot run as nobody: {so}{se}");
+        return;
+    }
+    assert!(out.status.success(), "child failed:\n{so}\n{se}");
+    assert!(so.contains("PROCESS: permission denied"), "{so}");
+    assert!(so.contains("perf_event_paranoid"), "{so}");
+    assert!(so.contains("ALLCPUS: permission denied"), "{so}");
+    println!("{so}");
+}

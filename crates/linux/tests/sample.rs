@@ -1,0 +1,193 @@
+//! Sampling: one record per hit, through our own ring-buffer reader.
+mod common;
+use common::*;
+use hwbreak_core::BpAttr;
+use hwbreak_linux::watch::{Mode, Target as T, Watcher};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Writes with one `mov` inside this function, so the sample IP (the
+/// instruction after the write) is known to lie in it, even in debug builds.
+#[inline(never)]
+fn writer(p: &AtomicU64, n: u64) {
+    let ptr = p.as_ptr();
+    for i in 0..n {
+        // SAFETY: `ptr` points to a live AtomicU64; a plain aligned 8-byte store.
+        unsafe { std::arch::asm!("mov qword ptr [{p}], {v}", p = in(reg) ptr, v = in(reg) i) };
+    }
+}
+
+fn in_writer(ip: u64) -> bool {
+    let f = writer as *const () as u64;
+    ip > f && ip < f + 512
+}
+
+const SAMPLE_CC: Mode = Mode::Sample {
+    callchain: true,
+    user_regs_stack: false,
+};
+
+#[test]
+fn n_writes_give_exactly_n_samples_with_addr_ip_tid_and_callchain() {
+    let _g = slots();
+    static X: AtomicU64 = AtomicU64::new(0);
+    let addr = X.as_ptr() as u64;
+    let w = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("x", BpAttr::write(addr, 8))
+        .mode(SAMPLE_CC)
+        .open()
+        .unwrap();
+    writer(&X, 500);
+    let me = gettid() as u32;
+    let mut n = 0;
+    let mut last_time = 0;
+    w.drain(|h| {
+        n += 1;
+        assert_eq!(h.watch_idx, 0);
+        assert_eq!(h.addr, addr);
+        assert_eq!(h.tid, me);
+        assert_eq!(h.pid, std::process::id());
+        assert!(in_writer(h.ip), "ip {:#x} not in writer()", h.ip);
+        assert_eq!(h.callchain.first(), Some(&h.ip));
+        assert!(h.callchain.len() >= 2, "the caller frame is missing");
+        assert!(h.time >= last_time);
+        last_time = h.time;
+    });
+    assert_eq!(n, 500);
+    assert_eq!(w.lost(), 0);
+    assert_eq!(w.malformed(), 0);
+    assert_eq!(w.counts().unwrap(), vec![500]);
+}
+
+#[test]
+fn user_regs_and_stack_are_recorded_for_dwarf_unwinding() {
+    let _g = slots();
+    static X: AtomicU64 = AtomicU64::new(0);
+    let w = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
+        .mode(Mode::Sample {
+            callchain: false,
+            user_regs_stack: true,
+        })
+        .open()
+        .unwrap();
+    writer(&X, 3);
+    let mut n = 0;
+    w.drain(|h| {
+        n += 1;
+        assert_eq!(h.regs.len(), 20, "AX..R15 without DS/ES/FS/GS");
+        assert_eq!(h.regs[8], h.ip, "PERF_REG_X86_IP");
+        let sp = h.regs[7];
+        let here = &n as *const _ as u64;
+        assert!(
+            sp.abs_diff(here) < 1 << 20,
+            "sp {sp:#x} far from this stack {here:#x}"
+        );
+        assert_eq!(h.stack.len(), 8192);
+    });
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn small_ring_wraps_and_concurrent_drain_keeps_every_record_intact() {
+    let _g = slots();
+    static X: AtomicU64 = AtomicU64::new(0);
+    let addr = X.as_ptr() as u64;
+    let w = Arc::new(
+        Watcher::builder()
+            .target(T::Thread(gettid()))
+            .watch("x", BpAttr::write(addr, 8))
+            .mode(SAMPLE_CC)
+            .ring_pages(1)
+            .open()
+            .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let me = gettid() as u32;
+    let drainer = {
+        let (w, stop) = (w.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            loop {
+                let done = stop.load(Ordering::Acquire);
+                w.poll(Some(std::time::Duration::from_millis(5))).unwrap();
+                w.drain(|h| {
+                    assert_eq!((h.addr, h.tid), (addr, me));
+                    assert!(in_writer(h.ip));
+                    assert_eq!(h.callchain.first(), Some(&h.ip));
+                    n += 1;
+                });
+                if done {
+                    return n;
+                }
+            }
+        })
+    };
+    const N: u64 = 20_000;
+    writer(&X, N);
+    stop.store(true, Ordering::Release);
+    let n = drainer.join().unwrap();
+    assert_eq!(w.malformed(), 0);
+    assert!(w.wrapped() > 0, "a 1-page ring must wrap with {N} records");
+    assert_eq!(n + w.lost(), N, "samples {n} + lost {} != {N}", w.lost());
+    eprintln!(
+        "1-page ring: {n} samples, {} lost, {} wrapped records copied",
+        w.lost(),
+        w.wrapped()
+    );
+}
+
+#[test]
+fn other_process_sampling_inherits_per_cpu_and_loses_nothing_at_default_size() {
+    let _g = slots();
+    let mut t = Target::spawn("writers", &["2000", "3", "5", "20"]);
+    let w = Arc::new(
+        Watcher::builder()
+            .target(T::Process(t.pid))
+            .watch("target_var", BpAttr::write(t.addr, 8))
+            .mode(SAMPLE_CC)
+            .open()
+            .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = t.addr;
+    let drainer = {
+        let (w, stop) = (w.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut per_tid: HashMap<u32, u64> = HashMap::new();
+            eprintln!("drainer: {}", Watcher::boost_current_thread().unwrap());
+            loop {
+                let done = stop.load(Ordering::Acquire);
+                w.poll(Some(std::time::Duration::from_millis(10))).unwrap();
+                w.drain(|h| {
+                    assert_eq!(h.addr, addr);
+                    assert!(h.callchain.len() >= 2);
+                    *per_tid.entry(h.tid).or_default() += 1;
+                });
+                if done {
+                    return per_tid;
+                }
+            }
+        })
+    };
+    t.go();
+    let writes = t.done();
+    stop.store(true, Ordering::Release);
+    let per_tid = drainer.join().unwrap();
+    let total: u64 = per_tid.values().sum();
+    eprintln!(
+        "writes {writes} samples {total} lost {} threads {}",
+        w.lost(),
+        per_tid.len()
+    );
+    assert_eq!(w.lost(), 0);
+    assert_eq!(total, writes);
+    assert_eq!(w.counts().unwrap(), vec![writes]);
+    // main + 3 before + 5 after + 20 storm + 20 grandchildren, 2000 each.
+    assert_eq!(per_tid.len(), 1 + 3 + 5 + 40);
+    assert!(per_tid.values().all(|&c| c == 2000), "{per_tid:?}");
+    t.finish();
+}
