@@ -59,6 +59,9 @@ fn debugger_path_never_allocates() {
     assert!(l.try_release(s).is_err());
     let mut session = l.debug_session().unwrap();
     assert_eq!(session.held(Pool::Data), 3);
+    let r = session.claim(CpuId(5), Pool::Data).unwrap();
+    l.try_unclaim(CpuId(5), Pool::Data, r).unwrap();
+    session.claim(CpuId(6), Pool::Data).unwrap();
     assert!(
         l.try_reserve(Pool::Data).is_err(),
         "NoSlot is built without allocating too"
