@@ -117,5 +117,6 @@ pub fn parse_addr_line(l: &str) -> (u64, i32) {
 }
 
 pub fn gettid() -> i32 {
+    // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
     unsafe { libc::gettid() }
 }
