@@ -27,10 +27,10 @@ fn bench_target_b(x: u64) -> u64 {
 /// A 16-frame "stack" of IPs inside this binary's functions.
 fn stack() -> Vec<u64> {
     let fs = [
-        bench_target_a as fn(u64) -> u64 as u64,
-        bench_target_b as fn(u64) -> u64 as u64,
-        stack as fn() -> Vec<u64> as u64,
-        main as fn() as u64,
+        bench_target_a as fn(u64) -> u64 as usize as u64,
+        bench_target_b as fn(u64) -> u64 as usize as u64,
+        stack as fn() -> Vec<u64> as usize as u64,
+        main as fn() as usize as u64,
     ];
     (0..16).map(|i| fs[i % 4] + (i as u64 / 4)).collect()
 }
