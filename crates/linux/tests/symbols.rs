@@ -562,3 +562,60 @@ fn close_match_ranking_prefers_the_programs_own_names() {
     };
     assert_eq!(suggestions[0], "hwbreak_demo::STATE", "{e}");
 }
+
+#[test]
+fn nested_array_of_structs_multi_dimensional_arrays_and_anonymous_unions() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    let y = r.resolve("outer.p[1].y").unwrap();
+    assert_eq!(
+        (y.addr, y.len, y.type_name.as_deref()),
+        (t.addr("outer.p[1].y"), 4, Some("int"))
+    );
+    let p = r.resolve("outer.p").unwrap();
+    assert_eq!(
+        (p.len, p.type_name.as_deref()),
+        (16, Some("struct point[2]"))
+    );
+    let g = r.resolve("grid[2][3]").unwrap();
+    assert_eq!((g.addr, g.len), (t.addr("grid[2][3]"), 4));
+    let row = r.resolve("grid[1]").unwrap();
+    assert_eq!(
+        (row.addr, row.len, row.type_name.as_deref()),
+        (t.addr("grid[1]"), 16, Some("int[4]"))
+    );
+    assert_eq!(
+        r.resolve("grid").unwrap().type_name.as_deref(),
+        Some("int[3][4]")
+    );
+    let e = r.resolve("grid[1][4]").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SymbolError::OutOfBounds {
+                index: 4,
+                len: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A member of an anonymous union is found through it, with its own kind.
+    let d = r.resolve("tagged.d").unwrap();
+    assert_eq!(
+        (d.addr, d.len, d.value_kind),
+        (t.addr("tagged.d"), 8, ValueKind::Float)
+    );
+    let f = r.resolve("flags[3]").unwrap();
+    assert_eq!(
+        (f.addr, f.len, f.value_kind),
+        (t.addr("flags[3]"), 1, ValueKind::Unsigned)
+    );
+    // 5 unaligned-sized bytes: the caller splits over slots.
+    let all = r.resolve("flags").unwrap();
+    assert_eq!(all.len, 5);
+    let pieces = hwbreak_linux::symbols::split_into_slots(all.addr, all.len);
+    assert_eq!(pieces.iter().map(|p| p.1).sum::<u64>(), 5);
+    assert!(pieces.iter().all(|&(a, l)| a % l == 0));
+}

@@ -484,18 +484,23 @@ impl Resolver {
                                     });
                                 }
                             }
-                            let Some(stride) = stride else {
+                            // One step of the first dimension spans every inner dimension.
+                            let inner = dims[1..]
+                                .iter()
+                                .try_fold(1u64, |a, d| d.and_then(|d| a.checked_mul(d)));
+                            let Some(stride) =
+                                stride.and_then(|s| inner.and_then(|n| s.checked_mul(n)))
+                            else {
                                 return Err(SymbolError::BadRange {
                                     expr: shown.into(),
                                     message: format!("the element size of {} is unknown", t.name),
                                 });
                             };
                             let off =
-                                i.checked_mul(*stride)
-                                    .ok_or_else(|| SymbolError::BadRange {
-                                        expr: shown.into(),
-                                        message: "index overflows the address space".into(),
-                                    })?;
+                                i.checked_mul(stride).ok_or_else(|| SymbolError::BadRange {
+                                    expr: shown.into(),
+                                    message: "index overflows the address space".into(),
+                                })?;
                             addr = addr.wrapping_add(off);
                             cur = d.index_ty(&t).map_err(|e| dwarf_err(m, e))?;
                             path = format!("{path}[{i}]");
