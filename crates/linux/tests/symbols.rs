@@ -619,3 +619,35 @@ fn nested_array_of_structs_multi_dimensional_arrays_and_anonymous_unions() {
     assert_eq!(pieces.iter().map(|p| p.1).sum::<u64>(), 5);
     assert!(pieces.iter().all(|&(a, l)| a % l == 0));
 }
+
+#[test]
+fn file_relative_address_from_nm_gets_the_load_bias() {
+    // The complaint about perf: `mem:ADDR` with a PIE's `nm` address
+    // watches nothing. `counter:0xNM` adds the bias.
+    let dir = need_c!();
+    let nm = std::process::Command::new("nm")
+        .arg(dir.join("counter"))
+        .output();
+    let Ok(nm) = nm else {
+        eprintln!("SKIP: nm (binutils) is not installed");
+        return;
+    };
+    let text = String::from_utf8(nm.stdout).unwrap();
+    let link = text
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix(" B counter")
+                .map(|a| u64::from_str_radix(a, 16).unwrap())
+        })
+        .unwrap_or_else(|| panic!("no counter in nm output: {text}"));
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    let v = r.resolve(&format!("counter:{link:#x}")).unwrap();
+    assert_eq!((v.addr, v.len), (t.addr("counter"), 8));
+    assert_ne!(v.addr, link, "a PIE does not run at its link address");
+    // Not running yet: the same spec is flagged for rebasing.
+    let exe = Resolver::for_exe(dir.join("counter")).unwrap();
+    let pending = exe.resolve(&format!("counter:{link:#x}")).unwrap();
+    assert!(pending.needs_rebase);
+    assert_eq!(pending.addr, link);
+}

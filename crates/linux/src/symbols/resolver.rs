@@ -261,6 +261,25 @@ impl Resolver {
             None => (0..self.slots.len()).collect(),
         };
         match &e.root {
+            Root::Addr(a) if e.module.is_some() => {
+                // `file:0xADDR`: an address as `nm`/`objdump` print it for that
+                // file; the load bias is added here (perf's `mem:` cannot do this).
+                let i = order[0];
+                let m = self.module(i)?;
+                match self.bias(i, m) {
+                    Some(b) => {
+                        let mut r = self.resolve_addr(&shown, a.wrapping_add(b), e.offset)?;
+                        r.module = Some(self.slots[i].display.clone());
+                        Ok(r)
+                    }
+                    None => {
+                        let mut r = self.resolve_addr(&shown, *a, e.offset)?;
+                        r.module = Some(self.slots[i].display.clone());
+                        r.needs_rebase = true;
+                        Ok(r)
+                    }
+                }
+            }
             Root::Addr(a) => self.resolve_addr(&shown, *a, e.offset),
             Root::Name(n) => {
                 for &i in &order {
