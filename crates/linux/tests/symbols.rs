@@ -651,3 +651,25 @@ fn file_relative_address_from_nm_gets_the_load_bias() {
     assert!(pending.needs_rebase);
     assert_eq!(pending.addr, link);
 }
+
+#[test]
+fn compressed_debug_sections_and_dwarf4_resolve_the_same() {
+    let dir = need_c!();
+    for bin in ["counter-gz", "counter-dwarf4"] {
+        let t = start(&dir.join(bin), &["10", "1", "1", "wait"]);
+        let r = Resolver::for_pid(t.pid()).unwrap();
+        for name in [
+            "state.count",
+            "table[3]",
+            "outer.p[1].y",
+            "grid[2][3]",
+            "tagged.d",
+        ] {
+            assert_eq!(r.resolve(name).unwrap().addr, t.addr(name), "{bin}: {name}");
+        }
+        let mut s = Symbolizer::new(t.pid()).unwrap();
+        let f = s.symbolize_one(t.addr("fn bump_counter"));
+        assert_eq!(f.function.as_deref(), Some("bump_counter"), "{bin}");
+        assert!(f.line.is_some(), "{bin}: {f:?}");
+    }
+}
