@@ -14,6 +14,7 @@
 //! there is one; the invariant below is checked on every install.
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 
 use crate::arch::{Arch, ArchBp, Pool, MAX_SLOTS};
 use crate::dispatch::Shared;
@@ -54,24 +55,32 @@ pub(crate) struct Pending {
 pub(crate) const MAX_HITS: usize = 2 * MAX_SLOTS;
 
 /// One CPU's install table.
+///
+/// Sized to the arch at creation (4 entries on x86, up to 32 on arm64) rather
+/// than to [`MAX_SLOTS`]: a wide registration touches every CPU's table, and
+/// small tables keep thousands of them in cache. Nothing is allocated after
+/// [`CpuTable::new`]: dispatch never allocates.
 pub(crate) struct CpuTable {
-    slots: [[Option<Installed>; MAX_SLOTS]; 2],
-    /// Slots each pool has on this arch (the invariant's bound).
-    limit: [usize; 2],
+    /// `slots[pool][i]`: what sits in slot `i`; `len()` = the pool's slot
+    /// count, the bound of the invariant below.
+    slots: [Vec<Option<Installed>>; 2],
     /// The task the layer last installed for on this CPU.
     pub task: Option<TaskId>,
-    /// Hits whose step-over is in progress. Fixed size: dispatch never allocates.
-    pub pending: [Option<Pending>; MAX_HITS],
+    /// Hits whose step-over is in progress: at most one per slot.
+    pub pending: Vec<Option<Pending>>,
 }
 
 impl CpuTable {
     /// An empty table for an arch with `limit[pool]` slots.
     pub fn new(limit: [usize; 2]) -> Self {
+        let l = [limit[0].min(MAX_SLOTS), limit[1].min(MAX_SLOTS)];
         CpuTable {
-            slots: Default::default(),
-            limit: [limit[0].min(MAX_SLOTS), limit[1].min(MAX_SLOTS)],
+            slots: [
+                (0..l[0]).map(|_| None).collect(),
+                (0..l[1]).map(|_| None).collect(),
+            ],
             task: None,
-            pending: core::array::from_fn(|_| None),
+            pending: (0..(l[0] + l[1]).min(MAX_HITS)).map(|_| None).collect(),
         }
     }
 
@@ -115,10 +124,8 @@ impl CpuTable {
         e: Installed,
     ) -> Option<usize> {
         let pool = e.bp.pool;
-        let limit = self.limit[pool.idx()];
-        let slot = self.slots[pool.idx()][..limit]
-            .iter()
-            .position(|s| s.is_none());
+        let limit = self.slots[pool.idx()].len();
+        let slot = self.slots[pool.idx()].iter().position(|s| s.is_none());
         // Invariant: never more installed on a CPU than the pool has slots.
         // The books guarantee room; running out here means they were bypassed.
         debug_assert!(
@@ -204,7 +211,7 @@ impl CpuTable {
     /// Uninstall every task breakpoint (context switch out, CPU offline).
     pub fn uninstall_tasks(&mut self, arch: &dyn Arch, m: &mut dyn Machine, cpu: CpuId) {
         for pool in Pool::ALL {
-            for slot in 0..MAX_SLOTS {
+            for slot in 0..self.slots[pool.idx()].len() {
                 if self.get(pool, slot).is_some_and(|e| e.task.is_some()) {
                     self.uninstall_slot(arch, m, cpu, pool, slot);
                 }
@@ -236,6 +243,84 @@ impl CpuTable {
                 true
             }
             None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::x86_64::X86_64;
+    use crate::arch::{DebugRegs, Reg};
+    use crate::attr::BpAttr;
+    use alloc::collections::BTreeMap;
+
+    struct One(BTreeMap<Reg, u64>);
+    impl DebugRegs for One {
+        fn read(&self, r: Reg) -> u64 {
+            self.0.get(&r).copied().unwrap_or(0)
+        }
+        fn write(&mut self, r: Reg, v: u64) {
+            self.0.insert(r, v);
+        }
+    }
+    impl Machine for One {
+        fn possible_cpus(&self) -> usize {
+            1
+        }
+        fn is_online(&self, _: CpuId) -> bool {
+            true
+        }
+        fn regs(&mut self, _: CpuId) -> &mut dyn DebugRegs {
+            self
+        }
+        fn current(&self, _: CpuId) -> Option<TaskId> {
+            None
+        }
+        fn set_single_step(&mut self, _: CpuId, _: bool) {}
+        fn now(&self) -> u64 {
+            0
+        }
+    }
+
+    fn entry(arch: &X86_64, id: u32) -> Installed {
+        Installed {
+            id: BpId(id),
+            bp: arch
+                .parse(&BpAttr::write(0x1000 + 8 * id as u64, 8))
+                .unwrap(),
+            task: None,
+            shared: Arc::new(Shared::new(BpId(id), 0, None)),
+            stepping: false,
+        }
+    }
+
+    #[test]
+    fn install_takes_the_first_free_slot_and_uninstall_frees_it() {
+        let arch = X86_64::default();
+        let mut m = One(BTreeMap::new());
+        let mut t = CpuTable::new([0, 4]);
+        for i in 0..4 {
+            assert_eq!(
+                t.install(&arch, &mut m, CpuId(0), entry(&arch, i + 1)),
+                Some(i as usize)
+            );
+        }
+        assert!(t.uninstall(&arch, &mut m, CpuId(0), BpId(2)));
+        assert_eq!(t.find(BpId(2)), None);
+        assert_eq!(t.install(&arch, &mut m, CpuId(0), entry(&arch, 9)), Some(1));
+        assert_eq!(t.count(Pool::Data), 4);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "install table overflow")]
+    fn installing_more_than_the_pool_has_slots_is_caught_in_debug() {
+        let arch = X86_64::default();
+        let mut m = One(BTreeMap::new());
+        let mut t = CpuTable::new([0, 4]);
+        for i in 0..5 {
+            t.install(&arch, &mut m, CpuId(0), entry(&arch, i + 1));
         }
     }
 }

@@ -137,7 +137,7 @@ struct Bp {
     reserve_on_enable: bool,
     shared: Arc<Shared>,
     /// Wide breakpoints: the CPUs it is live (booked) on.
-    wide: Option<Fanout<CpuId, ()>>,
+    wide: Option<Fanout<CpuId, Hint>>,
 }
 
 impl Bp {
@@ -183,6 +183,12 @@ struct Books {
     dbg_held: [usize; 2],
 }
 
+/// Where a wide breakpoint sits on one CPU: the slot commit used, so
+/// unregister can clear it without searching. Only a hint: modify or enable
+/// may move the breakpoint, and a stale hint falls back to a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hint(Option<(Pool, u8)>);
+
 /// The wide-breakpoint domain for [`Fanout`]: every online CPU.
 /// prepare = book one CPU-bound slot there; commit = program the register.
 struct Wide<'a> {
@@ -200,34 +206,43 @@ struct Wide<'a> {
 
 impl Domain for Wide<'_> {
     type Member = CpuId;
-    type Handle = ();
+    type Handle = Hint;
     type Error = Error;
 
-    fn prepare(&mut self, cpu: CpuId) -> Result<(), Error> {
+    fn prepare(&mut self, cpu: CpuId) -> Result<Hint, Error> {
         if self.book {
             self.slots.reserve(self.pool, Target::Cpu(cpu), 1)?;
         }
-        Ok(())
+        Ok(Hint(None))
     }
 
-    fn commit(&mut self, cpu: CpuId, _: &mut ()) {
+    fn commit(&mut self, cpu: CpuId, hint: &mut Hint) {
         if let Some(e) = &self.install {
-            self.tables[cpu.idx()]
+            let pool = e.bp.pool;
+            let slot = self.tables[cpu.idx()]
                 .lock()
                 .install(self.arch, self.m, cpu, e.clone());
+            hint.0 = slot.map(|s| (pool, s as u8));
         }
     }
 
-    fn abort(&mut self, cpu: CpuId, _: ()) {
+    fn abort(&mut self, cpu: CpuId, _: Hint) {
         if self.book {
             release(self.slots, self.pool, Target::Cpu(cpu));
         }
     }
 
-    fn remove(&mut self, cpu: CpuId, _: ()) {
-        self.tables[cpu.idx()]
-            .lock()
-            .uninstall(self.arch, self.m, cpu, self.id);
+    fn remove(&mut self, cpu: CpuId, hint: Hint) {
+        let mut t = self.tables[cpu.idx()].lock();
+        match hint.0 {
+            Some((pool, slot)) if t.get(pool, slot as usize).is_some_and(|e| e.id == self.id) => {
+                t.uninstall_slot(self.arch, self.m, cpu, pool, slot as usize);
+            }
+            _ => {
+                t.uninstall(self.arch, self.m, cpu, self.id);
+            }
+        }
+        drop(t);
         if self.book {
             release(self.slots, self.pool, Target::Cpu(cpu));
         }
@@ -399,10 +414,10 @@ impl Layer {
                 for c in 0..self.possible {
                     b.online[c] = m.is_online(CpuId(c as u32));
                 }
-                let cpus: Vec<CpuId> = (0..self.possible)
-                    .filter(|&c| b.online[c])
-                    .map(|c| CpuId(c as u32))
-                    .collect();
+                let online = &b.online;
+                let cpus = (0..self.possible)
+                    .filter(|&c| online[c])
+                    .map(|c| CpuId(c as u32));
                 let mut d = Wide {
                     slots: &mut b.slots,
                     tables: &self.tables,

@@ -145,6 +145,13 @@ impl Naive {
         true
     }
 
+    /// Benchmark setup: append a booking without checking it or looking for
+    /// an existing entry (the caller loads each target once, validly), so
+    /// loading 100k tasks is not itself quadratic.
+    pub fn load(&mut self, pool: Pool, target: Target, w: usize) {
+        self.books.push((pool, target, w));
+    }
+
     /// Drop every CPU-bound booking on `c`.
     pub fn clear_cpu(&mut self, c: CpuId) {
         self.books.retain(|b| b.1 != Target::Cpu(c));

@@ -1,0 +1,244 @@
+//! The command line, as clap derive types. Help text is the user's manual:
+//! each subcommand's `after_help` has examples that work on the bundled demo.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const TOP_EXAMPLES: &str = "\
+Examples:
+  # Who writes STATE.hits, from where, and what value? (the bundled demo)
+  hwbreak watch --values STATE.hits -- ./target/release/hwbreak-demo
+
+  # Count writes to a global of a running process, in every thread
+  hwbreak stat -p 1234 counter
+
+  # Record to a file, analyse later
+  hwbreak record -o hits.hwb STATE.total -- ./target/release/hwbreak-demo
+  hwbreak report hits.hwb --top 5
+
+  # How many of the 4 debug registers are free, and who holds the others?
+  hwbreak slots
+
+SPEC is LOCATION[/LEN][:ACCESS]:
+  STATE.hits            a global, a struct field (default: its whole size, writes)
+  STATE.table[3]/4:rw   an array element, 4 bytes, reads or writes
+  my_crate::COUNTER     a Rust static by path
+  libfoo.so:counter+8   a shared library's global, plus a byte offset
+  record_hit            a function: execute breakpoint (default :x for functions)
+  0x601040/8:w          a raw address
+  mem:0x601040/8:w      perf's form (perf defaults: 4 bytes, rw)
+ACCESS is r, w, rw or x (x86 cannot watch reads alone: use rw).
+
+Hardware has few slots (x86-64: 4 per thread); a watch longer than 8 bytes
+takes several. Exit status: 0 done, 1 an error (one line on stderr), 2 bad usage.";
+
+/// hwbreak: watch any variable by name, in every thread, without stopping the program.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hwbreak",
+    version,
+    about = "Watch any variable by name, in every thread, without stopping the program.",
+    long_about = "Watch any variable by name, in every thread, without stopping the program.\n\n\
+hwbreak programs the CPU's hardware debug registers through perf_event_open, so the \
+program runs at full speed between hits and is never stopped: each hit is a sample \
+(thread, time, instruction, stack) that hwbreak symbolizes and prints.",
+    after_help = TOP_EXAMPLES,
+    propagate_version = true
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Print every hit as it happens: time, thread, value, where, and the stack.
+    #[command(after_help = "\
+Examples:
+  hwbreak watch --values STATE.hits -- ./target/release/hwbreak-demo
+  hwbreak watch -p 1234 counter state.count
+  hwbreak watch --json --no-stack STATE.total -- ./demo > hits.jsonl
+  hwbreak watch record_hit -- ./target/release/hwbreak-demo   # a function: :x
+
+The program keeps running; Ctrl-C stops watching (the target is left running
+when attached with -p, and killed when hwbreak launched it). The summary at the
+end counts hits per watch and per thread, shows the top writer stacks, and
+always shows the lost count (\"lost: 0\"): records the kernel dropped.
+--json prints one JSON object per line: {\"type\":\"hit\",...} then one
+{\"type\":\"summary\",...}; the schema is in docs/CLI.md.")]
+    Watch(WatchArgs),
+    /// Count hits exactly (counting mode: no samples, no overhead per hit beyond the trap).
+    #[command(after_help = "\
+Examples:
+  hwbreak stat STATE.hits STATE.total -- ./target/release/hwbreak-demo
+  hwbreak stat -p 1234 counter
+  hwbreak stat --json table[3] -- ./counter 100 2 2")]
+    Stat(StatArgs),
+    /// Like watch, but store the hits in a compact file for `hwbreak report`.
+    #[command(after_help = "\
+Examples:
+  hwbreak record -o hits.hwb STATE.hits -- ./target/release/hwbreak-demo
+  hwbreak report hits.hwb
+
+The file format is described in docs/CLI.md.")]
+    Record(RecordArgs),
+    /// Summarize a file made by `hwbreak record`: hits per watch and thread, top stacks.
+    #[command(after_help = "\
+Examples:
+  hwbreak report hits.hwb
+  hwbreak report hits.hwb --top 3 --json")]
+    Report(ReportArgs),
+    /// Show free hardware breakpoint slots, and what holds the rest.
+    #[command(after_help = "\
+Examples:
+  hwbreak slots            # for a new process
+  hwbreak slots -p 1234    # for watches on process 1234 (counts what it already holds)
+
+Slots are probed by opening disabled breakpoints until the kernel refuses,
+then closing them all: nothing is left behind.")]
+    Slots(SlotsArgs),
+    /// Measure hwbreak against raw perf_event_open, gdb, perf and bpftrace on one target, in one run.
+    #[command(after_help = "\
+Examples:
+  hwbreak bench                       # N = 10^6 writes, gdb 10^4, best of 3
+  hwbreak bench -n 100000 --repeat 1 --only stat,gdb
+  hwbreak bench --json --perf-bench > bench.json
+
+Needs gcc (the target and the raw C peer are built at bench time); gdb, perf
+and bpftrace are used when installed and skipped with the reason otherwise.
+Figures and method: docs/PERFORMANCE.md.")]
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Which threads to watch, and what.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    /// Watch every thread of this running process (and threads it creates later).
+    #[arg(short = 'p', long = "pid", value_name = "PID", conflicts_with_all = ["tid", "all_cpus"])]
+    pub pid: Option<i32>,
+    /// Watch one thread of a running process.
+    #[arg(
+        short = 't',
+        long = "tid",
+        value_name = "TID",
+        conflicts_with = "all_cpus"
+    )]
+    pub tid: Option<i32>,
+    /// Watch every CPU (system-wide: kernel addresses too; needs root).
+    #[arg(short = 'a', long = "all-cpus")]
+    pub all_cpus: bool,
+    /// What to watch: LOCATION[/LEN][:ACCESS], e.g. STATE.hits, table[3]/4:rw, 0x601040/8:w.
+    #[arg(value_name = "SPEC", required = true)]
+    pub specs: Vec<String>,
+    /// Launch this command and watch it from its first instruction.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `hwbreak watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Target and SPECs.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// JSON lines on stdout: one object per hit, then a summary object.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not collect or print call stacks.
+    #[arg(long)]
+    pub no_stack: bool,
+    /// Read the watched bytes after each hit and show old → new.
+    #[arg(long)]
+    pub values: bool,
+    /// Top writer stacks shown in the summary.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub top: usize,
+}
+
+/// `hwbreak stat`.
+#[derive(Debug, Args)]
+pub struct StatArgs {
+    /// Target and SPECs.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hwbreak record`.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// The file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Target and SPECs.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Do not collect call stacks.
+    #[arg(long)]
+    pub no_stack: bool,
+    /// Read the watched bytes after each hit.
+    #[arg(long)]
+    pub values: bool,
+}
+
+/// `hwbreak report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A file written by `hwbreak record`.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// How many writer stacks to show.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+}
+
+/// `hwbreak slots`.
+#[derive(Debug, Args)]
+pub struct SlotsArgs {
+    /// Count free slots for watches on this process.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pub pid: Option<i32>,
+    /// One JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn specs_then_command_after_double_dash() {
+        let c = Cli::try_parse_from([
+            "hwbreak", "watch", "--values", "A.b", "c", "--", "./demo", "-x",
+        ])
+        .unwrap();
+        let Cmd::Watch(w) = c.cmd else { panic!() };
+        assert_eq!(w.target.specs, ["A.b", "c"]);
+        assert_eq!(w.target.command, ["./demo", "-x"]);
+        assert!(w.values);
+    }
+
+    #[test]
+    fn pid_and_all_cpus_conflict() {
+        assert!(Cli::try_parse_from(["hwbreak", "stat", "-p", "1", "-a", "x"]).is_err());
+    }
+
+    #[test]
+    fn a_spec_is_required() {
+        assert!(Cli::try_parse_from(["hwbreak", "stat", "-p", "1"]).is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! From SPECs and a target to the breakpoints to open: parse, resolve names
+//! in the target's symbols, apply defaults, split wide variables over slots.
+
+use crate::cli::TargetArgs;
+use crate::error::CliError;
+use crate::spec::{self, Location, Spec};
+use hwbreak_core::{Access, BpAttr};
+use hwbreak_linux::symbols::{split_into_slots, Resolver, ValueKind};
+
+/// Where a PIE executable is loaded when address randomisation is off
+/// (x86-64 `ELF_ET_DYN_BASE` = 2/3 of the 47-bit user space, page aligned).
+/// Launched commands run with randomisation off, as under gdb.
+pub const NO_ASLR_PIE_BASE: u64 = 0x5555_5555_4000;
+
+/// What hwbreak watches.
+#[derive(Debug, Clone)]
+pub enum TargetKind {
+    /// Every thread of a running process.
+    Pid(i32),
+    /// One thread.
+    Tid(i32),
+    /// Every CPU.
+    AllCpus,
+    /// A command launched by hwbreak.
+    Launch(Vec<String>),
+}
+
+/// One user-level watch (it may take several slots).
+#[derive(Debug, Clone)]
+pub struct PlannedWatch {
+    /// Name shown to the user.
+    pub name: String,
+    /// First byte.
+    pub addr: u64,
+    /// Bytes.
+    pub len: u64,
+    /// Access.
+    pub access: Access,
+    /// How to print values.
+    pub kind: ValueKind,
+    /// The type name, if known.
+    pub type_name: Option<String>,
+    /// The address came from a link-time PIE address plus [`NO_ASLR_PIE_BASE`]
+    /// and must be checked once the program runs.
+    pub rebased: bool,
+    /// The resolver's location text (to resolve again after launch).
+    pub location: String,
+}
+
+/// The breakpoints to open.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Where.
+    pub target: TargetKind,
+    /// User-level watches.
+    pub watches: Vec<PlannedWatch>,
+    /// One breakpoint per slot: `(watch index, attribute)`.
+    pub pieces: Vec<(usize, BpAttr)>,
+}
+
+/// The target named by `-p`, `-t`, `-a` or `-- CMD` (exactly one).
+pub fn target_of(t: &TargetArgs) -> Result<TargetKind, CliError> {
+    let n = usize::from(t.pid.is_some())
+        + usize::from(t.tid.is_some())
+        + usize::from(t.all_cpus)
+        + usize::from(!t.command.is_empty());
+    if n == 0 {
+        return Err(CliError::usage(
+            "no target: give -p PID, -t TID, -a, or a command after `--` (e.g. `hwbreak watch STATE.hits -- ./demo`)",
+        ));
+    }
+    if n > 1 {
+        return Err(CliError::usage(
+            "more than one target: give only one of -p PID, -t TID, -a, or `-- CMD`",
+        ));
+    }
+    for (flag, v) in [("-p", t.pid), ("-t", t.tid)] {
+        if let Some(p) = v {
+            if p <= 0 {
+                return Err(CliError::usage(format!(
+                    "{flag} {p}: a process or thread id is a positive number"
+                )));
+            }
+        }
+    }
+    Ok(match (t.pid, t.tid) {
+        (Some(p), _) => TargetKind::Pid(p),
+        (_, Some(t)) => TargetKind::Tid(t),
+        _ if t.all_cpus => TargetKind::AllCpus,
+        _ => TargetKind::Launch(t.command.clone()),
+    })
+}
+
+fn symbol_error(e: impl std::fmt::Display) -> CliError {
+    CliError::new(e.to_string())
+}
+
+/// Parse every SPEC, resolve it for the target, and split it over slots.
+pub fn plan(t: &TargetArgs) -> Result<Plan, CliError> {
+    let target = target_of(t)?;
+    let specs: Vec<Spec> = t
+        .specs
+        .iter()
+        .map(|s| spec::parse(s))
+        .collect::<Result<_, _>>()?;
+    let needs_symbols = specs
+        .iter()
+        .any(|s| matches!(s.location, Location::Symbol { .. }));
+    let resolver = if needs_symbols {
+        Some(match &target {
+            TargetKind::Pid(p) | TargetKind::Tid(p) => {
+                if !std::path::Path::new(&format!("/proc/{p}")).exists() {
+                    return Err(CliError::new(format!(
+                        "process {p} does not exist (it exited, or the PID is wrong); check it with `ps -p {p}` and pass a live PID"
+                    )));
+                }
+                Resolver::for_pid(*p).map_err(symbol_error)?
+            }
+            TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).map_err(symbol_error)?,
+            TargetKind::AllCpus => {
+                return Err(CliError::usage(
+                    "with -a (all CPUs) there is no process to look names up in: give addresses (0x...), or watch a process with -p PID",
+                ))
+            }
+        })
+    } else {
+        None
+    };
+    let mut watches = Vec::new();
+    for (s, text) in specs.iter().zip(&t.specs) {
+        watches.push(resolve_one(s, text, resolver.as_ref(), &target)?);
+    }
+    let mut pieces = Vec::new();
+    for (i, (w, s)) in watches.iter().zip(&specs).enumerate() {
+        if w.access == Access::Execute {
+            pieces.push((i, BpAttr::exec(w.addr)));
+            continue;
+        }
+        // A length the user gave is passed as is (the arch says if it is bad);
+        // a variable's own size is covered with as few aligned slots as needed.
+        if s.len.is_some() && w.len <= 8 {
+            pieces.push((i, BpAttr::new(w.addr, w.len, w.access)));
+            continue;
+        }
+        let parts = split_into_slots(w.addr, w.len);
+        if parts.is_empty() {
+            return Err(CliError::new(format!(
+                "watch `{}`: {:#x}+{} wraps around the address space; give a smaller /LEN",
+                w.name, w.addr, w.len
+            )));
+        }
+        for (a, l) in parts {
+            pieces.push((i, BpAttr::new(a, l, w.access)));
+        }
+    }
+    let slots = crate::sys::SLOTS_PER_CPU;
+    if pieces.len() > slots {
+        let detail: Vec<String> = watches
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let n = pieces.iter().filter(|p| p.0 == i).count();
+                format!("{} takes {n}", w.name)
+            })
+            .collect();
+        return Err(CliError::new(format!(
+            "these watches need {} hardware slots but the CPU has {slots} ({}); a watch wider than 8 bytes takes one slot per 8 bytes: watch fewer or narrower locations (a field, an element, or /LEN)",
+            pieces.len(),
+            detail.join(", ")
+        )));
+    }
+    Ok(Plan {
+        target,
+        watches,
+        pieces,
+    })
+}
+
+fn resolve_one(
+    s: &Spec,
+    text: &str,
+    resolver: Option<&Resolver>,
+    target: &TargetKind,
+) -> Result<PlannedWatch, CliError> {
+    match &s.location {
+        Location::Addr(a) => {
+            let access = s.access.unwrap_or(if s.perf_form {
+                Access::ReadWrite
+            } else {
+                Access::Write
+            });
+            let default_len = if s.perf_form { 4 } else { 8 };
+            let len = if access == Access::Execute {
+                1
+            } else {
+                s.len.unwrap_or(default_len)
+            };
+            Ok(PlannedWatch {
+                name: text.to_string(),
+                addr: *a,
+                len,
+                access,
+                kind: if access == Access::Execute {
+                    ValueKind::Code
+                } else {
+                    ValueKind::Unsigned
+                },
+                type_name: None,
+                rebased: false,
+                location: s.location_text(),
+            })
+        }
+        Location::Symbol { module, .. } => {
+            let r = resolver.expect("resolver for symbols");
+            if module.is_some() && matches!(target, TargetKind::Launch(_)) {
+                return Err(CliError::usage(format!(
+                    "`{text}`: a shared library's variables get their address only once the library is loaded; start the program, then attach with `hwbreak ... -p PID {text}`"
+                )));
+            }
+            let loc = s.location_text();
+            let res = r.resolve(&loc).map_err(symbol_error)?;
+            let access = s.access.unwrap_or(if res.is_function() {
+                Access::Execute
+            } else {
+                Access::Write
+            });
+            let len = if access == Access::Execute {
+                1
+            } else {
+                s.len.unwrap_or(res.len)
+            };
+            let (addr, rebased) = if res.needs_rebase {
+                (res.addr.wrapping_add(NO_ASLR_PIE_BASE), true)
+            } else {
+                (res.addr, false)
+            };
+            let kind = if access == Access::Execute {
+                ValueKind::Code
+            } else {
+                res.value_kind
+            };
+            Ok(PlannedWatch {
+                name: res.name.clone(),
+                addr,
+                len,
+                access,
+                kind,
+                type_name: res.type_name.clone(),
+                rebased,
+                location: loc,
+            })
+        }
+    }
+}
+
+/// After launch: check that the program was loaded where the rebased
+/// addresses assumed (the no-ASLR base is a kernel convention, so verify it
+/// from `/proc/PID/maps`: the executable's first mapping).
+pub fn verify_rebased(
+    plan: &Plan,
+    maps: &[hwbreak_linux::symbols::MapEntry],
+    pid: i32,
+) -> Result<(), CliError> {
+    if !plan.watches.iter().any(|w| w.rebased) {
+        return Ok(());
+    }
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let base = maps
+        .iter()
+        .filter(|m| m.path == exe && m.offset == 0)
+        .map(|m| m.start)
+        .min();
+    match base {
+        Some(b) if b == NO_ASLR_PIE_BASE => Ok(()),
+        Some(b) => Err(CliError::new(format!(
+            "the launched program was loaded at {b:#x}, not at {NO_ASLR_PIE_BASE:#x} as expected with address randomisation off; start the program and attach with -p PID instead"
+        ))),
+        // Already gone: nothing ran at a wrong address for long; counts stand.
+        None => Ok(()),
+    }
+}
+
+/// Format a watched value (little-endian `len` bytes) for display.
+pub fn format_value(v: u64, len: u64, kind: ValueKind) -> String {
+    let bits = (len.min(8) * 8) as u32;
+    let v = if bits < 64 {
+        v & ((1u64 << bits) - 1)
+    } else {
+        v
+    };
+    match kind {
+        ValueKind::Signed => {
+            let sh = 64 - bits;
+            (((v << sh) as i64) >> sh).to_string()
+        }
+        ValueKind::Unsigned => v.to_string(),
+        ValueKind::Float if len == 4 => format!("{}", f32::from_bits(v as u32)),
+        ValueKind::Float if len == 8 => format!("{}", f64::from_bits(v)),
+        ValueKind::Bool if v <= 1 => (v == 1).to_string(),
+        ValueKind::Pointer => format!("{v:#x}"),
+        _ => format!("{v:#0w$x}", w = 2 + 2 * len.min(8) as usize),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_shown_by_kind() {
+        assert_eq!(format_value(0xffff_ffff, 4, ValueKind::Signed), "-1");
+        assert_eq!(format_value(42, 8, ValueKind::Unsigned), "42");
+        assert_eq!(format_value(1, 1, ValueKind::Bool), "true");
+        assert_eq!(format_value(1.5f64.to_bits(), 8, ValueKind::Float), "1.5");
+        assert_eq!(format_value(0xab, 2, ValueKind::Bytes), "0x00ab");
+        assert_eq!(
+            format_value(0x1234_5678_9abc, 8, ValueKind::Pointer),
+            "0x123456789abc"
+        );
+    }
+
+    fn args(pid: Option<i32>, all: bool, cmd: &[&str]) -> TargetArgs {
+        TargetArgs {
+            pid,
+            tid: None,
+            all_cpus: all,
+            specs: vec!["x".into()],
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn exactly_one_target_is_required() {
+        assert!(target_of(&args(None, false, &[]))
+            .unwrap_err()
+            .msg
+            .contains("no target"));
+        assert!(target_of(&args(Some(1), true, &[]))
+            .unwrap_err()
+            .msg
+            .contains("more than one"));
+        assert!(target_of(&args(Some(-3), false, &[]))
+            .unwrap_err()
+            .msg
+            .contains("positive"));
+        assert!(matches!(
+            target_of(&args(None, false, &["ls"])),
+            Ok(TargetKind::Launch(_))
+        ));
+    }
+
+    #[test]
+    fn raw_address_defaults_follow_the_form() {
+        let mut a = args(Some(std::process::id() as i32), false, &[]);
+        a.specs = vec!["0x1000".into(), "mem:0x2000".into(), "0x3000:x".into()];
+        let p = plan(&a).unwrap();
+        assert_eq!((p.watches[0].len, p.watches[0].access), (8, Access::Write));
+        assert_eq!(
+            (p.watches[1].len, p.watches[1].access),
+            (4, Access::ReadWrite)
+        );
+        assert_eq!(
+            (p.watches[2].len, p.watches[2].access),
+            (1, Access::Execute)
+        );
+    }
+
+    #[test]
+    fn too_many_slots_is_refused_before_any_syscall() {
+        let mut a = args(Some(std::process::id() as i32), false, &[]);
+        a.specs = vec!["0x1000/8".into(); 5];
+        let e = plan(&a).unwrap_err();
+        assert!(e.msg.contains("need 5 hardware slots"), "{}", e.msg);
+    }
+}

@@ -1,0 +1,89 @@
+//! `hwbreak report FILE`: totals and the top-N writer stacks of a record file.
+//!
+//! One pass over the file aggregates hits by `(watch, ip, stack)` without
+//! allocating per hit; only the addresses of the stacks shown are symbolized,
+//! each once, through the module map stored in the file.
+
+use crate::cli::ReportArgs;
+use crate::error::CliError;
+use crate::frames::{FrameCache, Symbolize};
+use crate::offline::OfflineSymbolizer;
+use crate::recfile::{Hit, Reader};
+use crate::summary::{Agg, SummaryView, WatchTotal};
+use std::io::{BufReader, Write};
+
+/// Read a record file into totals.
+pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg), CliError> {
+    let f = std::fs::File::open(path).map_err(|e| {
+        CliError::new(format!(
+            "cannot open record file {}: {e}; make one with `hwbreak record -o FILE SPEC -- CMD`",
+            path.display()
+        ))
+    })?;
+    let mut r = Reader::new(BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+    let watches = r
+        .header
+        .watches
+        .iter()
+        .map(|w| WatchTotal {
+            name: w.name.clone(),
+            addr: w.addr,
+            len: w.len,
+            access: w.access.short(),
+            hits: 0,
+        })
+        .collect();
+    let mut agg = Agg::new(watches);
+    let mut hit = Hit::default();
+    while r
+        .next_hit(&mut hit)
+        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?
+    {
+        agg.add(hit.watch as usize, hit.tid, hit.time_ns, hit.ip, &hit.stack);
+    }
+    agg.lost = r.totals().lost;
+    Ok((r.header, agg))
+}
+
+/// Run `hwbreak report`.
+pub fn run(args: &ReportArgs) -> Result<(), CliError> {
+    let (header, agg) = aggregate(&args.file)?;
+    let sym = OfflineSymbolizer::new(&header.modules);
+    print(&agg, args.top, args.json, FrameCache::new(sym), &header)
+}
+
+fn print<S: Symbolize>(
+    agg: &Agg,
+    top: usize,
+    json: bool,
+    mut sym: FrameCache<S>,
+    header: &crate::recfile::Header,
+) -> Result<(), CliError> {
+    let view = SummaryView {
+        agg,
+        duration_s: agg.span_s(),
+        top,
+        target_exit: None,
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    if json {
+        let j = view.json(&mut sym);
+        serde_json::to_writer(&mut out, &j)
+            .map_err(|e| CliError::new(format!("cannot write JSON: {e}")))?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "record of pid {}: {} watches, {} modules, {} distinct stacks",
+            header.pid,
+            header.watches.len(),
+            header.modules.len(),
+            agg.distinct_stacks()
+        )?;
+        view.text(&mut out, &mut sym)?;
+    }
+    out.flush()?;
+    Ok(())
+}

@@ -1,0 +1,779 @@
+//! `watch`, `stat` and `record`: open the watches, run until the target ends
+//! or Ctrl-C, drain hits as they come, then summarize. Dropping the
+//! `Watcher` closes every event, so no breakpoint outlives the session, on
+//! any path out of here (errors included).
+
+use crate::cli::{RecordArgs, StatArgs, TargetArgs, WatchArgs};
+use crate::error::CliError;
+use crate::frames::FrameCache;
+use crate::offline::OfflineSymbolizer;
+use crate::plan::{self, format_value, Plan, TargetKind};
+use crate::recfile;
+use crate::summary::{Agg, SummaryView, WatchTotal};
+use hwbreak_core::Access;
+use hwbreak_linux::symbols::{read_maps, ValueKind};
+use hwbreak_linux::watch::{Mode, Target, WatchHit, Watcher};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Set by Ctrl-C (and SIGTERM/SIGHUP): stop, drain, summarize.
+fn stop_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| {
+        let f = Arc::new(AtomicBool::new(false));
+        let g = f.clone();
+        // If a handler cannot be installed, Ctrl-C kills hwbreak; the kernel
+        // still closes every event with the process, so nothing leaks.
+        let _ = ctrlc::set_handler(move || g.store(true, Ordering::SeqCst));
+        f
+    })
+    .clone()
+}
+
+/// The target's executable mappings, kept as they grow (libraries loaded
+/// later). Symbolization works from this snapshot, so stacks still resolve
+/// after the process exits.
+struct Maps {
+    pid: Option<i32>,
+    modules: Vec<recfile::Module>,
+}
+
+impl Maps {
+    /// Re-read `/proc/PID/maps`; returns the mappings not seen before.
+    fn refresh(&mut self) -> Vec<recfile::Module> {
+        let Some(pid) = self.pid else {
+            return Vec::new();
+        };
+        let Ok(maps) = read_maps(pid) else {
+            return Vec::new();
+        };
+        let mut new = Vec::new();
+        for m in maps.iter().filter(|m| m.is_exec() && m.is_file()) {
+            if self
+                .modules
+                .iter()
+                .any(|k| k.start == m.start && k.end == m.end)
+            {
+                continue;
+            }
+            let path = if m.deleted {
+                format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)
+            } else {
+                m.path.clone()
+            };
+            let md = recfile::Module {
+                start: m.start,
+                end: m.end,
+                file_offset: m.offset,
+                path,
+            };
+            self.modules.push(md.clone());
+            new.push(md);
+        }
+        new
+    }
+
+    fn covers(&self, ip: u64) -> bool {
+        self.modules.iter().any(|m| m.start <= ip && ip < m.end)
+    }
+}
+
+fn linux_error(e: hwbreak_linux::Error) -> CliError {
+    CliError::new(e.to_string())
+}
+
+/// An open session: the watcher and what it was opened for.
+struct Session {
+    plan: Plan,
+    /// The mappings read right after opening.
+    maps: Option<Maps>,
+    watcher: Watcher,
+    /// Slot piece → user watch.
+    piece_watch: Vec<usize>,
+    pid: Option<i32>,
+    launched: bool,
+    started: Instant,
+}
+
+fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Session, CliError> {
+    let plan = plan::plan(t)?;
+    let target = match &plan.target {
+        TargetKind::Pid(p) => Target::Process(*p),
+        TargetKind::Tid(t) => Target::Thread(*t),
+        TargetKind::AllCpus => Target::AllCpus,
+        TargetKind::Launch(cmd) => {
+            let mut c = std::process::Command::new(&cmd[0]);
+            c.args(&cmd[1..]);
+            if child_stdout_to_stderr {
+                c.stdout(std::io::stderr());
+            }
+            Target::Launch(c)
+        }
+    };
+    let launched = matches!(plan.target, TargetKind::Launch(_));
+    let mut b = Watcher::builder().target(target).mode(mode);
+    for (wi, attr) in &plan.pieces {
+        let w = &plan.watches[*wi];
+        let name = if plan.pieces.iter().filter(|p| p.0 == *wi).count() > 1 {
+            format!("{}@{:#x}/{}", w.name, attr.addr, attr.len)
+        } else {
+            w.name.clone()
+        };
+        b = b.watch(name, *attr);
+    }
+    stop_flag();
+    let watcher = b.open().map_err(linux_error)?;
+    let pid = watcher.pid();
+    // Read the maps at once: a short-lived program may be gone soon.
+    let mut maps = Maps {
+        pid,
+        modules: Vec::new(),
+    };
+    let raw_maps = pid.and_then(|p| read_maps(p).ok()).unwrap_or_default();
+    maps.refresh();
+    if let (true, Some(p)) = (launched, pid) {
+        if let Err(e) = plan::verify_rebased(&plan, &raw_maps, p) {
+            // SAFETY: kill takes integers; p is our own child.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+            let _ = watcher.wait();
+            return Err(e);
+        }
+    }
+    let piece_watch = plan.pieces.iter().map(|p| p.0).collect();
+    Ok(Session {
+        plan,
+        maps: Some(maps),
+        watcher,
+        piece_watch,
+        pid,
+        launched,
+        started: Instant::now(),
+    })
+}
+
+/// How the run ended.
+enum End {
+    Stopped,
+    Exited(String),
+}
+
+impl Session {
+    /// Whether the target is gone (and how), checked without blocking.
+    fn ended(&self) -> Option<String> {
+        if self.launched {
+            return match self.watcher.try_wait() {
+                Ok(Some(s)) => Some(describe_exit(s)),
+                _ => None,
+            };
+        }
+        match self.plan.target {
+            TargetKind::Pid(p) | TargetKind::Tid(p) => {
+                let alive = match self.plan.target {
+                    TargetKind::Tid(t) => !matches!(
+                        hwbreak_linux::procfs::thread_state(t, t).or_else(|| {
+                            std::fs::read_to_string(format!("/proc/{t}/stat"))
+                                .ok()
+                                .map(|_| 'R')
+                        }),
+                        None | Some('Z') | Some('X')
+                    ),
+                    _ => hwbreak_linux::procfs::threads(p)
+                        .map(|v| !v.is_empty())
+                        .unwrap_or(false),
+                };
+                (!alive).then(|| format!("process {p} exited"))
+            }
+            _ => None,
+        }
+    }
+
+    /// Stop: the launched child is ended if it still runs (an attached
+    /// process is left alone).
+    fn finish_child(&self) -> Option<String> {
+        if !self.launched {
+            return None;
+        }
+        if let Ok(Some(s)) = self.watcher.try_wait() {
+            return Some(describe_exit(s));
+        }
+        if let Some(p) = self.pid {
+            // SAFETY: kill takes integers; p is our own child, not yet reaped.
+            unsafe { libc::kill(p, libc::SIGTERM) };
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(2) {
+                if let Ok(Some(s)) = self.watcher.try_wait() {
+                    return Some(describe_exit(s));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        self.watcher.wait().ok().map(describe_exit)
+    }
+}
+
+fn describe_exit(s: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (s.code(), s.signal()) {
+        (Some(c), _) => format!("exited with status {c}"),
+        (_, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".into(),
+    }
+}
+
+fn watch_totals(plan: &Plan) -> Vec<WatchTotal> {
+    plan.watches
+        .iter()
+        .map(|w| WatchTotal {
+            name: w.name.clone(),
+            addr: w.addr,
+            len: w.len,
+            access: w.access.short(),
+            hits: 0,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------- stat
+
+#[derive(Serialize)]
+struct StatJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    duration_s: f64,
+    watches: &'a [WatchTotal],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_exit: Option<String>,
+}
+
+/// Run `hwbreak stat`.
+pub fn stat(a: &StatArgs) -> Result<(), CliError> {
+    let s = open(&a.target, Mode::Count, a.json)?;
+    let stop = stop_flag();
+    let end = loop {
+        if stop.load(Ordering::SeqCst) {
+            break End::Stopped;
+        }
+        if let Some(e) = s.ended() {
+            break End::Exited(e);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let counts = s.watcher.counts().map_err(linux_error)?;
+    let exit = match end {
+        End::Exited(e) => Some(e),
+        End::Stopped => s.finish_child(),
+    };
+    let mut totals = watch_totals(&s.plan);
+    for (piece, c) in counts.iter().enumerate() {
+        totals[s.piece_watch[piece]].hits += c;
+    }
+    let dur = s.started.elapsed().as_secs_f64();
+    drop(s.watcher);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        let j = StatJson {
+            kind: "stat",
+            duration_s: (dur * 1000.0).round() / 1000.0,
+            watches: &totals,
+            target_exit: exit,
+        };
+        serde_json::to_writer(&mut out, &j).map_err(|e| CliError::new(e.to_string()))?;
+        writeln!(out)?;
+    } else {
+        if let Some(e) = &exit {
+            writeln!(out, "target {e}")?;
+        }
+        let wn = totals
+            .iter()
+            .map(|w| w.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        writeln!(out, "{:>14}  {:<wn$}  where", "hits", "watch")?;
+        for w in &totals {
+            writeln!(
+                out,
+                "{:>14}  {:<wn$}  {:#x}/{}:{}",
+                w.hits, w.name, w.addr, w.len, w.access
+            )?;
+        }
+        writeln!(out, "\n{dur:.3} seconds")?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- watch / record
+
+/// Live status on a terminal: hits, rate, lost. Never on a pipe.
+struct Status {
+    on: bool,
+    shown: bool,
+    last: Instant,
+    last_hits: u64,
+}
+
+impl Status {
+    fn new() -> Self {
+        Status {
+            on: std::io::stderr().is_terminal(),
+            shown: false,
+            last: Instant::now(),
+            last_hits: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+            self.shown = false;
+        }
+    }
+
+    fn update(&mut self, hits: u64, lost: u64, force: bool) {
+        if !self.on {
+            return;
+        }
+        let dt = self.last.elapsed();
+        if !force && dt < Duration::from_millis(250) {
+            return;
+        }
+        let rate = (hits - self.last_hits) as f64 / dt.as_secs_f64().max(1e-3);
+        eprint!("\r\x1b[K[hwbreak] {hits} hits, {rate:.0}/s, lost {lost}  (Ctrl-C to stop)");
+        self.shown = true;
+        self.last = Instant::now();
+        self.last_hits = hits;
+    }
+}
+
+#[derive(Serialize)]
+struct HitJson<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    t: f64,
+    time_ns: u64,
+    tid: u32,
+    pid: u32,
+    cpu: u32,
+    watch: &'a str,
+    access: &'static str,
+    #[serde(serialize_with = "crate::frames::hex")]
+    addr: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    old: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new: Option<&'a str>,
+    #[serde(serialize_with = "crate::frames::hex")]
+    ip: u64,
+    at: &'a crate::frames::Frame,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stack: Option<Vec<&'a crate::frames::Frame>>,
+}
+
+/// The per-hit work shared by watch and record.
+struct HitSink<'a> {
+    s: &'a Session,
+    agg: Agg,
+    sym: FrameCache<OfflineSymbolizer>,
+    maps: Maps,
+    values: bool,
+    last_value: Vec<Option<u64>>,
+    first_ns: Option<u64>,
+    stack_buf: Vec<u64>,
+    comm: HashMap<u32, String>,
+    out: Box<dyn Write + 'a>,
+    json: bool,
+    no_stack: bool,
+    print: bool,
+    rec: Option<Recorder>,
+    err: Option<std::io::Error>,
+    batch: Vec<(WatchHit<'static>, usize, usize)>,
+    arena: Vec<u64>,
+}
+
+/// A hit without its borrowed slices (they are re-attached from an arena).
+fn h_owned(h: &WatchHit<'_>) -> Box<WatchHit<'static>> {
+    Box::new(WatchHit {
+        callchain: &[],
+        regs: &[],
+        stack: &[],
+        ..*h
+    })
+}
+
+struct Recorder {
+    w: recfile::Writer<std::io::BufWriter<std::fs::File>>,
+}
+
+impl HitSink<'_> {
+    /// One hit. `old`/`new` are the values shown on either side of the arrow
+    /// (`None` shows `…`: the value was not seen at that point).
+    fn on_hit(&mut self, h: &WatchHit<'_>, old: Option<u64>, value: Option<u64>) {
+        let wi = self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0);
+        let w = &self.s.plan.watches[wi];
+        // The kernel's user callchain starts with the IP itself.
+        self.stack_buf.clear();
+        self.stack_buf.push(h.ip);
+        let cc = match h.callchain.first() {
+            Some(&first) if first == h.ip => &h.callchain[1..],
+            _ => h.callchain,
+        };
+        self.stack_buf.extend(
+            cc.iter()
+                .copied()
+                .filter(|&a| !hwbreak_linux::record::is_context_marker(a) && a != 0),
+        );
+        self.agg.add(wi, h.tid, h.time, h.ip, &self.stack_buf[1..]);
+        let first = *self.first_ns.get_or_insert(h.time);
+        if self.stack_buf.iter().any(|&ip| !self.maps.covers(ip)) {
+            self.refresh_maps();
+        }
+        if let Some(rec) = &mut self.rec {
+            let r = rec.w.hit(&recfile::Hit {
+                watch: wi as u16,
+                tid: h.tid,
+                cpu: h.cpu,
+                time_ns: h.time,
+                ip: h.ip,
+                addr: h.addr,
+                value,
+                stack: self.stack_buf[1..].to_vec(),
+            });
+            if let Err(e) = r {
+                self.err.get_or_insert(e);
+            }
+        }
+        if !self.print {
+            return;
+        }
+        let exact = w.access == Access::Execute;
+        let frames = if self.no_stack {
+            self.sym.stack(&self.stack_buf[..1], exact)
+        } else {
+            self.sym.stack(&self.stack_buf, exact)
+        };
+        let t = h.time.saturating_sub(first) as f64 / 1e9;
+        let fmt = |v: Option<u64>| v.map(|v| format_value(v, w.len, w.kind));
+        let (old_s, new_s) = (fmt(old), fmt(value));
+        let r = if self.json {
+            let j = HitJson {
+                kind: "hit",
+                t: (t * 1e6).round() / 1e6,
+                time_ns: h.time,
+                tid: h.tid,
+                pid: h.pid,
+                cpu: h.cpu,
+                watch: &w.name,
+                access: w.access.short(),
+                addr: h.addr,
+                old: old_s.as_deref(),
+                new: new_s.as_deref(),
+                ip: h.ip,
+                at: &frames[0],
+                stack: (!self.no_stack).then(|| frames[1..].iter().map(|f| &**f).collect()),
+            };
+            serde_json::to_writer(&mut self.out, &j)
+                .map_err(std::io::Error::other)
+                .and_then(|_| self.out.write_all(b"\n"))
+        } else {
+            let comm = self.comm.entry(h.tid).or_insert_with(|| {
+                let pid = if h.pid != 0 { h.pid } else { h.tid };
+                std::fs::read_to_string(format!("/proc/{pid}/task/{}/comm", h.tid))
+                    .map(|s| s.trim().to_string())
+                    .unwrap_or_default()
+            });
+            let who = if comm.is_empty() {
+                format!("tid {}", h.tid)
+            } else {
+                format!("tid {} {comm}", h.tid)
+            };
+            let val = if self.values && w.kind != ValueKind::Code {
+                format!(
+                    "  {} → {}",
+                    old_s.as_deref().unwrap_or("…"),
+                    new_s.as_deref().unwrap_or("…")
+                )
+            } else {
+                String::new()
+            };
+            let mut line = format!(
+                "{t:>10.6}  {who:<20}  {} {}{val}  at {}\n",
+                w.name,
+                w.access.short(),
+                frames[0].text()
+            );
+            if !self.no_stack {
+                let max = 8;
+                for f in frames.iter().skip(1).take(max) {
+                    line.push_str("                ← ");
+                    line.push_str(&f.text());
+                    line.push('\n');
+                }
+                if frames.len() > max + 1 {
+                    line.push_str(&format!(
+                        "                ← … {} more\n",
+                        frames.len() - max - 1
+                    ));
+                }
+            }
+            self.out.write_all(line.as_bytes())
+        };
+        if let Err(e) = r {
+            self.err.get_or_insert(e);
+        }
+    }
+}
+
+/// Run `hwbreak watch`.
+pub fn watch(a: &WatchArgs) -> Result<(), CliError> {
+    run_sampling(&a.target, a.json, a.no_stack, a.values, a.top, None)
+}
+
+/// Run `hwbreak record`.
+pub fn record(a: &RecordArgs) -> Result<(), CliError> {
+    run_sampling(&a.target, false, a.no_stack, a.values, 5, Some(&a.output))
+}
+
+fn run_sampling(
+    t: &TargetArgs,
+    json: bool,
+    no_stack: bool,
+    values: bool,
+    top: usize,
+    output: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    // Create the output first: a bad path fails before any breakpoint exists.
+    let file = match output {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| {
+            CliError::new(format!("cannot create record file {}: {e}", p.display()))
+        })?),
+        None => None,
+    };
+    let mode = Mode::Sample {
+        callchain: !no_stack,
+        user_regs_stack: false,
+    };
+    let mut s = open(t, mode, json || output.is_some())?;
+    let _ = Watcher::boost_current_thread();
+    let maps = s.maps.take().unwrap_or(Maps {
+        pid: s.pid,
+        modules: Vec::new(),
+    });
+    let first_maps = maps.modules.clone();
+    let rec = match file {
+        Some(f) => {
+            let header = recfile::Header {
+                values,
+                pid: s.pid.unwrap_or(0) as u32,
+                start_ns: 0,
+                watches: s
+                    .plan
+                    .watches
+                    .iter()
+                    .map(|w| recfile::WatchEntry {
+                        name: w.name.clone(),
+                        addr: w.addr,
+                        len: w.len,
+                        access: w.access,
+                    })
+                    .collect(),
+                modules: first_maps.clone(),
+            };
+            let w = recfile::Writer::new(std::io::BufWriter::with_capacity(1 << 20, f), &header)?;
+            Some(Recorder { w })
+        }
+        None => None,
+    };
+    let stdout = std::io::stdout();
+    let mut sink = HitSink {
+        s: &s,
+        agg: Agg::new(watch_totals(&s.plan)),
+        sym: FrameCache::new(OfflineSymbolizer::new(&first_maps)),
+        maps,
+        values,
+        last_value: s
+            .plan
+            .watches
+            .iter()
+            .map(|w| {
+                if values && w.kind != ValueKind::Code {
+                    s.pid.and_then(|p| crate::sys::read_value(p, w.addr, w.len))
+                } else {
+                    None
+                }
+            })
+            .collect(),
+        first_ns: None,
+        stack_buf: Vec::with_capacity(128),
+        comm: HashMap::new(),
+        out: Box::new(std::io::BufWriter::with_capacity(1 << 16, stdout.lock())),
+        json,
+        no_stack,
+        print: output.is_none(),
+        rec,
+        err: None,
+        batch: Vec::new(),
+        arena: Vec::new(),
+    };
+    let stop = stop_flag();
+    let mut status = Status::new();
+    let mut last_refresh = Instant::now();
+    let end = loop {
+        // The rings wake us only when a quarter full; poll often so hits
+        // show (and values are read) soon after they happen.
+        let _ = s
+            .watcher
+            .poll(Some(Duration::from_millis(if values { 5 } else { 20 })));
+        status.clear();
+        sink.drain(&s.watcher);
+        let _ = sink.out.flush();
+        if let Some(e) = sink.err.take() {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                break End::Stopped;
+            }
+            return Err(CliError::new(format!("cannot write output: {e}")));
+        }
+        status.update(sink.agg.hits, s.watcher.lost(), false);
+        if last_refresh.elapsed() > Duration::from_secs(1) {
+            last_refresh = Instant::now();
+            sink.refresh_maps();
+        }
+        if stop.load(Ordering::SeqCst) {
+            break End::Stopped;
+        }
+        if let Some(e) = s.ended() {
+            break End::Exited(e);
+        }
+    };
+    // Final drain: everything the kernel wrote before the end.
+    sink.drain(&s.watcher);
+    let exit = match end {
+        End::Exited(e) => Some(e),
+        End::Stopped => s.finish_child(),
+    };
+    sink.drain(&s.watcher);
+    sink.agg.lost = s.watcher.lost();
+    status.clear();
+    let dur = s.started.elapsed().as_secs_f64();
+    if let Some(mut r) = sink.rec.take() {
+        r.w.lost(sink.agg.lost)?;
+        let (t, _) = r.w.finish()?;
+        let path = output.map(|p| p.display().to_string()).unwrap_or_default();
+        eprintln!(
+            "hwbreak: recorded {} hits (lost: {}) to {path}; analyse with `hwbreak report {path}`",
+            t.hits, t.lost
+        );
+    }
+    let view = SummaryView {
+        agg: &sink.agg,
+        duration_s: dur,
+        top,
+        target_exit: exit,
+    };
+    if output.is_some() {
+        // record: the summary goes to stderr, stdout stays free.
+        let mut e = std::io::stderr().lock();
+        view.text(&mut e, &mut sink.sym)?;
+    } else if json {
+        let j = view.json(&mut sink.sym);
+        let r = serde_json::to_writer(&mut sink.out, &j)
+            .map_err(std::io::Error::other)
+            .and_then(|_| sink.out.write_all(b"\n"))
+            .and_then(|_| sink.out.flush());
+        ignore_broken_pipe(r)?;
+    } else {
+        let r = view
+            .text(&mut sink.out, &mut sink.sym)
+            .and_then(|_| sink.out.flush());
+        ignore_broken_pipe(r)?;
+    }
+    drop(sink);
+    drop(s);
+    Ok(())
+}
+
+fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<(), CliError> {
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+impl HitSink<'_> {
+    /// Drain the rings. With `--values`, the hits of one drain are handled
+    /// together: the watched bytes are read once per watch after the drain,
+    /// so the last hit of a watch shows `old → new`, and earlier hits of the
+    /// same drain show `…` where the value was never seen (the program does
+    /// not stop, so intermediate values are gone by the time we look).
+    fn drain(&mut self, w: &Watcher) {
+        if !self.values {
+            w.drain(|h| self.on_hit(h, None, None));
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut arena = std::mem::take(&mut self.arena);
+        batch.clear();
+        arena.clear();
+        w.drain(|h| {
+            let a = arena.len();
+            arena.extend_from_slice(h.callchain);
+            batch.push((*h_owned(h), a, arena.len()));
+        });
+        let n = self.s.plan.watches.len();
+        let mut last = vec![usize::MAX; n];
+        for (i, (h, _, _)) in batch.iter().enumerate() {
+            last[self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0)] = i;
+        }
+        let now: Vec<Option<u64>> = (0..n)
+            .map(|wi| {
+                let pw = &self.s.plan.watches[wi];
+                if last[wi] == usize::MAX || pw.kind == ValueKind::Code {
+                    return None;
+                }
+                self.s
+                    .pid
+                    .and_then(|p| crate::sys::read_value(p, pw.addr, pw.len))
+            })
+            .collect();
+        let mut seen = vec![false; n];
+        for (i, (h, a, b)) in batch.iter().enumerate() {
+            let wi = self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0);
+            let old = if seen[wi] { None } else { self.last_value[wi] };
+            seen[wi] = true;
+            let new = if last[wi] == i { now[wi] } else { None };
+            let hit = WatchHit {
+                callchain: &arena[*a..*b],
+                ..*h
+            };
+            self.on_hit(&hit, old, new);
+        }
+        for wi in 0..n {
+            if now[wi].is_some() {
+                self.last_value[wi] = now[wi];
+            }
+        }
+        self.batch = batch;
+        self.arena = arena;
+    }
+
+    /// Pick up new mappings for the symbolizer and the record file.
+    fn refresh_maps(&mut self) {
+        let new = self.maps.refresh();
+        if new.is_empty() {
+            return;
+        }
+        self.sym.inner_mut().add_modules(&new);
+        if let Some(r) = &mut self.rec {
+            for m in &new {
+                if let Err(e) = r.w.module(m) {
+                    self.err.get_or_insert(e);
+                }
+            }
+        }
+    }
+}

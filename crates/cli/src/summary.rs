@@ -1,0 +1,311 @@
+//! Totals over a stream of hits: per watch, per thread, and per writer stack.
+//! `watch` (live) and `report` (offline) share it, so both print the same summary.
+
+use crate::frames::{FrameCache, Symbolize};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::io::{self, Write};
+
+/// One watch's line in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchTotal {
+    /// Name as the user gave it.
+    pub name: String,
+    /// Address watched.
+    #[serde(serialize_with = "crate::frames::hex")]
+    pub addr: u64,
+    /// Bytes watched.
+    pub len: u64,
+    /// Access watched (`r`, `w`, `rw`, `x`).
+    pub access: &'static str,
+    /// Hits.
+    pub hits: u64,
+}
+
+/// Running totals.
+#[derive(Debug, Default)]
+pub struct Agg {
+    /// Per watch, in watch-table order.
+    pub watches: Vec<WatchTotal>,
+    per_thread: HashMap<u32, u64>,
+    /// Key: `[watch, ip, return addresses...]`.
+    stacks: HashMap<Vec<u64>, u64>,
+    key: Vec<u64>,
+    /// All hits.
+    pub hits: u64,
+    /// Records the kernel dropped.
+    pub lost: u64,
+    /// First and last hit time (perf clock, ns).
+    pub first_ns: Option<u64>,
+    /// Last hit time.
+    pub last_ns: u64,
+}
+
+impl Agg {
+    /// Totals for these watches, all zero.
+    pub fn new(watches: Vec<WatchTotal>) -> Self {
+        Agg {
+            watches,
+            ..Default::default()
+        }
+    }
+
+    /// Count one hit. Only allocates for a stack not seen before.
+    pub fn add(&mut self, watch: usize, tid: u32, time_ns: u64, ip: u64, stack: &[u64]) {
+        self.hits += 1;
+        if let Some(w) = self.watches.get_mut(watch) {
+            w.hits += 1;
+        }
+        *self.per_thread.entry(tid).or_default() += 1;
+        self.first_ns.get_or_insert(time_ns);
+        self.last_ns = self.last_ns.max(time_ns);
+        self.key.clear();
+        self.key.push(watch as u64);
+        self.key.push(ip);
+        self.key.extend_from_slice(stack);
+        if let Some(c) = self.stacks.get_mut(self.key.as_slice()) {
+            *c += 1;
+        } else {
+            self.stacks.insert(self.key.clone(), 1);
+        }
+    }
+
+    /// Threads by hits, most first (ties by tid).
+    pub fn threads(&self) -> Vec<(u32, u64)> {
+        let mut v: Vec<(u32, u64)> = self.per_thread.iter().map(|(&t, &c)| (t, c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+
+    /// The `n` most frequent `(watch, ip + stack)` pairs, most first.
+    pub fn top_stacks(&self, n: usize) -> Vec<(usize, &[u64], u64)> {
+        let mut v: Vec<(&Vec<u64>, u64)> = self.stacks.iter().map(|(k, &c)| (k, c)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        v.into_iter()
+            .take(n)
+            .map(|(k, c)| (k[0] as usize, &k[1..], c))
+            .collect()
+    }
+
+    /// Whether hits of watch `w` report the exact instruction (execute watches).
+    pub fn exact(&self, w: usize) -> bool {
+        self.watches.get(w).is_some_and(|w| w.access == "x")
+    }
+
+    /// Distinct stacks seen.
+    pub fn distinct_stacks(&self) -> usize {
+        self.stacks.len()
+    }
+
+    /// Seconds between the first and last hit.
+    pub fn span_s(&self) -> f64 {
+        self.first_ns
+            .map(|f| self.last_ns.saturating_sub(f) as f64 / 1e9)
+            .unwrap_or(0.0)
+    }
+}
+
+/// The summary as JSON (`"type":"summary"`).
+#[derive(Debug, Serialize)]
+pub struct SummaryJson<'a> {
+    /// Always `"summary"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// All hits.
+    pub hits: u64,
+    /// Records the kernel dropped; 0 means none was.
+    pub lost: u64,
+    /// Wall-clock seconds watched (or the span of hits, for `report`).
+    pub duration_s: f64,
+    /// Per watch.
+    pub watches: &'a [WatchTotal],
+    /// Per thread, most hits first.
+    pub threads: Vec<ThreadJson>,
+    /// Most frequent writer stacks.
+    pub top_stacks: Vec<StackJson>,
+    /// How the target ended, when hwbreak saw it end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_exit: Option<String>,
+}
+
+/// A thread's hit count.
+#[derive(Debug, Serialize)]
+pub struct ThreadJson {
+    /// Thread id.
+    pub tid: u32,
+    /// Hits.
+    pub hits: u64,
+}
+
+/// One frequent stack.
+#[derive(Debug, Serialize)]
+pub struct StackJson {
+    /// The watch's name.
+    pub watch: String,
+    /// Hits with exactly this stack.
+    pub hits: u64,
+    /// IP first, then return addresses.
+    pub frames: Vec<crate::frames::Frame>,
+}
+
+/// Everything needed to print a summary.
+pub struct SummaryView<'a> {
+    /// Totals.
+    pub agg: &'a Agg,
+    /// Seconds to show.
+    pub duration_s: f64,
+    /// Stacks to show.
+    pub top: usize,
+    /// How the target ended.
+    pub target_exit: Option<String>,
+}
+
+impl SummaryView<'_> {
+    /// Build the JSON object (symbolizing only the shown stacks' addresses).
+    pub fn json<S: Symbolize>(&self, sym: &mut FrameCache<S>) -> SummaryJson<'_> {
+        let top_stacks = self
+            .agg
+            .top_stacks(self.top)
+            .into_iter()
+            .map(|(w, ips, c)| StackJson {
+                watch: self
+                    .agg
+                    .watches
+                    .get(w)
+                    .map(|w| w.name.clone())
+                    .unwrap_or_default(),
+                hits: c,
+                frames: sym
+                    .stack(ips, self.agg.exact(w))
+                    .iter()
+                    .map(|f| (**f).clone())
+                    .collect(),
+            })
+            .collect();
+        SummaryJson {
+            kind: "summary",
+            hits: self.agg.hits,
+            lost: self.agg.lost,
+            duration_s: (self.duration_s * 1000.0).round() / 1000.0,
+            watches: &self.agg.watches,
+            threads: self
+                .agg
+                .threads()
+                .into_iter()
+                .map(|(tid, hits)| ThreadJson { tid, hits })
+                .collect(),
+            top_stacks,
+            target_exit: self.target_exit.clone(),
+        }
+    }
+
+    /// Print the human summary.
+    pub fn text<S: Symbolize>(
+        &self,
+        out: &mut impl Write,
+        sym: &mut FrameCache<S>,
+    ) -> io::Result<()> {
+        let a = self.agg;
+        writeln!(out)?;
+        let rate = if self.duration_s > 0.0 {
+            format!(" ({:.0}/s)", a.hits as f64 / self.duration_s)
+        } else {
+            String::new()
+        };
+        writeln!(
+            out,
+            "── summary: {} hits in {:.2} s{rate}, lost: {} ──",
+            a.hits, self.duration_s, a.lost
+        )?;
+        if let Some(e) = &self.target_exit {
+            writeln!(out, "target {e}")?;
+        }
+        let wn = a
+            .watches
+            .iter()
+            .map(|w| w.name.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        writeln!(out, "  {:<wn$}  {:>10}", "watch", "hits")?;
+        for w in &a.watches {
+            writeln!(
+                out,
+                "  {:<wn$}  {:>10}   {:#x}/{}:{}",
+                w.name, w.hits, w.addr, w.len, w.access
+            )?;
+        }
+        let threads = a.threads();
+        if !threads.is_empty() {
+            writeln!(out, "  {:<8}  {:>10}", "thread", "hits")?;
+            for (tid, c) in threads.iter().take(16) {
+                writeln!(out, "  {tid:<8}  {c:>10}")?;
+            }
+            if threads.len() > 16 {
+                let rest: u64 = threads[16..].iter().map(|t| t.1).sum();
+                writeln!(out, "  {} more threads  {rest:>10}", threads.len() - 16)?;
+            }
+        }
+        let top = a.top_stacks(self.top);
+        if !top.is_empty() {
+            writeln!(out, "  top writer stacks:")?;
+            for (w, ips, c) in top {
+                let name = a.watches.get(w).map(|w| w.name.as_str()).unwrap_or("?");
+                writeln!(out, "  {c:>8} × {name}")?;
+                for f in sym.stack(ips, a.exact(w)) {
+                    writeln!(out, "             {}", f.text())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frames::NoSymbols;
+
+    fn agg() -> Agg {
+        Agg::new(vec![WatchTotal {
+            name: "x".into(),
+            addr: 0x10,
+            len: 8,
+            access: "w",
+            hits: 0,
+        }])
+    }
+
+    #[test]
+    fn top_stacks_are_ordered_by_count_and_keep_the_watch() {
+        let mut a = agg();
+        for _ in 0..3 {
+            a.add(0, 1, 5, 0xa, &[0xb]);
+        }
+        a.add(0, 2, 9, 0xc, &[]);
+        let top = a.top_stacks(5);
+        assert_eq!(top[0], (0, &[0xa, 0xb][..], 3));
+        assert_eq!(top[1], (0, &[0xc][..], 1));
+        assert_eq!(a.threads(), vec![(1, 3), (2, 1)]);
+        assert_eq!(a.distinct_stacks(), 2);
+        assert_eq!(a.watches[0].hits, 4);
+    }
+
+    #[test]
+    fn text_summary_always_shows_lost() {
+        let a = agg();
+        let mut out = Vec::new();
+        let v = SummaryView {
+            agg: &a,
+            duration_s: 0.0,
+            top: 5,
+            target_exit: None,
+        };
+        v.text(&mut out, &mut FrameCache::new(NoSymbols)).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("lost: 0"), "{s}");
+        let j = serde_json::to_value(v.json(&mut FrameCache::new(NoSymbols))).unwrap();
+        assert_eq!(j["lost"], 0);
+        assert_eq!(j["type"], "summary");
+    }
+}

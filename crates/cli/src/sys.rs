@@ -1,0 +1,115 @@
+//! The few system calls the CLI makes itself: probing slots with disabled
+//! breakpoints, and reading a watched variable's bytes.
+//!
+//! A thin adapter: once `hwbreak_linux` exports its `Event` handle, the probe
+//! opens through it instead.
+
+use crate::error::CliError;
+use perf_event_open_sys as sys;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+
+/// x86-64 has four debug address registers (DR0–DR3) per CPU.
+pub const SLOTS_PER_CPU: usize = 4;
+
+/// An open breakpoint event; Drop closes the fd, which unregisters it.
+#[derive(Debug)]
+pub struct BpEvent(#[allow(dead_code)] OwnedFd);
+
+/// Open a write breakpoint of `len` bytes at `addr` for `pid` (0 = this
+/// process) on `cpu` (-1 = any), disabled when asked.
+pub fn open_breakpoint(
+    pid: i32,
+    cpu: i32,
+    addr: u64,
+    len: u64,
+    disabled: bool,
+) -> io::Result<BpEvent> {
+    // SAFETY: perf_event_attr is integers and unions of integers; all-zero is
+    // the documented starting state.
+    let mut a: sys::bindings::perf_event_attr = unsafe { std::mem::zeroed() };
+    a.type_ = sys::bindings::PERF_TYPE_BREAKPOINT;
+    a.size = std::mem::size_of::<sys::bindings::perf_event_attr>() as u32;
+    a.bp_type = sys::bindings::HW_BREAKPOINT_W;
+    a.bp_addr = addr;
+    a.bp_len = len;
+    a.sample_period = 1;
+    a.set_disabled(u64::from(disabled));
+    a.set_exclude_kernel(1);
+    a.set_exclude_hv(1);
+    // SAFETY: `a` is a valid, fully initialised attr that outlives the call.
+    let fd = unsafe {
+        sys::perf_event_open(
+            &mut a,
+            pid,
+            cpu,
+            -1,
+            sys::bindings::PERF_FLAG_FD_CLOEXEC as _,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: perf_event_open returned a new fd that nothing else owns.
+    Ok(BpEvent(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+/// A one-line explanation of a failed breakpoint open on `pid`.
+pub fn explain_open_error(e: &io::Error, pid: i32) -> String {
+    let who = if pid == 0 {
+        "this process".to_string()
+    } else {
+        format!("process {pid}")
+    };
+    match e.raw_os_error() {
+        Some(libc::ESRCH) => {
+            format!("process {pid} does not exist (it may have exited); check the PID with `ps`")
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into());
+            format!(
+                "no permission to put breakpoints on {who} (perf_event_paranoid is {paranoid}); \
+                 watch your own processes, run as root, or grant CAP_PERFMON"
+            )
+        }
+        Some(libc::ENOSPC) => {
+            format!("no free hardware breakpoint slot for {who}; see `hwbreak slots`")
+        }
+        _ => format!("cannot open a breakpoint event on {who}: {e}"),
+    }
+}
+
+/// Refuse a PID that does not exist, before anything else.
+pub fn check_pid(pid: i32) -> Result<(), CliError> {
+    if pid <= 0 {
+        return Err(CliError::usage(format!(
+            "PID {pid} is not a process id (it must be positive)"
+        )));
+    }
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(CliError::new(format!(
+            "process {pid} does not exist (it may have exited); check the PID with `ps`"
+        )));
+    }
+    Ok(())
+}
+
+/// Read up to 8 bytes at `addr` in process `pid` (little-endian, zero-extended).
+pub fn read_value(pid: i32, addr: u64, len: u64) -> Option<u64> {
+    let n = len.min(8) as usize;
+    let mut buf = [0u8; 8];
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: n,
+    };
+    let remote = libc::iovec {
+        iov_base: addr as usize as *mut libc::c_void,
+        iov_len: n,
+    };
+    // SAFETY: `local` points at `buf`, which is live and n ≤ 8 bytes long; the
+    // remote side is only read by the kernel, which checks it.
+    let got = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    (got == n as isize).then(|| u64::from_le_bytes(buf))
+}
