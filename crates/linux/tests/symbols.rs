@@ -673,3 +673,65 @@ fn compressed_debug_sections_and_dwarf4_resolve_the_same() {
         assert!(f.line.is_some(), "{bin}: {f:?}");
     }
 }
+
+/// Runs as `nobody` (re-executed by `unprivileged_user_cannot_read_a_root_process`).
+#[test]
+#[ignore]
+fn child_symbols_permission_check() {
+    let Ok(pid) = std::env::var("HWBREAK_SYM_PERM_PID") else {
+        return;
+    };
+    let pid: i32 = pid.parse().unwrap();
+    let e = Resolver::for_pid(pid)
+        .err()
+        .expect("nobody must not read root's process");
+    println!("RESOLVER: {e}");
+    assert!(matches!(e, SymbolError::Permission { .. }), "{e:?}");
+    let e = Symbolizer::new(pid)
+        .err()
+        .expect("nobody must not read root's maps");
+    println!("SYMBOLIZER: {e}");
+    assert!(matches!(e, SymbolError::Permission { .. }), "{e:?}");
+}
+
+#[test]
+fn unprivileged_user_cannot_read_a_root_process() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP: needs root to run a check as `nobody` against a root process");
+        return;
+    }
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "child_symbols_permission_check",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HWBREAK_SYM_PERM_PID", t.pid().to_string())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            println!("SKIP: cannot run setpriv ({e})");
+            return;
+        }
+    };
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    if !so.contains("running 1 test") {
+        println!("SKIP: the test binary cannot run as nobody: {so}{se}");
+        return;
+    }
+    assert!(out.status.success(), "child failed:\n{so}\n{se}");
+    assert!(so.contains("RESOLVER: permission denied"), "{so}");
+    assert!(so.contains("ptrace_scope"), "{so}");
+    assert!(so.contains("SYMBOLIZER: permission denied"), "{so}");
+    println!("{so}");
+}

@@ -103,6 +103,9 @@ impl Resolver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(SymbolError::NoProcess { pid })
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(SymbolError::permission(pid, exe_link))
+            }
             Err(e) => return Err(SymbolError::io(exe_link, e)),
         };
         let mut slots: Vec<Slot> = Vec::new();
