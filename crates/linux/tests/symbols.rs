@@ -735,3 +735,23 @@ fn unprivileged_user_cannot_read_a_root_process() {
     assert!(so.contains("SYMBOLIZER: permission denied"), "{so}");
     println!("{so}");
 }
+
+#[test]
+fn program_started_through_the_dynamic_loader_still_resolves() {
+    // `ld.so ./counter`: /proc/PID/exe is the loader, and the program is
+    // mapped like a library. Its names must still resolve with the right bias.
+    let dir = need_c!();
+    let ld = std::path::Path::new("/lib64/ld-linux-x86-64.so.2");
+    if !ld.exists() {
+        println!("SKIP: no {} on this system", ld.display());
+        return;
+    }
+    let prog = dir.join("counter");
+    let t = start(ld, &[prog.to_str().unwrap(), "10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    assert!(r.modules()[0].contains("ld-linux"), "{:?}", r.modules());
+    let c = r.resolve("state.count").unwrap();
+    assert_eq!(c.addr, t.addr("state.count"));
+    assert!(!c.needs_rebase);
+    assert_eq!(r.resolve("counter:state.count").unwrap().addr, c.addr);
+}

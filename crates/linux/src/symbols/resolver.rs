@@ -144,8 +144,17 @@ impl Resolver {
             }
         }
         if slots.first().map(|s| s.display != exe_path).unwrap_or(true) {
-            // The executable is not mapped under its name (e.g. a zombie).
-            return Err(SymbolError::NoProcess { pid });
+            // The executable is not mapped under the name /proc/PID/exe gives
+            // (started through ld.so, say): read it anyway; a PIE's names then
+            // come back with `needs_rebase`, since its load address is unknown.
+            let slot = Slot {
+                display: exe_path.clone(),
+                open: exe_link.clone(),
+                mapping: None,
+                running: true,
+                module: OnceLock::new(),
+            };
+            slots.insert(0, slot);
         }
         let r = Resolver {
             pid: Some(pid),
@@ -227,11 +236,11 @@ impl Resolver {
     /// Load bias of slot `i`: `Some` when running (0 for fixed-address files).
     fn bias(&self, i: usize, m: &Module) -> Option<u64> {
         let s = &self.slots[i];
-        if !s.running {
-            return (!m.is_dyn).then_some(0);
+        match s.mapping {
+            Some((start, off)) if s.running => m.bias_from_mapping(start, off),
+            // Not running, or not found in the maps: only a fixed-address file is known.
+            _ => (!m.is_dyn).then_some(0),
         }
-        let (start, off) = s.mapping?;
-        m.bias_from_mapping(start, off)
     }
 
     /// Resolve a location expression (see the [module docs](super)).
