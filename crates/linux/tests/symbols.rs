@@ -755,3 +755,62 @@ fn program_started_through_the_dynamic_loader_still_resolves() {
     assert!(!c.needs_rebase);
     assert_eq!(r.resolve("counter:state.count").unwrap().addr, c.addr);
 }
+
+#[test]
+fn describe_names_the_field_or_element_at_an_address() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    for name in [
+        "counter",
+        "state.count",
+        "state.a",
+        "table[3]",
+        "outer.p[1].y",
+        "grid[2][3]",
+        "flags[3]",
+    ] {
+        let d = r
+            .describe(t.addr(name))
+            .unwrap_or_else(|| panic!("{name}: nothing"));
+        assert_eq!(d.name, name);
+        assert_eq!(d.len, r.resolve(name).unwrap().len, "{name}");
+    }
+    // Inside a scalar: an offset; an anonymous union: its first member.
+    assert_eq!(
+        r.describe(t.addr("counter") + 2).unwrap().name,
+        "counter+0x2"
+    );
+    assert_eq!(r.describe(t.addr("tagged.d")).unwrap().name, "tagged.l");
+    assert_eq!(
+        r.describe(t.addr("state.name") + 5).unwrap().name,
+        "state.name[5]"
+    );
+    let f = r.describe(t.addr("fn bump_counter") + 4).unwrap();
+    assert_eq!(
+        (f.name.as_str(), f.value_kind),
+        ("bump_counter+0x4", ValueKind::Code)
+    );
+    assert!(r.describe(0x10).is_none());
+    // A module-relative address takes the described type.
+    let raw = r.resolve(&format!("{:#x}", t.addr("state.a"))).unwrap();
+    assert_eq!((raw.len, raw.type_name.as_deref()), (4, Some("int")));
+}
+
+#[test]
+fn describe_stops_at_rust_atomics() {
+    let t = start(
+        demo_bin(),
+        &["--wait", "--iterations", "1", "--delay-ms", "0"],
+    );
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    assert_eq!(
+        r.describe(t.addr("STATE.hits")).unwrap().name,
+        "hwbreak_demo::STATE.hits"
+    );
+    let e = r.describe(t.addr("STATE.table") + 16).unwrap();
+    assert_eq!(
+        (e.name.as_str(), e.len),
+        ("hwbreak_demo::STATE.table[2]", 8)
+    );
+}

@@ -624,20 +624,104 @@ impl Resolver {
             out.value_kind = ValueKind::Code;
             out.len = 1;
         }
-        // Describe it: which symbol holds it (a hint for the user, not a change of address).
-        for i in 0..self.slots.len() {
-            let Ok(m) = self.module(i) else { continue };
-            let Some(b) = self.bias(i, m) else { continue };
-            if let Some(s) = m.sym_containing(addr.wrapping_sub(b)) {
-                let within = addr.wrapping_sub(b) - s.addr;
-                out.module = Some(self.slots[i].display.clone());
-                if s.kind == SymKind::Object {
-                    out.len = natural_len(addr, s.size.saturating_sub(within).clamp(1, 8));
-                }
-                break;
+        // What lies there: a variable's field or element gives its type and size.
+        if let Some(d) = self.describe(addr) {
+            out.module = d.module;
+            if d.value_kind != ValueKind::Code {
+                out.len = d.len;
+                out.type_name = d.type_name;
+                out.value_kind = d.value_kind;
             }
         }
         Ok(out)
+    }
+
+    /// Name what lies at run-time address `addr`: the variable, field or
+    /// element holding it (`state.count`, `table[3]`, `outer.p[1].y`,
+    /// `counter+0x2` inside a scalar), or the function (`bump_counter+0x4`).
+    /// The result's `addr` is `addr`; `len` runs to the end of the scalar there
+    /// (at most 8 bytes unless it starts exactly at a wider leaf). `None`
+    /// when no symbol covers it or the resolver is not for a running process.
+    ///
+    /// ```no_run
+    /// # use hwbreak_linux::symbols::Resolver;
+    /// # fn main() -> Result<(), hwbreak_linux::symbols::SymbolError> {
+    /// let r = Resolver::for_pid(1234)?;
+    /// let a = r.resolve("state.count")?.addr;
+    /// assert_eq!(r.describe(a).unwrap().name, "state.count");
+    /// # Ok(()) }
+    /// ```
+    pub fn describe(&self, addr: u64) -> Option<Resolved> {
+        self.pid?;
+        for i in 0..self.slots.len() {
+            let Ok(m) = self.module(i) else { continue };
+            let Some(b) = self.bias(i, m) else { continue };
+            let link = addr.wrapping_sub(b);
+            let module = Some(self.slots[i].display.clone());
+            if let Ok(Some(d)) = m.dwarf() {
+                for v in &d.vars {
+                    let (Some(va), Some(tr)) = (v.addr, v.ty) else {
+                        continue;
+                    };
+                    if link < va {
+                        continue;
+                    }
+                    let Ok(ty) = d.ty(tr) else { continue };
+                    let Some(size) = ty.size else { continue };
+                    if link - va >= size {
+                        continue;
+                    }
+                    let (path, leaf, off) = descend(d, ty, link - va, v.full.clone());
+                    return Some(if off == 0 {
+                        Resolved {
+                            addr,
+                            len: leaf.size.filter(|&s| s > 0).unwrap_or(1),
+                            name: path,
+                            value_kind: d.value_kind(&leaf),
+                            type_name: Some(leaf.name),
+                            module,
+                            needs_rebase: false,
+                        }
+                    } else {
+                        let left = leaf.size.unwrap_or(off + 1) - off;
+                        Resolved {
+                            addr,
+                            len: natural_len(addr, left.min(8)),
+                            name: format!("{path}+{off:#x}"),
+                            type_name: None,
+                            value_kind: ValueKind::Unsigned,
+                            module,
+                            needs_rebase: false,
+                        }
+                    });
+                }
+            }
+            if let Some(s) = m.sym_containing(link) {
+                let within = link - s.addr;
+                let name = if within == 0 {
+                    s.name.clone()
+                } else {
+                    format!("{}+{within:#x}", s.name)
+                };
+                let (len, value_kind) = match s.kind {
+                    SymKind::Func => (1, ValueKind::Code),
+                    _ => (
+                        natural_len(addr, s.size.saturating_sub(within).clamp(1, 8)),
+                        ValueKind::Unsigned,
+                    ),
+                };
+                return Some(Resolved {
+                    addr,
+                    len,
+                    name,
+                    type_name: None,
+                    value_kind,
+                    module,
+                    needs_rebase: false,
+                });
+            }
+        }
+        None
     }
 
     fn not_found(&self, name: &str, order: &[usize]) -> SymbolError {
@@ -744,4 +828,50 @@ fn find_in_path(path: &Path) -> Option<PathBuf> {
     std::env::split_paths(&paths)
         .map(|d| d.join(path))
         .find(|p| p.is_file())
+}
+
+/// Walk from a variable of type `ty` down to the leaf holding byte `off`:
+/// the access path, the leaf's type, and the offset left inside the leaf.
+fn descend(d: &DwarfIndex, mut ty: Ty, mut off: u64, mut path: String) -> (String, Ty, u64) {
+    for _ in 0..64 {
+        // A scalar, or a wrapper of one (`AtomicU64`): stop, do not name its insides.
+        if d.value_kind(&ty) != ValueKind::Bytes {
+            break;
+        }
+        match &ty.kind {
+            TyKind::Struct(members) => {
+                let hit = members.iter().filter(|m| m.offset <= off).find_map(|m| {
+                    let t = d.ty(m.ty?).ok()?;
+                    (off - m.offset < t.size?).then_some((m, t))
+                });
+                let Some((m, t)) = hit else { break };
+                if let Some(n) = &m.name {
+                    path = format!("{path}.{n}");
+                }
+                off -= m.offset;
+                ty = t;
+            }
+            TyKind::Array { dims, stride, .. } => {
+                let inner = dims[1..]
+                    .iter()
+                    .try_fold(1u64, |a, d| d.and_then(|d| a.checked_mul(d)));
+                let Some(row) = stride
+                    .and_then(|s| inner.and_then(|n| s.checked_mul(n)))
+                    .filter(|&r| r > 0)
+                else {
+                    break;
+                };
+                let i = off / row;
+                if dims[0].is_some_and(|n| i >= n) {
+                    break;
+                }
+                let Ok(Some(t)) = d.index_ty(&ty) else { break };
+                path = format!("{path}[{i}]");
+                off -= i * row;
+                ty = t;
+            }
+            _ => break,
+        }
+    }
+    (path, ty, off)
 }
