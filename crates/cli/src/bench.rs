@@ -14,8 +14,9 @@
 //! | `hwbreak report` | top-N of an N-hit record file | ≤ 2 s |
 //! | `gdb watch` | `commands; silent; continue; end` (smaller N) | hwbreak watch ≥ 20 × gdb |
 //! | `perf record+script` | `mem:ADDR/8:w -g`, then `perf script` | hwbreak watch no slower end to end |
-//! | `bpftrace count` | `watchpoint:` + `count()` | hwbreak stat faster per hit |
+//! | `bpftrace count` | `watchpoint:` + `count()` | none (information) |
 //! | `bpftrace printf` | `watchpoint:` + `printf` + `ustack` | hwbreak watch faster per hit |
+//! | `bpftrace printf 4096pg` | the same with `BPFTRACE_PERF_RB_PAGES=4096` | hwbreak watch faster per hit |
 //!
 //! Rules: a contender whose tool is missing is skipped with the reason; a
 //! contender whose count differs from N is reported `WRONG`, never fast; every
@@ -114,12 +115,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut results: Vec<Measured> = plan.iter().map(|c| Measured::new(c.skip.clone())).collect();
     for round in 0..args.repeat {
         for (c, m) in plan.iter().zip(results.iter_mut()) {
-            if m.skip.is_some() || m.error.is_some() {
+            if m.skip.is_some() {
                 continue;
             }
             progress(&format!("round {}/{}: {}", round + 1, args.repeat, c.name));
             m.record_run(c.build(c.n), c.parse, c.n, false, args.timeout);
-            if c.net_of_startup && m.error.is_none() {
+            if c.net_of_startup {
                 m.record_run(c.build(0), c.parse, 0, true, args.timeout);
             }
         }
@@ -384,6 +385,8 @@ enum Goal {
     HwbreakNoSlowerEndToEnd(&'static str),
     /// This row's end-to-end time ≤ seconds.
     MaxSeconds(f64),
+    /// No target in the issue: shown for information.
+    Info,
 }
 
 impl Goal {
@@ -394,6 +397,7 @@ impl Goal {
             Goal::HwbreakFaster(hw, f) => format!("{hw} >= {f}x this"),
             Goal::HwbreakNoSlowerEndToEnd(hw) => format!("{hw} e2e <= this"),
             Goal::MaxSeconds(s) => format!("<= {s} s"),
+            Goal::Info => "(none)".into(),
         }
     }
 }
@@ -607,12 +611,16 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
     }
 
     // bpftrace.
-    for (name, script, parse, goal, count_line) in [
+    // bpftrace's perf buffer is 64 pages per CPU by default; with one line and
+    // a stack per hit it overflows, so the printing peer also runs with a big
+    // buffer (BPFTRACE_PERF_RB_PAGES), the best a user can do.
+    for (name, script, parse, goal, count_line, rb_pages) in [
         (
             "bpftrace count",
             "bpftrace_count.bt",
             parse_bpftrace_count as Parser,
-            Goal::HwbreakFaster(HW_STAT, 1.0),
+            Goal::Info,
+            None,
             None,
         ),
         (
@@ -621,6 +629,15 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
             parse_bpftrace_printf as Parser,
             Goal::HwbreakFaster(HW_WATCH, 1.0),
             Some(is_bpftrace_hit_line as fn(&str) -> bool),
+            None,
+        ),
+        (
+            "bpftrace printf 4096pg",
+            "bpftrace_printf.bt",
+            parse_bpftrace_printf as Parser,
+            Goal::HwbreakFaster(HW_WATCH, 1.0),
+            Some(is_bpftrace_hit_line as fn(&str) -> bool),
+            Some(4096),
         ),
     ] {
         let (bt, script, targ) = (
@@ -643,13 +660,17 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
                     .map(|a| a.to_string_lossy().into_owned())
                     .collect::<Vec<_>>()
                     .join(" ");
-                let argv = vec![
+                let mut argv = Vec::new();
+                if let Some(pages) = rb_pages {
+                    argv.extend([os("env"), os(format!("BPFTRACE_PERF_RB_PAGES={pages}"))]);
+                }
+                argv.extend([
                     os(bt.clone().unwrap_or_default()),
                     os(&script),
                     os(&addr),
                     os("-c"),
                     os(cmd),
-                ];
+                ]);
                 vec![Step {
                     argv,
                     timed: true,
@@ -1057,11 +1078,12 @@ fn read_stdout(stdout: impl Read, count_line: Option<fn(&str) -> bool>) -> (u64,
     (counted, out)
 }
 
-/// Every run of one contender, and its error if it failed.
+/// Every run of one contender.
 #[derive(Debug)]
 struct Measured {
     skip: Option<String>,
-    error: Option<String>,
+    /// Why runs (N or N = 0) failed: a crash, a timeout, unreadable output.
+    failures: Vec<String>,
     command: String,
     count: Option<Count>,
     /// Fastest timed seconds of the N runs.
@@ -1077,7 +1099,7 @@ impl Measured {
     fn new(skip: Option<String>) -> Measured {
         Measured {
             skip,
-            error: None,
+            failures: Vec::new(),
             command: String::new(),
             count: None,
             best: None,
@@ -1105,7 +1127,7 @@ impl Measured {
                     }
                 }
                 Err(e) => {
-                    self.error = Some(format!("{e:#}"));
+                    self.failures.push(format!("{e:#}"));
                     return;
                 }
             }
@@ -1113,7 +1135,7 @@ impl Measured {
         let count = match parse(&outs) {
             Ok(c) => c,
             Err(e) => {
-                self.error = Some(if startup {
+                self.failures.push(if startup {
                     format!("(N = 0 run) {e}")
                 } else {
                     e
@@ -1123,7 +1145,7 @@ impl Measured {
         };
         if startup {
             if count.hits != 0 {
-                self.error = Some(format!(
+                self.failures.push(format!(
                     "counted {} hits when the target wrote nothing (N = 0)",
                     count.hits
                 ));
@@ -1220,17 +1242,27 @@ fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
                 _ => (None, None, Some(hw)),
             },
             Goal::MaxSeconds(max) => (row.seconds, row.seconds.map(|s| s <= max), None),
+            Goal::Info => (None, None, None),
         };
         let verdict = match (goal, pass) {
             (Goal::Baseline, _) => "baseline".to_string(),
+            (Goal::Info, _) => "info".to_string(),
             (_, Some(true)) => "PASS".to_string(),
             (_, Some(false)) => "MISS".to_string(),
             (_, None) => "n/a".to_string(),
         };
         rows[i].value = value;
-        rows[i].verdict = verdict;
+        // A row whose runs failed in some rounds is FLAKY, whatever its figures.
+        rows[i].verdict = if results[i].failures.is_empty() {
+            verdict
+        } else {
+            "FLAKY".to_string()
+        };
         if let Some(m) = missing {
-            rows[i].note = Some(format!("no valid `{m}` figure to compare with"));
+            add_note(
+                &mut rows[i].note,
+                format!("no valid `{m}` figure to compare with"),
+            );
         }
     }
     if let Some(b) = raw {
@@ -1241,6 +1273,14 @@ fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// Appends `more` to a row's note.
+fn add_note(note: &mut Option<String>, more: String) {
+    *note = Some(match note.take() {
+        Some(n) => format!("{n}; {more}"),
+        None => more,
+    });
 }
 
 /// The row's own figures, with the verdict set when the row cannot be
@@ -1276,31 +1316,45 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         row.note = Some(why.clone());
         return row;
     }
-    if let Some(e) = &m.error {
-        row.verdict = "ERROR".into();
-        row.note = Some(e.clone());
-        return row;
-    }
     let Some(count) = &m.count else {
         row.verdict = "ERROR".into();
-        row.note = Some("no run completed".into());
+        row.note = Some(
+            m.failures
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no run completed".into()),
+        );
         return row;
     };
+    if let Some(first) = m.failures.first() {
+        row.note = Some(format!(
+            "{} run(s) failed, the figures are from the {} that did not; first failure: {first}",
+            m.failures.len(),
+            m.runs
+        ));
+    }
     if count.hits != c.n || count.lost.unwrap_or(0) > 0 {
         row.verdict = "WRONG".into();
         let mut why = format!("counted {} hits, the target wrote {}", count.hits, c.n);
         if let Some(l) = count.lost.filter(|l| *l > 0) {
             let _ = write!(why, "; reported {l} lost");
         }
-        row.note = Some(why);
+        let accounted = count.hits + count.lost.unwrap_or(0);
+        if accounted < c.n {
+            let _ = write!(why, "; {} vanished without a loss report", c.n - accounted);
+        }
+        add_note(&mut row.note, why);
         return row;
     }
     if c.name == "hwbreak report" {
         if let Some(s) = m.setup {
-            row.note = Some(format!(
-                "`hwbreak record` of the {} hits took {s:.2} s (untimed setup)",
-                c.n
-            ));
+            add_note(
+                &mut row.note,
+                format!(
+                    "`hwbreak record` of the {} hits took {s:.2} s (untimed setup)",
+                    c.n
+                ),
+            );
         }
         return row;
     }
@@ -1742,7 +1796,7 @@ mod tests {
             contender("bpftrace count", 1000, Goal::HwbreakFaster(HW_STAT, 1.0)),
         ];
         let mut hw = Measured::new(None);
-        hw.error = Some("exit status: 2: unrecognized subcommand".into());
+        hw.failures = vec!["exit status: 2: unrecognized subcommand".into()];
         let results = vec![
             measured(1000, None, 1.0, 0.0),
             hw,
@@ -1753,6 +1807,20 @@ mod tests {
         let v: Vec<&str> = rows.iter().map(|r| r.verdict.as_str()).collect();
         assert_eq!(v, ["baseline", "ERROR", "n/a", "SKIP"]);
         assert!(rows[3].note.as_deref().unwrap().contains("not found"));
+    }
+
+    #[test]
+    fn a_contender_that_fails_in_one_round_is_flaky_not_passed() {
+        let plan = vec![
+            contender("raw-c", 1000, Goal::Baseline),
+            contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
+        ];
+        let mut stat = measured(1000, None, 1.0, 0.0);
+        stat.failures = vec!["signal: 6 (SIGABRT)".into()];
+        let rows = judge(&plan, &[measured(1000, None, 1.0, 0.0), stat]);
+        assert_eq!(rows[1].verdict, "FLAKY");
+        assert!(rows[1].value.is_some());
+        assert!(rows[1].note.as_deref().unwrap().contains("SIGABRT"));
     }
 
     #[test]
@@ -1776,7 +1844,8 @@ mod tests {
             true,
             10,
         );
-        assert!(m.error.as_deref().unwrap().contains("N = 0"));
+        assert!(m.failures[0].contains("N = 0"));
+        assert!(m.startup.is_none());
     }
 
     /// The real thing: gcc builds the target and the raw C peer, and the raw
