@@ -14,8 +14,9 @@
 //! | `hwbreak report` | top-N of an N-hit record file | ≤ 2 s |
 //! | `gdb watch` | `commands; silent; continue; end` (smaller N) | hwbreak watch ≥ 20 × gdb |
 //! | `perf record+script` | `mem:ADDR/8:w -g`, then `perf script` | hwbreak watch no slower end to end |
-//! | `bpftrace count` | `watchpoint:` + `count()` | hwbreak stat faster per hit |
+//! | `bpftrace count` | `watchpoint:` + `count()` | none (information) |
 //! | `bpftrace printf` | `watchpoint:` + `printf` + `ustack` | hwbreak watch faster per hit |
+//! | `bpftrace printf 4096pg` | the same with `BPFTRACE_PERF_RB_PAGES=4096` | hwbreak watch faster per hit |
 //!
 //! Rules: a contender whose tool is missing is skipped with the reason; a
 //! contender whose count differs from N is reported `WRONG`, never fast; every
@@ -87,6 +88,20 @@ pub struct BenchArgs {
     /// Also run `perf bench breakpoint thread -b 4 -p 64 -t 64` and `perf bench breakpoint enable`.
     #[arg(long)]
     pub perf_bench: bool,
+    /// Which hits/s the targets are judged on: wall-clock, or CPU seconds of
+    /// the contender's whole process tree (steadier when the machine is busy).
+    #[arg(long, value_enum, default_value_t = Metric::Wall)]
+    pub metric: Metric,
+}
+
+/// The time a hit rate is taken over.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Wall-clock seconds, less the N = 0 run's.
+    Wall,
+    /// User + system CPU seconds of the contender and its children, less the N = 0 run's.
+    Cpu,
 }
 
 /// Runs `hwbreak bench`.
@@ -114,18 +129,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut results: Vec<Measured> = plan.iter().map(|c| Measured::new(c.skip.clone())).collect();
     for round in 0..args.repeat {
         for (c, m) in plan.iter().zip(results.iter_mut()) {
-            if m.skip.is_some() || m.error.is_some() {
+            if m.skip.is_some() {
                 continue;
             }
             progress(&format!("round {}/{}: {}", round + 1, args.repeat, c.name));
             m.record_run(c.build(c.n), c.parse, c.n, false, args.timeout);
-            if c.net_of_startup && m.error.is_none() {
+            if c.net_of_startup {
                 m.record_run(c.build(0), c.parse, 0, true, args.timeout);
             }
         }
     }
     let load_after = read_trimmed("/proc/loadavg");
-    let rows = judge(&plan, &results);
+    let rows = judge(&plan, &results, args.metric);
 
     let perf_bench = if args.perf_bench {
         run_perf_bench(&args)
@@ -142,6 +157,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         gdb_n: args.gdb_n,
         threads: args.threads,
         repeat: args.repeat,
+        metric: args.metric,
         watch_address: format!("{:#x}", env.addr),
     };
     if args.json {
@@ -369,6 +385,8 @@ struct StepOutput {
     stderr: String,
     success: bool,
     status: String,
+    /// User + system CPU seconds of the step's whole process tree.
+    cpu: f64,
 }
 
 /// How a contender is judged.
@@ -384,6 +402,8 @@ enum Goal {
     HwbreakNoSlowerEndToEnd(&'static str),
     /// This row's end-to-end time ≤ seconds.
     MaxSeconds(f64),
+    /// No target in the issue: shown for information.
+    Info,
 }
 
 impl Goal {
@@ -394,6 +414,7 @@ impl Goal {
             Goal::HwbreakFaster(hw, f) => format!("{hw} >= {f}x this"),
             Goal::HwbreakNoSlowerEndToEnd(hw) => format!("{hw} e2e <= this"),
             Goal::MaxSeconds(s) => format!("<= {s} s"),
+            Goal::Info => "(none)".into(),
         }
     }
 }
@@ -607,12 +628,16 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
     }
 
     // bpftrace.
-    for (name, script, parse, goal, count_line) in [
+    // bpftrace's perf buffer is 64 pages per CPU by default; with one line and
+    // a stack per hit it overflows, so the printing peer also runs with a big
+    // buffer (BPFTRACE_PERF_RB_PAGES), the best a user can do.
+    for (name, script, parse, goal, count_line, rb_pages) in [
         (
             "bpftrace count",
             "bpftrace_count.bt",
             parse_bpftrace_count as Parser,
-            Goal::HwbreakFaster(HW_STAT, 1.0),
+            Goal::Info,
+            None,
             None,
         ),
         (
@@ -621,6 +646,15 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
             parse_bpftrace_printf as Parser,
             Goal::HwbreakFaster(HW_WATCH, 1.0),
             Some(is_bpftrace_hit_line as fn(&str) -> bool),
+            None,
+        ),
+        (
+            "bpftrace printf 4096pg",
+            "bpftrace_printf.bt",
+            parse_bpftrace_printf as Parser,
+            Goal::HwbreakFaster(HW_WATCH, 1.0),
+            Some(is_bpftrace_hit_line as fn(&str) -> bool),
+            Some(4096),
         ),
     ] {
         let (bt, script, targ) = (
@@ -643,13 +677,17 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
                     .map(|a| a.to_string_lossy().into_owned())
                     .collect::<Vec<_>>()
                     .join(" ");
-                let argv = vec![
+                let mut argv = Vec::new();
+                if let Some(pages) = rb_pages {
+                    argv.extend([os("env"), os(format!("BPFTRACE_PERF_RB_PAGES={pages}"))]);
+                }
+                argv.extend([
                     os(bt.clone().unwrap_or_default()),
                     os(&script),
                     os(&addr),
                     os("-c"),
                     os(cmd),
-                ];
+                ]);
                 vec![Step {
                     argv,
                     timed: true,
@@ -954,6 +992,7 @@ fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Duration)> {
         .stderr(Stdio::piped())
         // Its own process group, so that a timeout kills gdb's or perf's child too.
         .process_group(0);
+    let cpu_before = children_cpu_seconds();
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -984,6 +1023,9 @@ fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Duration)> {
     });
     let status = child.wait().context("wait for a contender")?;
     let elapsed = start.elapsed();
+    // One step runs at a time, so the growth of our reaped children's CPU time
+    // is this step's (its descendants are included once it reaped them).
+    let cpu = children_cpu_seconds() - cpu_before;
     let _ = done_tx.send(());
     let timed_out = watchdog.join().unwrap_or(false);
     let (counted, stdout) = out_thread.join().unwrap_or_default();
@@ -1000,9 +1042,23 @@ fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Duration)> {
             stderr,
             success: status.success() && !timed_out,
             status: status_text,
+            cpu,
         },
         elapsed,
     ))
+}
+
+/// User + system CPU seconds of every child this process has reaped.
+fn children_cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the buffer we own; it cannot
+    // fail with RUSAGE_CHILDREN and a valid pointer.
+    let ru = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, ru.as_mut_ptr());
+        ru.assume_init()
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Reads a child's stdout to the end: counts matching lines, keeps head and
@@ -1057,17 +1113,22 @@ fn read_stdout(stdout: impl Read, count_line: Option<fn(&str) -> bool>) -> (u64,
     (counted, out)
 }
 
-/// Every run of one contender, and its error if it failed.
+/// Every run of one contender.
 #[derive(Debug)]
 struct Measured {
     skip: Option<String>,
-    error: Option<String>,
+    /// Why runs (N or N = 0) failed: a crash, a timeout, unreadable output.
+    failures: Vec<String>,
     command: String,
     count: Option<Count>,
     /// Fastest timed seconds of the N runs.
     best: Option<f64>,
     /// Fastest timed seconds of the N = 0 runs.
     startup: Option<f64>,
+    /// Least CPU seconds (timed steps) of the N runs.
+    best_cpu: Option<f64>,
+    /// Least CPU seconds of the N = 0 runs.
+    startup_cpu: Option<f64>,
     /// Untimed setup seconds of the fastest run (e.g. `record` before `report`).
     setup: Option<f64>,
     runs: u32,
@@ -1077,11 +1138,13 @@ impl Measured {
     fn new(skip: Option<String>) -> Measured {
         Measured {
             skip,
-            error: None,
+            failures: Vec::new(),
             command: String::new(),
             count: None,
             best: None,
             startup: None,
+            best_cpu: None,
+            startup_cpu: None,
             setup: None,
             runs: 0,
         }
@@ -1089,12 +1152,13 @@ impl Measured {
 
     fn record_run(&mut self, steps: Vec<Step>, parse: Parser, n: u64, startup: bool, timeout: u64) {
         let mut outs = Vec::new();
-        let (mut timed, mut setup) = (0.0, 0.0);
+        let (mut timed, mut setup, mut cpu) = (0.0, 0.0, 0.0);
         for s in &steps {
             match run_step(s, Duration::from_secs(timeout)) {
                 Ok((o, d)) => {
                     if s.timed {
                         timed += d.as_secs_f64();
+                        cpu += o.cpu;
                     } else {
                         setup += d.as_secs_f64();
                     }
@@ -1105,7 +1169,7 @@ impl Measured {
                     }
                 }
                 Err(e) => {
-                    self.error = Some(format!("{e:#}"));
+                    self.failures.push(format!("{e:#}"));
                     return;
                 }
             }
@@ -1113,7 +1177,7 @@ impl Measured {
         let count = match parse(&outs) {
             Ok(c) => c,
             Err(e) => {
-                self.error = Some(if startup {
+                self.failures.push(if startup {
                     format!("(N = 0 run) {e}")
                 } else {
                     e
@@ -1123,13 +1187,14 @@ impl Measured {
         };
         if startup {
             if count.hits != 0 {
-                self.error = Some(format!(
+                self.failures.push(format!(
                     "counted {} hits when the target wrote nothing (N = 0)",
                     count.hits
                 ));
                 return;
             }
             self.startup = Some(self.startup.map_or(timed, |b: f64| b.min(timed)));
+            self.startup_cpu = Some(self.startup_cpu.map_or(cpu, |b: f64| b.min(cpu)));
             return;
         }
         self.runs += 1;
@@ -1145,6 +1210,7 @@ impl Measured {
         if !self.count.as_ref().is_some_and(wrong) {
             self.count = Some(count);
         }
+        self.best_cpu = Some(self.best_cpu.map_or(cpu, |b: f64| b.min(cpu)));
         if self.best.is_none_or(|b| timed < b) {
             self.best = Some(timed);
             self.setup = Some(setup);
@@ -1172,6 +1238,12 @@ struct Row {
     setup_seconds: Option<f64>,
     hits_per_sec: Option<f64>,
     ratio_vs_raw: Option<f64>,
+    /// CPU seconds (user + system, whole process tree) of the least-CPU run.
+    cpu_seconds: Option<f64>,
+    /// CPU seconds of the N = 0 run.
+    startup_cpu_seconds: Option<f64>,
+    hits_per_cpu_sec: Option<f64>,
+    cpu_ratio_vs_raw: Option<f64>,
     /// The issue's target for this row.
     target: String,
     /// The figure the target is checked on (a ratio, or seconds for `<= s`).
@@ -1182,16 +1254,20 @@ struct Row {
     runs: u32,
 }
 
-fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
+fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
     let mut rows: Vec<Row> = plan
         .iter()
         .zip(results)
         .map(|(c, m)| base_row(c, m))
         .collect();
+    let rate = |r: &Row| match metric {
+        Metric::Wall => r.hits_per_sec,
+        Metric::Cpu => r.hits_per_cpu_sec,
+    };
     let rate_of = |rows: &[Row], name: &str| {
         rows.iter()
             .find(|r| r.contender == name && r.verdict != "WRONG")
-            .and_then(|r| r.hits_per_sec)
+            .and_then(rate)
     };
     let secs_of = |rows: &[Row], name: &str| {
         rows.iter()
@@ -1207,11 +1283,11 @@ fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
         let row = &rows[i];
         let (value, pass, missing) = match goal {
             Goal::Baseline => (None, None, None),
-            Goal::RateVsRaw(f) => match (row.hits_per_sec, raw) {
+            Goal::RateVsRaw(f) => match (rate(row), raw) {
                 (Some(r), Some(b)) => (Some(r / b), Some(r / b >= f), None),
                 _ => (None, None, Some("raw-c")),
             },
-            Goal::HwbreakFaster(hw, f) => match (rate_of(&rows, hw), row.hits_per_sec) {
+            Goal::HwbreakFaster(hw, f) => match (rate_of(&rows, hw), rate(row)) {
                 (Some(h), Some(r)) => (Some(h / r), Some(h / r >= f), None),
                 _ => (None, None, Some(hw)),
             },
@@ -1220,27 +1296,49 @@ fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
                 _ => (None, None, Some(hw)),
             },
             Goal::MaxSeconds(max) => (row.seconds, row.seconds.map(|s| s <= max), None),
+            Goal::Info => (None, None, None),
         };
         let verdict = match (goal, pass) {
             (Goal::Baseline, _) => "baseline".to_string(),
+            (Goal::Info, _) => "info".to_string(),
             (_, Some(true)) => "PASS".to_string(),
             (_, Some(false)) => "MISS".to_string(),
             (_, None) => "n/a".to_string(),
         };
         rows[i].value = value;
-        rows[i].verdict = verdict;
+        // A row whose runs failed in some rounds is FLAKY, whatever its figures.
+        rows[i].verdict = if results[i].failures.is_empty() {
+            verdict
+        } else {
+            "FLAKY".to_string()
+        };
         if let Some(m) = missing {
-            rows[i].note = Some(format!("no valid `{m}` figure to compare with"));
+            add_note(
+                &mut rows[i].note,
+                format!("no valid `{m}` figure to compare with"),
+            );
         }
     }
-    if let Some(b) = raw {
-        for r in rows.iter_mut() {
-            if r.contender != "hwbreak report" {
-                r.ratio_vs_raw = r.hits_per_sec.map(|h| h / b);
-            }
-        }
+    let raw_row = rows
+        .iter()
+        .find(|r| r.contender == "raw-c" && r.verdict == "baseline");
+    let (raw_wall, raw_cpu) = (
+        raw_row.and_then(|r| r.hits_per_sec),
+        raw_row.and_then(|r| r.hits_per_cpu_sec),
+    );
+    for r in rows.iter_mut() {
+        r.ratio_vs_raw = r.hits_per_sec.zip(raw_wall).map(|(h, b)| h / b);
+        r.cpu_ratio_vs_raw = r.hits_per_cpu_sec.zip(raw_cpu).map(|(h, b)| h / b);
     }
     rows
+}
+
+/// Appends `more` to a row's note.
+fn add_note(note: &mut Option<String>, more: String) {
+    *note = Some(match note.take() {
+        Some(n) => format!("{n}; {more}"),
+        None => more,
+    });
 }
 
 /// The row's own figures, with the verdict set when the row cannot be
@@ -1265,6 +1363,10 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         setup_seconds: m.setup.filter(|s| *s > 0.0),
         hits_per_sec: None,
         ratio_vs_raw: None,
+        cpu_seconds: m.best_cpu,
+        startup_cpu_seconds: m.startup_cpu,
+        hits_per_cpu_sec: None,
+        cpu_ratio_vs_raw: None,
         target: c.goal.describe(),
         value: None,
         verdict: String::new(),
@@ -1276,31 +1378,45 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         row.note = Some(why.clone());
         return row;
     }
-    if let Some(e) = &m.error {
-        row.verdict = "ERROR".into();
-        row.note = Some(e.clone());
-        return row;
-    }
     let Some(count) = &m.count else {
         row.verdict = "ERROR".into();
-        row.note = Some("no run completed".into());
+        row.note = Some(
+            m.failures
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "no run completed".into()),
+        );
         return row;
     };
+    if let Some(first) = m.failures.first() {
+        row.note = Some(format!(
+            "{} run(s) failed, the figures are from the {} that did not; first failure: {first}",
+            m.failures.len(),
+            m.runs
+        ));
+    }
     if count.hits != c.n || count.lost.unwrap_or(0) > 0 {
         row.verdict = "WRONG".into();
         let mut why = format!("counted {} hits, the target wrote {}", count.hits, c.n);
         if let Some(l) = count.lost.filter(|l| *l > 0) {
             let _ = write!(why, "; reported {l} lost");
         }
-        row.note = Some(why);
+        let accounted = count.hits + count.lost.unwrap_or(0);
+        if accounted < c.n {
+            let _ = write!(why, "; {} vanished without a loss report", c.n - accounted);
+        }
+        add_note(&mut row.note, why);
         return row;
     }
     if c.name == "hwbreak report" {
         if let Some(s) = m.setup {
-            row.note = Some(format!(
-                "`hwbreak record` of the {} hits took {s:.2} s (untimed setup)",
-                c.n
-            ));
+            add_note(
+                &mut row.note,
+                format!(
+                    "`hwbreak record` of the {} hits took {s:.2} s (untimed setup)",
+                    c.n
+                ),
+            );
         }
         return row;
     }
@@ -1310,6 +1426,15 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
             _ => best,
         };
         row.hits_per_sec = Some(c.n as f64 / net);
+    }
+    if let Some(best) = m.best_cpu {
+        let net = match m.startup_cpu {
+            Some(st) if c.net_of_startup && best > st => best - st,
+            _ => best,
+        };
+        if net > 0.0 {
+            row.hits_per_cpu_sec = Some(c.n as f64 / net);
+        }
     }
     row
 }
@@ -1326,6 +1451,7 @@ struct Conditions {
     gdb_n: u64,
     threads: u32,
     repeat: u32,
+    metric: Metric,
     watch_address: String,
 }
 
@@ -1417,11 +1543,14 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
         "start s",
         "hits/s",
         "vs raw C",
+        "cpu s",
+        "hits/cpu-s",
+        "cpu vs raw",
         "target",
         "value",
         "verdict",
     ];
-    let cells: Vec<[String; 11]> = rows
+    let cells: Vec<[String; 14]> = rows
         .iter()
         .map(|r| {
             [
@@ -1433,6 +1562,9 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
                 fmt_opt(r.startup_seconds, 3),
                 fmt_rate(r.hits_per_sec),
                 fmt_opt(r.ratio_vs_raw, 3),
+                fmt_opt(r.cpu_seconds, 3),
+                fmt_rate(r.hits_per_cpu_sec),
+                fmt_opt(r.cpu_ratio_vs_raw, 3),
                 r.target.clone(),
                 fmt_opt(r.value, 2),
                 r.verdict.clone(),
@@ -1447,7 +1579,7 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
     }
     let line = |s: &mut String, cols: &[String]| {
         for (i, (cell, w)) in cols.iter().zip(&widths).enumerate() {
-            if i == 0 || i == 8 {
+            if i == 0 || i == 11 {
                 let _ = write!(s, "{cell:<w$}  ");
             } else {
                 let _ = write!(s, "{cell:>w$}  ");
@@ -1462,6 +1594,15 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
     }
     s.push('\n');
     s.push_str("hits/s = N / (e2e s - start s), start s = the same command with N = 0.\n");
+    s.push_str("cpu s = user + system CPU of the contender's process tree (target included); hits/cpu-s nets out its N = 0 run too.\n");
+    let _ = writeln!(
+        s,
+        "targets are judged on {} hits/s.",
+        match c.metric {
+            Metric::Wall => "wall-clock",
+            Metric::Cpu => "CPU-time",
+        }
+    );
     s.push_str("value: the ratio the target is checked on (for `e2e <= this`: this e2e / hwbreak e2e; for `<= s`: seconds).\n");
     let notes: Vec<&Row> = rows.iter().filter(|r| r.note.is_some()).collect();
     if !notes.is_empty() {
@@ -1514,6 +1655,7 @@ mod tests {
             timeout: 60,
             keep: false,
             perf_bench: false,
+            metric: Metric::Wall,
         }
     }
 
@@ -1678,6 +1820,18 @@ mod tests {
     }
 
     #[test]
+    fn run_step_charges_the_cpu_of_the_whole_process_tree() {
+        // The shell's child burns the CPU; the shell only waits for it.
+        let burn = "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'";
+        let step = Step::timed(vec![os("sh"), os("-c"), os(burn)]);
+        let (o, _) = run_step(&step, Duration::from_secs(120)).unwrap();
+        assert!(o.success);
+        assert!(o.cpu > 0.01, "cpu {}", o.cpu);
+        let (idle, _) = run_step(&Step::timed(vec![os("true")]), Duration::from_secs(60)).unwrap();
+        assert!(idle.cpu < o.cpu);
+    }
+
+    #[test]
     fn run_step_reports_a_missing_program() {
         let step = Step::timed(vec![os("/nonexistent/hwbreak-bench-peer")]);
         let e = run_step(&step, Duration::from_secs(5)).unwrap_err();
@@ -1725,7 +1879,7 @@ mod tests {
             measured(100, None, 2.0, 0.5),       // 66.7 hits/s: 909/66.7 = 13.6 < 20
             measured(900, Some(100), 0.2, 0.1),  // lost 100: wrong, whatever its speed
         ];
-        let rows = judge(&plan, &results);
+        let rows = judge(&plan, &results, Metric::Wall);
         let v: Vec<&str> = rows.iter().map(|r| r.verdict.as_str()).collect();
         assert_eq!(v, ["baseline", "MISS", "PASS", "MISS", "WRONG"]);
         assert!((rows[0].hits_per_sec.unwrap() - 1000.0).abs() < 1e-6);
@@ -1742,17 +1896,56 @@ mod tests {
             contender("bpftrace count", 1000, Goal::HwbreakFaster(HW_STAT, 1.0)),
         ];
         let mut hw = Measured::new(None);
-        hw.error = Some("exit status: 2: unrecognized subcommand".into());
+        hw.failures = vec!["exit status: 2: unrecognized subcommand".into()];
         let results = vec![
             measured(1000, None, 1.0, 0.0),
             hw,
             measured(100, None, 2.0, 0.5),
             Measured::new(Some("bpftrace not found in PATH".into())),
         ];
-        let rows = judge(&plan, &results);
+        let rows = judge(&plan, &results, Metric::Wall);
         let v: Vec<&str> = rows.iter().map(|r| r.verdict.as_str()).collect();
         assert_eq!(v, ["baseline", "ERROR", "n/a", "SKIP"]);
         assert!(rows[3].note.as_deref().unwrap().contains("not found"));
+    }
+
+    #[test]
+    fn judge_on_cpu_uses_cpu_rates() {
+        let plan = vec![
+            contender("raw-c", 1000, Goal::Baseline),
+            contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
+        ];
+        let mut raw = measured(1000, None, 1.0, 0.0);
+        let mut stat = measured(1000, None, 2.0, 0.0); // slow on the wall clock (load)
+        (raw.best_cpu, raw.startup_cpu) = (Some(0.50), Some(0.0));
+        (stat.best_cpu, stat.startup_cpu) = (Some(0.51), Some(0.0)); // 0.98x raw on CPU
+        let wall = judge(
+            &plan,
+            &[
+                measured(1000, None, 1.0, 0.0),
+                measured(1000, None, 2.0, 0.0),
+            ],
+            Metric::Wall,
+        );
+        assert_eq!(wall[1].verdict, "MISS");
+        let rows = judge(&plan, &[raw, stat], Metric::Cpu);
+        assert_eq!(rows[1].verdict, "PASS");
+        assert!((rows[1].cpu_ratio_vs_raw.unwrap() - 0.50 / 0.51).abs() < 1e-9);
+        assert!((rows[1].ratio_vs_raw.unwrap() - 0.5).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_contender_that_fails_in_one_round_is_flaky_not_passed() {
+        let plan = vec![
+            contender("raw-c", 1000, Goal::Baseline),
+            contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
+        ];
+        let mut stat = measured(1000, None, 1.0, 0.0);
+        stat.failures = vec!["signal: 6 (SIGABRT)".into()];
+        let rows = judge(&plan, &[measured(1000, None, 1.0, 0.0), stat], Metric::Wall);
+        assert_eq!(rows[1].verdict, "FLAKY");
+        assert!(rows[1].value.is_some());
+        assert!(rows[1].note.as_deref().unwrap().contains("SIGABRT"));
     }
 
     #[test]
@@ -1776,7 +1969,8 @@ mod tests {
             true,
             10,
         );
-        assert!(m.error.as_deref().unwrap().contains("N = 0"));
+        assert!(m.failures[0].contains("N = 0"));
+        assert!(m.startup.is_none());
     }
 
     /// The real thing: gcc builds the target and the raw C peer, and the raw

@@ -91,6 +91,22 @@ pub fn short_path(p: &str) -> &str {
     &p[idx + 1..]
 }
 
+/// Frames where a thread's own code ends and the runtime's begins (thread
+/// start, `main`'s caller): text output and summaries stop there.
+pub fn is_runtime_entry(f: &Frame) -> bool {
+    const ENTRIES: [&str; 6] = [
+        "std::sys::backtrace::__rust_begin_short_backtrace",
+        "std::rt::lang_start",
+        "start_thread",
+        "__libc_start_call_main",
+        "__libc_start_main",
+        "clone3",
+    ];
+    f.function
+        .as_deref()
+        .is_some_and(|n| ENTRIES.iter().any(|e| n.starts_with(e)))
+}
+
 /// Something that turns addresses into frames.
 pub trait Symbolize {
     /// One frame per address, in order.
@@ -163,9 +179,11 @@ impl<S: Symbolize> FrameCache<S> {
     }
 }
 
-/// A symbolizer that knows nothing (used when symbols cannot be loaded).
+/// A symbolizer that knows nothing (for tests).
+#[cfg(test)]
 pub struct NoSymbols;
 
+#[cfg(test)]
 impl Symbolize for NoSymbols {
     fn symbolize(&mut self, ips: &[u64]) -> Vec<Frame> {
         ips.iter().map(|&ip| Frame::unknown(ip)).collect()

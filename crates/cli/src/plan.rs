@@ -43,8 +43,24 @@ pub struct PlannedWatch {
     /// The address came from a link-time PIE address plus [`NO_ASLR_PIE_BASE`]
     /// and must be checked once the program runs.
     pub rebased: bool,
-    /// The resolver's location text (to resolve again after launch).
-    pub location: String,
+}
+
+impl PlannedWatch {
+    /// `STATE.hits (AtomicU64, 8 bytes at 0x5555555c43b8, w)`, for the banner.
+    pub fn describe(&self) -> String {
+        let ty = self
+            .type_name
+            .as_deref()
+            .map(|t| format!("{t}, "))
+            .unwrap_or_default();
+        format!(
+            "{} ({ty}{} bytes at {:#x}, {})",
+            self.name,
+            self.len,
+            self.addr,
+            self.access.short()
+        )
+    }
 }
 
 /// The breakpoints to open.
@@ -207,7 +223,6 @@ fn resolve_one(
                 },
                 type_name: None,
                 rebased: false,
-                location: s.location_text(),
             })
         }
         Location::Symbol { module, .. } => {
@@ -247,7 +262,6 @@ fn resolve_one(
                 kind,
                 type_name: res.type_name.clone(),
                 rebased,
-                location: loc,
             })
         }
     }

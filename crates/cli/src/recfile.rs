@@ -582,7 +582,8 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Read a whole file's hits (for tests and small files).
+/// Read a whole file's hits (for tests).
+#[cfg(test)]
 pub fn read_all(bytes: &[u8]) -> Result<(Header, Vec<Hit>, Trailer), RecError> {
     let mut r = Reader::new(bytes)?;
     let mut hits = Vec::new();

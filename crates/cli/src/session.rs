@@ -144,6 +144,19 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
         }
     }
     let piece_watch = plan.pieces.iter().map(|p| p.0).collect();
+    let whom = match (&plan.target, pid) {
+        (TargetKind::Launch(cmd), Some(p)) => format!("{} (pid {p})", cmd.join(" ")),
+        (TargetKind::Pid(_), Some(p)) => format!("every thread of process {p}"),
+        (TargetKind::Tid(_), Some(t)) => format!("thread {t}"),
+        _ => "every CPU".to_string(),
+    };
+    let what: Vec<String> = plan.watches.iter().map(|w| w.describe()).collect();
+    eprintln!(
+        "hwbreak: watching {} in {whom}, {} of {} slots; Ctrl-C to stop",
+        what.join(", "),
+        plan.pieces.len(),
+        crate::sys::SLOTS_PER_CPU
+    );
     Ok(Session {
         plan,
         maps: Some(maps),
@@ -509,16 +522,17 @@ impl HitSink<'_> {
             );
             if !self.no_stack {
                 let max = 8;
-                for f in frames.iter().skip(1).take(max) {
+                for (k, f) in frames.iter().enumerate().skip(1) {
+                    if k > max {
+                        line.push_str(&format!("                ← … {} more\n", frames.len() - k));
+                        break;
+                    }
+                    if crate::frames::is_runtime_entry(f) {
+                        break;
+                    }
                     line.push_str("                ← ");
                     line.push_str(&f.text());
                     line.push('\n');
-                }
-                if frames.len() > max + 1 {
-                    line.push_str(&format!(
-                        "                ← … {} more\n",
-                        frames.len() - max - 1
-                    ));
                 }
             }
             self.out.write_all(line.as_bytes())
@@ -705,16 +719,13 @@ fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<(), CliError> {
 }
 
 impl HitSink<'_> {
-    /// Drain the rings. With `--values`, the hits of one drain are handled
-    /// together: the watched bytes are read once per watch after the drain,
-    /// so the last hit of a watch shows `old → new`, and earlier hits of the
-    /// same drain show `…` where the value was never seen (the program does
-    /// not stop, so intermediate values are gone by the time we look).
+    /// Drain the rings. Hits are handled a drain at a time, in time order
+    /// across CPUs (each CPU has its own ring). With `--values`, the watched
+    /// bytes are read once per watch after the drain, so the last hit of a
+    /// watch shows `old → new`, and earlier hits of the same drain show `…`
+    /// where the value was never seen (the program does not stop, so
+    /// intermediate values are gone by the time we look).
     fn drain(&mut self, w: &Watcher) {
-        if !self.values {
-            w.drain(|h| self.on_hit(h, None, None));
-            return;
-        }
         let mut batch = std::mem::take(&mut self.batch);
         let mut arena = std::mem::take(&mut self.arena);
         batch.clear();
@@ -724,6 +735,19 @@ impl HitSink<'_> {
             arena.extend_from_slice(h.callchain);
             batch.push((*h_owned(h), a, arena.len()));
         });
+        batch.sort_by_key(|(h, _, _)| h.time);
+        if !self.values {
+            for (h, a, b) in &batch {
+                let hit = WatchHit {
+                    callchain: &arena[*a..*b],
+                    ..*h
+                };
+                self.on_hit(&hit, None, None);
+            }
+            self.batch = batch;
+            self.arena = arena;
+            return;
+        }
         let n = self.s.plan.watches.len();
         let mut last = vec![usize::MAX; n];
         for (i, (h, _, _)) in batch.iter().enumerate() {
@@ -752,9 +776,9 @@ impl HitSink<'_> {
             };
             self.on_hit(&hit, old, new);
         }
-        for wi in 0..n {
-            if now[wi].is_some() {
-                self.last_value[wi] = now[wi];
+        for (last, now) in self.last_value.iter_mut().zip(&now) {
+            if now.is_some() {
+                *last = *now;
             }
         }
         self.batch = batch;

@@ -160,26 +160,72 @@ pub struct SummaryView<'a> {
     pub target_exit: Option<String>,
 }
 
+type Frames = Vec<std::rc::Rc<crate::frames::Frame>>;
+
+/// A writer stack as shown: frames up to the thread's entry, and its hits.
+pub struct ShownStack {
+    /// Watch index.
+    pub watch: usize,
+    /// IP first, then callers, runtime frames cut.
+    pub frames: Vec<std::rc::Rc<crate::frames::Frame>>,
+    /// Hits.
+    pub hits: u64,
+}
+
 impl SummaryView<'_> {
+    /// The top stacks, merging stacks that differ only below the thread's
+    /// entry point (runtime frames). Every distinct address is symbolized
+    /// once; when there are very many distinct stacks, only the 10 000 most
+    /// frequent are considered.
+    pub fn shown_stacks<S: Symbolize>(&self, sym: &mut FrameCache<S>) -> Vec<ShownStack> {
+        let all = self.agg.top_stacks(10_000);
+        let mut merged: HashMap<(usize, Vec<u64>), (Frames, u64)> = HashMap::new();
+        for (w, ips, c) in all {
+            let mut frames = sym.stack(ips, self.agg.exact(w));
+            if let Some(cut) = frames
+                .iter()
+                .skip(1)
+                .position(|f| crate::frames::is_runtime_entry(f))
+            {
+                frames.truncate(cut + 1);
+            }
+            let key = (w, frames.iter().map(|f| f.ip).collect());
+            let e = merged.entry(key).or_insert_with(|| (frames, 0));
+            e.1 += c;
+        }
+        let mut v: Vec<ShownStack> = merged
+            .into_iter()
+            .map(|((watch, _), (frames, hits))| ShownStack {
+                watch,
+                frames,
+                hits,
+            })
+            .collect();
+        v.sort_by(|a, b| {
+            b.hits.cmp(&a.hits).then_with(|| {
+                let ka: Vec<u64> = a.frames.iter().map(|f| f.ip).collect();
+                let kb: Vec<u64> = b.frames.iter().map(|f| f.ip).collect();
+                (a.watch, ka).cmp(&(b.watch, kb))
+            })
+        });
+        v.truncate(self.top);
+        v
+    }
+
     /// Build the JSON object (symbolizing only the shown stacks' addresses).
     pub fn json<S: Symbolize>(&self, sym: &mut FrameCache<S>) -> SummaryJson<'_> {
         let top_stacks = self
-            .agg
-            .top_stacks(self.top)
+            .shown_stacks(sym)
             .into_iter()
-            .map(|(w, ips, c)| StackJson {
+            .map(|st| StackJson {
                 watch: self
                     .agg
                     .watches
-                    .get(w)
+                    .get(st.watch)
                     .map(|w| w.name.clone())
                     .unwrap_or_default(),
-                hits: c,
-                frames: sym
-                    .stack(ips, self.agg.exact(w))
-                    .iter()
-                    .map(|f| (**f).clone())
-                    .collect(),
+                hits: st.hits,
+                frames: st.frames.iter().map(|f| (**f).clone()).collect(),
             })
             .collect();
         SummaryJson {
@@ -246,13 +292,17 @@ impl SummaryView<'_> {
                 writeln!(out, "  {} more threads  {rest:>10}", threads.len() - 16)?;
             }
         }
-        let top = a.top_stacks(self.top);
+        let top = self.shown_stacks(sym);
         if !top.is_empty() {
             writeln!(out, "  top writer stacks:")?;
-            for (w, ips, c) in top {
-                let name = a.watches.get(w).map(|w| w.name.as_str()).unwrap_or("?");
-                writeln!(out, "  {c:>8} × {name}")?;
-                for f in sym.stack(ips, a.exact(w)) {
+            for st in top {
+                let name = a
+                    .watches
+                    .get(st.watch)
+                    .map(|w| w.name.as_str())
+                    .unwrap_or("?");
+                writeln!(out, "  {:>8} × {name}", st.hits)?;
+                for f in &st.frames {
                     writeln!(out, "             {}", f.text())?;
                 }
             }

@@ -1,0 +1,750 @@
+//! End-to-end tests of the `hwbreak` binary on REAL hardware breakpoints:
+//! the C targets of testdata/targets and the Rust `hwbreak-demo`.
+//!
+//! Every test that opens breakpoints holds `SLOTS` (the debug registers are
+//! few; tests in this binary must not compete for them). Each error-path
+//! test checks afterwards, with `hwbreak slots -p PID`, that the target has
+//! all four slots free again: no breakpoint was left behind.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+static SLOTS: Mutex<()> = Mutex::new(());
+
+fn slots() -> MutexGuard<'static, ()> {
+    SLOTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn hwbreak() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hwbreak"))
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The C targets, built once into a temporary directory.
+fn c_targets() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("hwbreak-cli-tests-{}", std::process::id()));
+        let st = Command::new("make")
+            .args(["-s", "-C"])
+            .arg(workspace().join("testdata/targets"))
+            .arg(format!("OUT={}", dir.display()))
+            .status()
+            .expect("run make");
+        assert!(st.success(), "building the C targets failed");
+        dir
+    })
+}
+
+/// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
+fn demo() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let tdir = workspace().join("target/cli-tests");
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
+            .arg(&tdir)
+            .current_dir(workspace())
+            .status()
+            .expect("run cargo");
+        assert!(st.success(), "building hwbreak-demo failed");
+        tdir.join("debug/hwbreak-demo")
+    })
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(cmd: &mut Command) -> Out {
+    let o = cmd.stdin(Stdio::null()).output().expect("run hwbreak");
+    Out {
+        code: o.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    }
+}
+
+/// `expect NAME=N ...` from a target's output.
+fn expected(text: &str, name: &str) -> u64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("expect "))
+        .unwrap_or_else(|| panic!("no expect line in:\n{text}"));
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+        .parse()
+        .unwrap()
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l}: {e}")))
+        .collect()
+}
+
+fn hits_of(v: &serde_json::Value, watch: &str) -> u64 {
+    v["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == watch)
+        .unwrap_or_else(|| panic!("no watch {watch} in {v}"))["hits"]
+        .as_u64()
+        .unwrap()
+}
+
+/// Function names of a hit: `at`, then the stack.
+fn names(hit: &serde_json::Value) -> Vec<String> {
+    let mut v = vec![hit["at"]["function"].as_str().unwrap_or("").to_string()];
+    for f in hit["stack"].as_array().into_iter().flatten() {
+        v.push(f["function"].as_str().unwrap_or("").to_string());
+    }
+    v
+}
+
+/// A target started with `wait`: it prints its lines, then `ready`, and
+/// blocks until we send a line.
+struct Waiting {
+    child: Child,
+    out: BufReader<ChildStdout>,
+    text: String,
+}
+
+impl Waiting {
+    fn start(cmd: &mut Command) -> Waiting {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start target");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut text = String::new();
+        loop {
+            let mut l = String::new();
+            if out.read_line(&mut l).unwrap() == 0 {
+                panic!("target ended before ready:\n{text}");
+            }
+            text.push_str(&l);
+            if l.trim() == "ready" {
+                break;
+            }
+        }
+        Waiting { child, out, text }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn addr(&self, name: &str) -> u64 {
+        let l = self
+            .text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("addr {name}=")))
+            .unwrap();
+        u64::from_str_radix(l.trim_start_matches("0x"), 16).unwrap()
+    }
+
+    /// Let it run to the end; returns all of its output.
+    fn release(mut self) -> String {
+        self.child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let mut rest = String::new();
+        self.out.read_to_string(&mut rest).unwrap();
+        self.child.wait().unwrap();
+        format!("{}{rest}", self.text)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start hwbreak in the background and wait until its watches are open
+/// (the "watching ..." banner on stderr).
+struct Background {
+    child: Child,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+    stderr_all: std::sync::Arc<Mutex<String>>,
+}
+
+impl Background {
+    fn start(cmd: &mut Command) -> Background {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hwbreak");
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let all = std::sync::Arc::new(Mutex::new(String::new()));
+        let all2 = all.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                all2.lock().unwrap().push_str(&(l.clone() + "\n"));
+                let _ = tx.send(l);
+            }
+        });
+        let b = Background {
+            child,
+            stderr_lines: rx,
+            stderr_all: all,
+        };
+        let t0 = Instant::now();
+        loop {
+            match b.stderr_lines.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) if l.contains("watching") => break,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "hwbreak never opened its watches; stderr: {}",
+                    b.stderr_all.lock().unwrap()
+                ),
+            }
+            assert!(t0.elapsed() < Duration::from_secs(60));
+        }
+        b
+    }
+
+    fn interrupt(&self) {
+        // SAFETY: kill takes integers; the pid is our own live child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+    }
+
+    fn finish(mut self) -> Out {
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        let st = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr_all.lock().unwrap().clone();
+        Out {
+            code: st.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        }
+    }
+}
+
+/// Free slots for watches on `pid`, as `hwbreak slots` reports them.
+fn free_slots(pid: i32) -> u64 {
+    let o = run(hwbreak().args(["slots", "--json", "-p", &pid.to_string()]));
+    assert_eq!(o.code, 0, "slots failed: {}", o.stderr);
+    json_lines(&o.stdout)[0]["free"].as_u64().unwrap()
+}
+
+/// An error exit: non-zero, exactly one line on stderr, no panic or Debug dump.
+fn assert_clean_error(o: &Out, needle: &str) {
+    assert_ne!(o.code, 0, "expected failure; stdout: {}", o.stdout);
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line, got: {}", o.stderr);
+    assert!(lines[0].starts_with("hwbreak: "), "{}", o.stderr);
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    assert!(!o.stderr.contains(" { "), "Debug dump? {}", o.stderr);
+    assert!(
+        o.stderr.to_lowercase().contains(&needle.to_lowercase()),
+        "want {needle:?} in: {}",
+        o.stderr
+    );
+}
+
+fn counter_waiting() -> Waiting {
+    Waiting::start(Command::new(c_targets().join("counter")).args(["200", "2", "2", "wait"]))
+}
+
+// ------------------------------------------------------------ exact counts
+
+#[test]
+fn stat_counts_exactly_on_launched_c_target() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["stat", "--json", "counter", "state.count", "table[3]", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["3000", "2", "2"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(j["type"], "stat");
+    // The launched target's stdout goes to stderr with --json.
+    assert_eq!(hits_of(j, "counter"), expected(&o.stderr, "counter"));
+    assert_eq!(
+        hits_of(j, "state.count"),
+        expected(&o.stderr, "state.count")
+    );
+    assert_eq!(hits_of(j, "table[3]"), expected(&o.stderr, "table[3]"));
+    assert_eq!(hits_of(j, "counter"), 12_000);
+}
+
+#[test]
+fn stat_counts_exactly_on_launched_non_pie_c_target() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["stat", "--json", "counter", "--"])
+        .arg(c_targets().join("counter-nopie"))
+        .args(["1000", "1", "2"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(hits_of(&json_lines(&o.stdout)[0], "counter"), 3000);
+}
+
+#[test]
+fn stat_counts_exactly_on_launched_demo() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["stat", "--json", "STATE.hits", "STATE.table[2]", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "200",
+            "--delay-ms",
+            "0",
+            "--late-after-ms",
+            "20",
+        ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(hits_of(j, "STATE.hits"), expected(&o.stderr, "hits"));
+    assert_eq!(
+        hits_of(j, "STATE.table[2]"),
+        expected(&o.stderr, "table[2]")
+    );
+    assert_eq!(hits_of(j, "STATE.hits"), 800);
+}
+
+#[test]
+fn stat_attached_with_pid_counts_threads_started_before_and_after_attach() {
+    let _g = slots();
+    let t = counter_waiting();
+    let pid = t.pid();
+    let bg = Background::start(hwbreak().args([
+        "stat",
+        "--json",
+        "-p",
+        &pid.to_string(),
+        "counter",
+        "state.a",
+    ]));
+    let text = t.release();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(hits_of(j, "counter"), expected(&text, "counter"));
+    assert_eq!(hits_of(j, "state.a"), expected(&text, "state.a"));
+    assert!(j["target_exit"].as_str().unwrap().contains("exited"), "{j}");
+}
+
+#[test]
+fn stat_attached_to_demo_counts_early_and_late_threads() {
+    let _g = slots();
+    let t = Waiting::start(Command::new(demo()).args([
+        "--iterations",
+        "100",
+        "--delay-ms",
+        "0",
+        "--wait",
+    ]));
+    let bg = Background::start(hwbreak().args([
+        "stat",
+        "--json",
+        "-p",
+        &t.pid().to_string(),
+        "STATE.total",
+    ]));
+    let text = t.release();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        hits_of(&json_lines(&o.stdout)[0], "STATE.total"),
+        expected(&text, "total")
+    );
+}
+
+#[test]
+fn watch_json_prints_exactly_one_object_per_hit_and_a_summary_with_lost_0() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["watch", "--json", "--values", "STATE.hits", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "50",
+            "--delay-ms",
+            "1",
+            "--late-after-ms",
+            "20",
+        ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    let want = expected(&o.stderr, "hits");
+    let hits: Vec<_> = lines.iter().filter(|l| l["type"] == "hit").collect();
+    assert_eq!(hits.len() as u64, want);
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["hits"].as_u64().unwrap(), want);
+    // Hits carry names: the writer function (in a debug build, the inlined
+    // atomic helper may come first) and a stack.
+    assert!(
+        names(hits[0])
+            .iter()
+            .take(2)
+            .any(|n| n.contains("record_hit")),
+        "{}",
+        hits[0]
+    );
+    assert!(
+        names(hits[0]).iter().any(|n| n.contains("worker")),
+        "{}",
+        hits[0]
+    );
+    // Hits come in time order, and each value read is a count reached by
+    // then: the values shown never go down and stay within 1..=want.
+    let times: Vec<u64> = hits
+        .iter()
+        .map(|h| h["time_ns"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "hits out of time order"
+    );
+    let news: Vec<u64> = hits
+        .iter()
+        .filter_map(|h| h["new"].as_str())
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert!(!news.is_empty(), "no value was read");
+    assert!(
+        news.windows(2).all(|w| w[0] <= w[1]),
+        "values went down: {news:?}"
+    );
+    assert!(news.iter().all(|&v| (1..=want).contains(&v)), "{news:?}");
+    let tops = summary["top_stacks"].as_array().unwrap();
+    let top: Vec<&str> = tops[0]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(top.iter().any(|n| n.contains("worker")), "{}", tops[0]);
+}
+
+#[test]
+fn execute_watch_on_a_function_counts_its_calls() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["stat", "--json", "bump_counter", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["500", "1", "1"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(j["watches"][0]["access"], "x");
+    assert_eq!(
+        hits_of(j, "bump_counter"),
+        expected(&o.stderr, "bump_counter")
+    );
+
+    let o = run(hwbreak()
+        .args(["watch", "--json", "record_hit", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "5",
+            "--delay-ms",
+            "0",
+            "--late-after-ms",
+            "10",
+        ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    let hits: Vec<_> = lines.iter().filter(|l| l["type"] == "hit").collect();
+    assert_eq!(hits.len() as u64, expected(&o.stderr, "hits"));
+    assert_eq!(
+        hits[0]["at"]["offset"], 0,
+        "an execute hit is at the function's start: {}",
+        hits[0]
+    );
+}
+
+#[test]
+fn record_then_report_gives_the_same_counts_and_stacks() {
+    let _g = slots();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("r.hwb");
+    let o = run(hwbreak()
+        .args(["record", "-o"])
+        .arg(&file)
+        .args(["STATE.hits", "STATE.total", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "40",
+            "--delay-ms",
+            "0",
+            "--late-after-ms",
+            "10",
+        ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let want = expected(&o.stderr, "hits");
+    let r = run(hwbreak()
+        .arg("report")
+        .arg(&file)
+        .args(["--json", "--top", "2"]));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = &json_lines(&r.stdout)[0];
+    assert_eq!(hits_of(j, "STATE.hits"), want);
+    assert_eq!(hits_of(j, "STATE.total"), want);
+    assert_eq!(j["lost"], 0);
+    let top: Vec<&str> = j["top_stacks"][0]["frames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["function"].as_str())
+        .collect();
+    assert!(top.iter().take(2).any(|n| n.contains("record_hit")), "{j}");
+    let text = run(hwbreak().arg("report").arg(&file));
+    assert!(text.stdout.contains("lost: 0"), "{}", text.stdout);
+}
+
+#[test]
+fn report_refuses_a_truncated_file_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.hwb");
+    std::fs::write(&file, b"HWBRKREC\x01\x00").unwrap();
+    assert_clean_error(&run(hwbreak().arg("report").arg(&file)), "truncated");
+    std::fs::write(&file, b"not a record").unwrap();
+    assert_clean_error(
+        &run(hwbreak().arg("report").arg(&file)),
+        "not an hwbreak record file",
+    );
+    assert_clean_error(
+        &run(hwbreak().arg("report").arg(dir.path().join("none"))),
+        "cannot open",
+    );
+}
+
+// ------------------------------------------------------------ ending
+
+#[test]
+fn target_exiting_mid_watch_still_prints_the_summary() {
+    let _g = slots();
+    let t = counter_waiting();
+    let bg = Background::start(hwbreak().args(["watch", "-p", &t.pid().to_string(), "counter"]));
+    let text = t.release();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("── summary:"), "{}", o.stdout);
+    assert!(o.stdout.contains("lost: 0"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains(&format!("process {} exited", t_pid(&text))),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("bump_counter"), "{}", o.stdout);
+}
+
+fn t_pid(text: &str) -> i32 {
+    text.lines()
+        .find_map(|l| l.strip_prefix("pid="))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn ctrl_c_stops_drains_summarizes_and_frees_the_slots() {
+    let _g = slots();
+    let t = counter_waiting();
+    let pid = t.pid();
+    let bg = Background::start(hwbreak().args([
+        "watch",
+        "--json",
+        "-p",
+        &pid.to_string(),
+        "counter",
+        "state.count",
+    ]));
+    assert_eq!(
+        free_slots(pid),
+        2,
+        "two watches hold two slots of the target"
+    );
+    bg.interrupt();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    assert_eq!(lines.last().unwrap()["type"], "summary");
+    assert_eq!(lines.last().unwrap()["lost"], 0);
+    assert_eq!(free_slots(pid), 4, "every breakpoint is gone after Ctrl-C");
+    // The attached target was left running.
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+}
+
+// ------------------------------------------------------------ error paths
+
+#[test]
+fn bad_spec_syntax_names_the_column_and_leaves_nothing() {
+    let _g = slots();
+    let t = counter_waiting();
+    let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter:q"]));
+    assert_clean_error(&o, "column 9");
+    assert_eq!(free_slots(t.pid()), 4);
+}
+
+#[test]
+fn unaligned_address_is_refused_before_any_breakpoint() {
+    let _g = slots();
+    let t = counter_waiting();
+    let a = t.addr("counter") + 2;
+    let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), &format!("{a:#x}/4")]));
+    assert_clean_error(&o, "align");
+    assert_eq!(free_slots(t.pid()), 4);
+}
+
+#[test]
+fn bad_length_is_refused() {
+    let _g = slots();
+    let t = counter_waiting();
+    let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter/3"]));
+    assert_clean_error(&o, "length");
+    assert_eq!(free_slots(t.pid()), 4);
+}
+
+#[test]
+fn read_only_watch_on_x86_suggests_rw() {
+    let _g = slots();
+    let t = counter_waiting();
+    let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter:r"]));
+    assert_clean_error(&o, "rw");
+    assert_eq!(free_slots(t.pid()), 4);
+}
+
+#[test]
+fn unknown_name_lists_close_matches() {
+    let _g = slots();
+    let t = counter_waiting();
+    let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "countr"]));
+    assert_clean_error(&o, "counter");
+    assert!(o.stderr.contains("countr"), "{}", o.stderr);
+    assert_eq!(free_slots(t.pid()), 4);
+}
+
+#[test]
+fn dead_pid_is_named() {
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    let o = run(hwbreak().args(["watch", "-p", &pid.to_string(), "counter"]));
+    assert_clean_error(&o, "does not exist");
+    let o = run(hwbreak().args(["stat", "-p", &pid.to_string(), "0x1000"]));
+    assert_clean_error(&o, "does not exist");
+}
+
+#[test]
+fn missing_command_is_named() {
+    let o = run(hwbreak().args(["stat", "0x1000", "--", "/nonexistent/prog"]));
+    assert_clean_error(&o, "/nonexistent/prog");
+}
+
+#[test]
+fn no_permission_as_an_unprivileged_user() {
+    let _g = slots();
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } != 0 {
+        eprintln!(
+            "SKIP no_permission_as_an_unprivileged_user: needs root to switch to user nobody"
+        );
+        return;
+    }
+    if Command::new("runuser").arg("--help").output().is_err() {
+        eprintln!("SKIP no_permission_as_an_unprivileged_user: runuser is not installed");
+        return;
+    }
+    let t = counter_waiting();
+    let a = t.addr("counter");
+    let o = run(Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(env!("CARGO_BIN_EXE_hwbreak"))
+        .args(["stat", "-p", &t.pid().to_string(), &format!("{a:#x}/8")]));
+    if o.stderr.contains("Permission denied")
+        && o.stderr.contains("os error 13")
+        && !o.stderr.contains("hwbreak:")
+    {
+        eprintln!(
+            "SKIP no_permission_as_an_unprivileged_user: nobody cannot execute the test binary"
+        );
+        return;
+    }
+    assert_clean_error(&o, "permission");
+    assert_eq!(free_slots(t.pid()), 4);
+}
+
+#[test]
+fn fifth_watch_when_four_slots_are_held_is_refused() {
+    let _g = slots();
+    let t = counter_waiting();
+    let pid = t.pid().to_string();
+    let holder = Background::start(hwbreak().args([
+        "stat",
+        "-p",
+        &pid,
+        "counter",
+        "state.count",
+        "table[0]",
+        "table[1]",
+    ]));
+    assert_eq!(free_slots(t.pid()), 0);
+    let o = run(hwbreak().args(["stat", "-p", &pid, "table[2]"]));
+    assert_clean_error(&o, "no free hardware breakpoint slot");
+    holder.interrupt();
+    assert_eq!(holder.finish().code, 0);
+    assert_eq!(free_slots(t.pid()), 4);
+    // Five in one request: refused before any system call.
+    let o = run(hwbreak().args([
+        "stat",
+        "-p",
+        &pid,
+        "counter",
+        "state.count",
+        "table[0]",
+        "table[1]",
+        "table[2]",
+    ]));
+    assert_clean_error(&o, "5 hardware slots");
+    assert_eq!(free_slots(t.pid()), 4);
+}
+
+#[test]
+fn slots_reports_all_four_free_for_a_new_process() {
+    let _g = slots();
+    let o = run(hwbreak().arg("slots"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("of 4"), "{}", o.stdout);
+}
+
+#[test]
+fn help_teaches_with_examples() {
+    let o = run(hwbreak().arg("--help"));
+    assert!(
+        o.stdout.contains("hwbreak watch --values STATE.hits"),
+        "{}",
+        o.stdout
+    );
+    let o = run(hwbreak().args(["watch", "--help"]));
+    assert!(o.stdout.contains("Examples:"), "{}", o.stdout);
+}
