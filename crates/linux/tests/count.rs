@@ -312,7 +312,7 @@ fn drop_unregisters_every_breakpoint_including_inherited_copies() {
         b.open()
     }
     for _ in 0..3 {
-        let w = open4().unwrap();
+        let Some(w) = all_slots(open4()) else { return };
         // A thread created now carries 4 inherited copies; it can take no 5th slot.
         let h = std::thread::spawn(|| {
             static E: AtomicU64 = AtomicU64::new(0);
