@@ -88,6 +88,20 @@ pub struct BenchArgs {
     /// Also run `perf bench breakpoint thread -b 4 -p 64 -t 64` and `perf bench breakpoint enable`.
     #[arg(long)]
     pub perf_bench: bool,
+    /// Which hits/s the targets are judged on: wall-clock, or CPU seconds of
+    /// the contender's whole process tree (steadier when the machine is busy).
+    #[arg(long, value_enum, default_value_t = Metric::Wall)]
+    pub metric: Metric,
+}
+
+/// The time a hit rate is taken over.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metric {
+    /// Wall-clock seconds, less the N = 0 run's.
+    Wall,
+    /// User + system CPU seconds of the contender and its children, less the N = 0 run's.
+    Cpu,
 }
 
 /// Runs `hwbreak bench`.
@@ -126,7 +140,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         }
     }
     let load_after = read_trimmed("/proc/loadavg");
-    let rows = judge(&plan, &results);
+    let rows = judge(&plan, &results, args.metric);
 
     let perf_bench = if args.perf_bench {
         run_perf_bench(&args)
@@ -143,6 +157,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         gdb_n: args.gdb_n,
         threads: args.threads,
         repeat: args.repeat,
+        metric: args.metric,
         watch_address: format!("{:#x}", env.addr),
     };
     if args.json {
@@ -370,6 +385,8 @@ struct StepOutput {
     stderr: String,
     success: bool,
     status: String,
+    /// User + system CPU seconds of the step's whole process tree.
+    cpu: f64,
 }
 
 /// How a contender is judged.
@@ -975,6 +992,7 @@ fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Duration)> {
         .stderr(Stdio::piped())
         // Its own process group, so that a timeout kills gdb's or perf's child too.
         .process_group(0);
+    let cpu_before = children_cpu_seconds();
     let start = Instant::now();
     let mut child = cmd
         .spawn()
@@ -1005,6 +1023,9 @@ fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Duration)> {
     });
     let status = child.wait().context("wait for a contender")?;
     let elapsed = start.elapsed();
+    // One step runs at a time, so the growth of our reaped children's CPU time
+    // is this step's (its descendants are included once it reaped them).
+    let cpu = children_cpu_seconds() - cpu_before;
     let _ = done_tx.send(());
     let timed_out = watchdog.join().unwrap_or(false);
     let (counted, stdout) = out_thread.join().unwrap_or_default();
@@ -1021,9 +1042,23 @@ fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Duration)> {
             stderr,
             success: status.success() && !timed_out,
             status: status_text,
+            cpu,
         },
         elapsed,
     ))
+}
+
+/// User + system CPU seconds of every child this process has reaped.
+fn children_cpu_seconds() -> f64 {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the buffer we own; it cannot
+    // fail with RUSAGE_CHILDREN and a valid pointer.
+    let ru = unsafe {
+        libc::getrusage(libc::RUSAGE_CHILDREN, ru.as_mut_ptr());
+        ru.assume_init()
+    };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// Reads a child's stdout to the end: counts matching lines, keeps head and
@@ -1090,6 +1125,10 @@ struct Measured {
     best: Option<f64>,
     /// Fastest timed seconds of the N = 0 runs.
     startup: Option<f64>,
+    /// Least CPU seconds (timed steps) of the N runs.
+    best_cpu: Option<f64>,
+    /// Least CPU seconds of the N = 0 runs.
+    startup_cpu: Option<f64>,
     /// Untimed setup seconds of the fastest run (e.g. `record` before `report`).
     setup: Option<f64>,
     runs: u32,
@@ -1104,6 +1143,8 @@ impl Measured {
             count: None,
             best: None,
             startup: None,
+            best_cpu: None,
+            startup_cpu: None,
             setup: None,
             runs: 0,
         }
@@ -1111,12 +1152,13 @@ impl Measured {
 
     fn record_run(&mut self, steps: Vec<Step>, parse: Parser, n: u64, startup: bool, timeout: u64) {
         let mut outs = Vec::new();
-        let (mut timed, mut setup) = (0.0, 0.0);
+        let (mut timed, mut setup, mut cpu) = (0.0, 0.0, 0.0);
         for s in &steps {
             match run_step(s, Duration::from_secs(timeout)) {
                 Ok((o, d)) => {
                     if s.timed {
                         timed += d.as_secs_f64();
+                        cpu += o.cpu;
                     } else {
                         setup += d.as_secs_f64();
                     }
@@ -1152,6 +1194,7 @@ impl Measured {
                 return;
             }
             self.startup = Some(self.startup.map_or(timed, |b: f64| b.min(timed)));
+            self.startup_cpu = Some(self.startup_cpu.map_or(cpu, |b: f64| b.min(cpu)));
             return;
         }
         self.runs += 1;
@@ -1167,6 +1210,7 @@ impl Measured {
         if !self.count.as_ref().is_some_and(wrong) {
             self.count = Some(count);
         }
+        self.best_cpu = Some(self.best_cpu.map_or(cpu, |b: f64| b.min(cpu)));
         if self.best.is_none_or(|b| timed < b) {
             self.best = Some(timed);
             self.setup = Some(setup);
@@ -1194,6 +1238,12 @@ struct Row {
     setup_seconds: Option<f64>,
     hits_per_sec: Option<f64>,
     ratio_vs_raw: Option<f64>,
+    /// CPU seconds (user + system, whole process tree) of the least-CPU run.
+    cpu_seconds: Option<f64>,
+    /// CPU seconds of the N = 0 run.
+    startup_cpu_seconds: Option<f64>,
+    hits_per_cpu_sec: Option<f64>,
+    cpu_ratio_vs_raw: Option<f64>,
     /// The target for this row.
     target: String,
     /// The figure the target is checked on (a ratio, or seconds for `<= s`).
@@ -1204,16 +1254,20 @@ struct Row {
     runs: u32,
 }
 
-fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
+fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
     let mut rows: Vec<Row> = plan
         .iter()
         .zip(results)
         .map(|(c, m)| base_row(c, m))
         .collect();
+    let rate = |r: &Row| match metric {
+        Metric::Wall => r.hits_per_sec,
+        Metric::Cpu => r.hits_per_cpu_sec,
+    };
     let rate_of = |rows: &[Row], name: &str| {
         rows.iter()
             .find(|r| r.contender == name && r.verdict != "WRONG")
-            .and_then(|r| r.hits_per_sec)
+            .and_then(rate)
     };
     let secs_of = |rows: &[Row], name: &str| {
         rows.iter()
@@ -1229,11 +1283,11 @@ fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
         let row = &rows[i];
         let (value, pass, missing) = match goal {
             Goal::Baseline => (None, None, None),
-            Goal::RateVsRaw(f) => match (row.hits_per_sec, raw) {
+            Goal::RateVsRaw(f) => match (rate(row), raw) {
                 (Some(r), Some(b)) => (Some(r / b), Some(r / b >= f), None),
                 _ => (None, None, Some("raw-c")),
             },
-            Goal::HwbreakFaster(hw, f) => match (rate_of(&rows, hw), row.hits_per_sec) {
+            Goal::HwbreakFaster(hw, f) => match (rate_of(&rows, hw), rate(row)) {
                 (Some(h), Some(r)) => (Some(h / r), Some(h / r >= f), None),
                 _ => (None, None, Some(hw)),
             },
@@ -1265,12 +1319,16 @@ fn judge(plan: &[Contender], results: &[Measured]) -> Vec<Row> {
             );
         }
     }
-    if let Some(b) = raw {
-        for r in rows.iter_mut() {
-            if r.contender != "hwbreak report" {
-                r.ratio_vs_raw = r.hits_per_sec.map(|h| h / b);
-            }
-        }
+    let raw_row = rows
+        .iter()
+        .find(|r| r.contender == "raw-c" && r.verdict == "baseline");
+    let (raw_wall, raw_cpu) = (
+        raw_row.and_then(|r| r.hits_per_sec),
+        raw_row.and_then(|r| r.hits_per_cpu_sec),
+    );
+    for r in rows.iter_mut() {
+        r.ratio_vs_raw = r.hits_per_sec.zip(raw_wall).map(|(h, b)| h / b);
+        r.cpu_ratio_vs_raw = r.hits_per_cpu_sec.zip(raw_cpu).map(|(h, b)| h / b);
     }
     rows
 }
@@ -1305,6 +1363,10 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         setup_seconds: m.setup.filter(|s| *s > 0.0),
         hits_per_sec: None,
         ratio_vs_raw: None,
+        cpu_seconds: m.best_cpu,
+        startup_cpu_seconds: m.startup_cpu,
+        hits_per_cpu_sec: None,
+        cpu_ratio_vs_raw: None,
         target: c.goal.describe(),
         value: None,
         verdict: String::new(),
@@ -1365,6 +1427,15 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         };
         row.hits_per_sec = Some(c.n as f64 / net);
     }
+    if let Some(best) = m.best_cpu {
+        let net = match m.startup_cpu {
+            Some(st) if c.net_of_startup && best > st => best - st,
+            _ => best,
+        };
+        if net > 0.0 {
+            row.hits_per_cpu_sec = Some(c.n as f64 / net);
+        }
+    }
     row
 }
 
@@ -1380,6 +1451,7 @@ struct Conditions {
     gdb_n: u64,
     threads: u32,
     repeat: u32,
+    metric: Metric,
     watch_address: String,
 }
 
@@ -1471,11 +1543,14 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
         "start s",
         "hits/s",
         "vs raw C",
+        "cpu s",
+        "hits/cpu-s",
+        "cpu vs raw",
         "target",
         "value",
         "verdict",
     ];
-    let cells: Vec<[String; 11]> = rows
+    let cells: Vec<[String; 14]> = rows
         .iter()
         .map(|r| {
             [
@@ -1487,6 +1562,9 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
                 fmt_opt(r.startup_seconds, 3),
                 fmt_rate(r.hits_per_sec),
                 fmt_opt(r.ratio_vs_raw, 3),
+                fmt_opt(r.cpu_seconds, 3),
+                fmt_rate(r.hits_per_cpu_sec),
+                fmt_opt(r.cpu_ratio_vs_raw, 3),
                 r.target.clone(),
                 fmt_opt(r.value, 2),
                 r.verdict.clone(),
@@ -1501,7 +1579,7 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
     }
     let line = |s: &mut String, cols: &[String]| {
         for (i, (cell, w)) in cols.iter().zip(&widths).enumerate() {
-            if i == 0 || i == 8 {
+            if i == 0 || i == 11 {
                 let _ = write!(s, "{cell:<w$}  ");
             } else {
                 let _ = write!(s, "{cell:>w$}  ");
@@ -1516,6 +1594,15 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
     }
     s.push('\n');
     s.push_str("hits/s = N / (e2e s - start s), start s = the same command with N = 0.\n");
+    s.push_str("cpu s = user + system CPU of the contender's process tree (target included); hits/cpu-s nets out its N = 0 run too.\n");
+    let _ = writeln!(
+        s,
+        "targets are judged on {} hits/s.",
+        match c.metric {
+            Metric::Wall => "wall-clock",
+            Metric::Cpu => "CPU-time",
+        }
+    );
     s.push_str("value: the ratio the target is checked on (for `e2e <= this`: this e2e / hwbreak e2e; for `<= s`: seconds).\n");
     let notes: Vec<&Row> = rows.iter().filter(|r| r.note.is_some()).collect();
     if !notes.is_empty() {
@@ -1568,6 +1655,7 @@ mod tests {
             timeout: 60,
             keep: false,
             perf_bench: false,
+            metric: Metric::Wall,
         }
     }
 
@@ -1732,6 +1820,18 @@ mod tests {
     }
 
     #[test]
+    fn run_step_charges_the_cpu_of_the_whole_process_tree() {
+        // The shell's child burns the CPU; the shell only waits for it.
+        let burn = "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'";
+        let step = Step::timed(vec![os("sh"), os("-c"), os(burn)]);
+        let (o, _) = run_step(&step, Duration::from_secs(120)).unwrap();
+        assert!(o.success);
+        assert!(o.cpu > 0.01, "cpu {}", o.cpu);
+        let (idle, _) = run_step(&Step::timed(vec![os("true")]), Duration::from_secs(60)).unwrap();
+        assert!(idle.cpu < o.cpu);
+    }
+
+    #[test]
     fn run_step_reports_a_missing_program() {
         let step = Step::timed(vec![os("/nonexistent/hwbreak-bench-peer")]);
         let e = run_step(&step, Duration::from_secs(5)).unwrap_err();
@@ -1779,7 +1879,7 @@ mod tests {
             measured(100, None, 2.0, 0.5),       // 66.7 hits/s: 909/66.7 = 13.6 < 20
             measured(900, Some(100), 0.2, 0.1),  // lost 100: wrong, whatever its speed
         ];
-        let rows = judge(&plan, &results);
+        let rows = judge(&plan, &results, Metric::Wall);
         let v: Vec<&str> = rows.iter().map(|r| r.verdict.as_str()).collect();
         assert_eq!(v, ["baseline", "MISS", "PASS", "MISS", "WRONG"]);
         assert!((rows[0].hits_per_sec.unwrap() - 1000.0).abs() < 1e-6);
@@ -1803,10 +1903,35 @@ mod tests {
             measured(100, None, 2.0, 0.5),
             Measured::new(Some("bpftrace not found in PATH".into())),
         ];
-        let rows = judge(&plan, &results);
+        let rows = judge(&plan, &results, Metric::Wall);
         let v: Vec<&str> = rows.iter().map(|r| r.verdict.as_str()).collect();
         assert_eq!(v, ["baseline", "ERROR", "n/a", "SKIP"]);
         assert!(rows[3].note.as_deref().unwrap().contains("not found"));
+    }
+
+    #[test]
+    fn judge_on_cpu_uses_cpu_rates() {
+        let plan = vec![
+            contender("raw-c", 1000, Goal::Baseline),
+            contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
+        ];
+        let mut raw = measured(1000, None, 1.0, 0.0);
+        let mut stat = measured(1000, None, 2.0, 0.0); // slow on the wall clock (load)
+        (raw.best_cpu, raw.startup_cpu) = (Some(0.50), Some(0.0));
+        (stat.best_cpu, stat.startup_cpu) = (Some(0.51), Some(0.0)); // 0.98x raw on CPU
+        let wall = judge(
+            &plan,
+            &[
+                measured(1000, None, 1.0, 0.0),
+                measured(1000, None, 2.0, 0.0),
+            ],
+            Metric::Wall,
+        );
+        assert_eq!(wall[1].verdict, "MISS");
+        let rows = judge(&plan, &[raw, stat], Metric::Cpu);
+        assert_eq!(rows[1].verdict, "PASS");
+        assert!((rows[1].cpu_ratio_vs_raw.unwrap() - 0.50 / 0.51).abs() < 1e-9);
+        assert!((rows[1].ratio_vs_raw.unwrap() - 0.5).abs() < 1e-9);
     }
 
     #[test]
@@ -1817,7 +1942,7 @@ mod tests {
         ];
         let mut stat = measured(1000, None, 1.0, 0.0);
         stat.failures = vec!["signal: 6 (SIGABRT)".into()];
-        let rows = judge(&plan, &[measured(1000, None, 1.0, 0.0), stat]);
+        let rows = judge(&plan, &[measured(1000, None, 1.0, 0.0), stat], Metric::Wall);
         assert_eq!(rows[1].verdict, "FLAKY");
         assert!(rows[1].value.is_some());
         assert!(rows[1].note.as_deref().unwrap().contains("SIGABRT"));
