@@ -330,6 +330,7 @@ struct Status {
     shown: bool,
     last: Instant,
     last_hits: u64,
+    rate: f64,
 }
 
 impl Status {
@@ -339,6 +340,7 @@ impl Status {
             shown: false,
             last: Instant::now(),
             last_hits: 0,
+            rate: 0.0,
         }
     }
 
@@ -354,14 +356,19 @@ impl Status {
             return;
         }
         let dt = self.last.elapsed();
-        if !force && dt < Duration::from_millis(250) {
+        if dt >= Duration::from_millis(250) {
+            // The rate is measured over windows of at least 250 ms.
+            self.rate = (hits - self.last_hits) as f64 / dt.as_secs_f64();
+            self.last = Instant::now();
+            self.last_hits = hits;
+        } else if !force {
             return;
         }
-        let rate = (hits - self.last_hits) as f64 / dt.as_secs_f64().max(1e-3);
-        eprint!("\r\x1b[K[hwbreak] {hits} hits, {rate:.0}/s, lost {lost}  (Ctrl-C to stop)");
+        eprint!(
+            "\r\x1b[K[hwbreak] {hits} hits, {:.0}/s, lost {lost}  (Ctrl-C to stop)",
+            self.rate
+        );
         self.shown = true;
-        self.last = Instant::now();
-        self.last_hits = hits;
     }
 }
 
@@ -654,8 +661,11 @@ fn run_sampling(
         let _ = s
             .watcher
             .poll(Some(Duration::from_millis(if values { 5 } else { 20 })));
-        status.clear();
-        sink.drain(&s.watcher);
+        let mut cleared = false;
+        sink.drain_with(&s.watcher, &mut || {
+            status.clear();
+            cleared = true;
+        });
         let _ = sink.out.flush();
         if let Some(e) = sink.err.take() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -663,7 +673,7 @@ fn run_sampling(
             }
             return Err(CliError::new(format!("cannot write output: {e}")));
         }
-        status.update(sink.agg.hits, s.watcher.lost(), false);
+        status.update(sink.agg.hits, s.watcher.lost(), cleared);
         if last_refresh.elapsed() > Duration::from_secs(1) {
             last_refresh = Instant::now();
             sink.refresh_maps();
@@ -737,6 +747,12 @@ impl HitSink<'_> {
     /// where the value was never seen (the program does not stop, so
     /// intermediate values are gone by the time we look).
     fn drain(&mut self, w: &Watcher) {
+        self.drain_with(w, &mut || {});
+    }
+
+    /// [`Self::drain`], calling `before_output` once before the first hit
+    /// is printed (to clear the status line), and only if there is one.
+    fn drain_with(&mut self, w: &Watcher, before_output: &mut dyn FnMut()) {
         let mut batch = std::mem::take(&mut self.batch);
         let mut arena = std::mem::take(&mut self.arena);
         batch.clear();
@@ -747,6 +763,9 @@ impl HitSink<'_> {
             batch.push((h_owned(h), a, arena.len()));
         });
         batch.sort_by_key(|(h, _, _)| h.time);
+        if self.print && !batch.is_empty() {
+            before_output();
+        }
         if !self.values {
             for (h, a, b) in &batch {
                 let hit = WatchHit {

@@ -400,6 +400,10 @@ fn watch_json_prints_exactly_one_object_per_hit_and_a_summary_with_lost_0() {
             "20",
         ]));
     assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !o.stderr.contains("\x1b[K"),
+        "no live status line on a pipe"
+    );
     let lines = json_lines(&o.stdout);
     let want = expected(&o.stderr, "hits");
     let hits: Vec<_> = lines.iter().filter(|l| l["type"] == "hit").collect();
