@@ -360,6 +360,36 @@ fn stat_attached_with_pid_counts_threads_started_before_and_after_attach() {
 }
 
 #[test]
+fn stat_attached_counts_a_shared_library_global() {
+    let _g = slots();
+    let t = Waiting::start(Command::new(c_targets().join("uselib")).args(["700", "wait"]));
+    let bg = Background::start(hwbreak().args([
+        "stat",
+        "--json",
+        "-p",
+        &t.pid().to_string(),
+        "libwatchme.so:watchme_value",
+    ]));
+    let text = t.release();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(
+        j["watches"][0]["hits"].as_u64().unwrap(),
+        expected(&text, "watchme_value")
+    );
+}
+
+#[test]
+fn library_global_of_a_command_not_started_yet_says_to_attach() {
+    let o = run(hwbreak()
+        .args(["stat", "libwatchme.so:watchme_value", "--"])
+        .arg(c_targets().join("uselib"))
+        .arg("10"));
+    assert_clean_error(&o, "attach");
+}
+
+#[test]
 fn stat_attached_to_demo_counts_early_and_late_threads() {
     let _g = slots();
     let t = Waiting::start(Command::new(demo()).args([
