@@ -303,6 +303,31 @@ fn stat_counts_exactly_on_launched_c_target() {
 }
 
 #[test]
+fn a_struct_wider_than_8_bytes_is_split_over_slots_and_counted_whole() {
+    let _g = slots();
+    // struct state { int a; long count; char name[16]; }: 32 bytes, 4 slots.
+    let o = run(hwbreak()
+        .args(["stat", "--json", "state", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["400", "1", "1"]));
+    if o.stderr.contains("no free hardware breakpoint slot") {
+        eprintln!("SKIP a_struct_wider_than_8_bytes...: another perf user holds CPU-wide slots");
+        return;
+    }
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("4 of 4 slots"), "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    let want = expected(&o.stderr, "state.count") + expected(&o.stderr, "state.a");
+    assert_eq!(hits_of(j, "state"), want);
+    // Six watches' worth of slots in one request is refused before any syscall.
+    let o = run(hwbreak()
+        .args(["stat", "state", "counter", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["1", "1", "1"]));
+    assert_clean_error(&o, "state takes 4");
+}
+
+#[test]
 fn stat_counts_exactly_on_launched_non_pie_c_target() {
     let _g = slots();
     let o = run(hwbreak()
@@ -317,7 +342,14 @@ fn stat_counts_exactly_on_launched_non_pie_c_target() {
 fn stat_counts_exactly_on_launched_demo() {
     let _g = slots();
     let o = run(hwbreak()
-        .args(["stat", "--json", "STATE.hits", "STATE.table[2]", "--"])
+        .args([
+            "stat",
+            "--json",
+            "STATE.hits",
+            "STATE.table[2]",
+            "hwbreak_demo::ROUNDS_DONE",
+            "--",
+        ])
         .arg(demo())
         .args([
             "--iterations",
@@ -335,6 +367,9 @@ fn stat_counts_exactly_on_launched_demo() {
         expected(&o.stderr, "table[2]")
     );
     assert_eq!(hits_of(j, "STATE.hits"), 800);
+    // A Rust static by path.
+    let rounds = j["watches"][2]["hits"].as_u64().unwrap();
+    assert_eq!(rounds, 800, "{j}");
 }
 
 #[test]
