@@ -89,6 +89,8 @@ fn linux_error(e: hwbreak_linux::Error) -> CliError {
 
 /// An open session: the watcher and what it was opened for.
 struct Session {
+    /// Each watch's value right after the watches were armed.
+    initial: Vec<Option<u64>>,
     plan: Plan,
     /// The mappings read right after opening.
     maps: Option<Maps>,
@@ -127,8 +129,30 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
         b = b.watch(name, *attr);
     }
     stop_flag();
+    let what: Vec<String> = plan.watches.iter().map(|w| w.describe()).collect();
+    let banner = |whom: &str| {
+        eprintln!(
+            "hwbreak: watching {} in {whom}, {} of {} slots; Ctrl-C to stop",
+            what.join(", "),
+            plan.pieces.len(),
+            crate::sys::SLOTS_PER_CPU
+        )
+    };
+    if let TargetKind::Launch(cmd) = &plan.target {
+        // Armed from the first instruction: say so before the program's own output.
+        banner(&cmd.join(" "));
+    }
     let watcher = b.open().map_err(linux_error)?;
     let pid = watcher.pid();
+    // The values before any hit: read first thing (the program is running).
+    let initial: Vec<Option<u64>> = plan
+        .watches
+        .iter()
+        .map(|w| match (pid, w.kind) {
+            (_, ValueKind::Code) | (None, _) => None,
+            (Some(p), _) => crate::sys::read_value(p, w.addr, w.len),
+        })
+        .collect();
     // Read the maps at once: a short-lived program may be gone soon.
     let mut maps = Maps {
         pid,
@@ -145,20 +169,14 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
         }
     }
     let piece_watch = plan.pieces.iter().map(|p| p.0).collect();
-    let whom = match (&plan.target, pid) {
-        (TargetKind::Launch(cmd), Some(p)) => format!("{} (pid {p})", cmd.join(" ")),
-        (TargetKind::Pid(_), Some(p)) => format!("every thread of process {p}"),
-        (TargetKind::Tid(_), Some(t)) => format!("thread {t}"),
-        _ => "every CPU".to_string(),
-    };
-    let what: Vec<String> = plan.watches.iter().map(|w| w.describe()).collect();
-    eprintln!(
-        "hwbreak: watching {} in {whom}, {} of {} slots; Ctrl-C to stop",
-        what.join(", "),
-        plan.pieces.len(),
-        crate::sys::SLOTS_PER_CPU
-    );
+    match (&plan.target, pid) {
+        (TargetKind::Launch(_), _) => {}
+        (TargetKind::Pid(_), Some(p)) => banner(&format!("every thread of process {p}")),
+        (TargetKind::Tid(_), Some(t)) => banner(&format!("thread {t}")),
+        _ => banner("every CPU"),
+    }
     Ok(Session {
+        initial,
         plan,
         maps: Some(maps),
         watcher,
@@ -620,18 +638,11 @@ fn run_sampling(
         sym: FrameCache::new(OfflineSymbolizer::new(&first_maps)),
         maps,
         values,
-        last_value: s
-            .plan
-            .watches
-            .iter()
-            .map(|w| {
-                if values && w.kind != ValueKind::Code {
-                    s.pid.and_then(|p| crate::sys::read_value(p, w.addr, w.len))
-                } else {
-                    None
-                }
-            })
-            .collect(),
+        last_value: if values {
+            s.initial.clone()
+        } else {
+            vec![None; s.plan.watches.len()]
+        },
         first_ns: None,
         stack_buf: Vec::with_capacity(128),
         comm: HashMap::new(),
