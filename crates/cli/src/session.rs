@@ -139,6 +139,7 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
         )
     };
     if let TargetKind::Launch(cmd) = &plan.target {
+        check_program(&cmd[0])?;
         // Armed from the first instruction: say so before the program's own output.
         banner(&cmd.join(" "));
     }
@@ -840,5 +841,29 @@ impl HitSink<'_> {
                 }
             }
         }
+    }
+}
+
+/// The program to launch exists and is executable (checked before anything
+/// is printed or opened, so the error is the only line).
+fn check_program(prog: &str) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if prog.contains('/') {
+        vec![prog.into()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(prog)).collect())
+            .unwrap_or_default()
+    };
+    let ok = candidates.iter().any(|c| {
+        std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "cannot launch `{prog}`: no such executable{}; check the path after `--`",
+            if prog.contains('/') { "" } else { " in $PATH" }
+        )))
     }
 }
