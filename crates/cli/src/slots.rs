@@ -11,7 +11,8 @@
 
 use crate::cli::SlotsArgs;
 use crate::error::CliError;
-use crate::sys::{open_breakpoint, BpEvent};
+use hwbreak_core::BpAttr;
+use hwbreak_linux::event::{Event, EventAttr};
 use serde::Serialize;
 use std::io::Write;
 
@@ -35,12 +36,13 @@ pub struct Probe {
 /// kernel refuses; return how many fitted. All are closed before returning.
 pub fn probe(pid: i32) -> Result<Probe, CliError> {
     let addr = &PROBE_WORD as *const u64 as u64;
-    let mut held: Vec<BpEvent> = Vec::new();
+    let attr = EventAttr::breakpoint(&BpAttr::write(addr, 8).disabled());
+    let mut held: Vec<Event> = Vec::new();
     let stopped_by = loop {
         if held.len() >= PROBE_MAX {
             break "limit".to_string();
         }
-        match open_breakpoint(pid, -1, addr, 8, true) {
+        match Event::open(&attr, pid, -1, None) {
             Ok(ev) => held.push(ev),
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break "ENOSPC".into(),
             Err(e) if held.is_empty() => {

@@ -1,58 +1,11 @@
-//! The few system calls the CLI makes itself: probing slots with disabled
-//! breakpoints, and reading a watched variable's bytes.
-//!
-//! A thin adapter: once `hwbreak_linux` exports its `Event` handle, the probe
-//! opens through it instead.
+//! The few things the CLI asks the OS itself: reading a watched variable's
+//! bytes, and explaining a refused breakpoint open (for `slots`).
 
 use crate::error::CliError;
-use perf_event_open_sys as sys;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
 
 /// x86-64 has four debug address registers (DR0–DR3) per CPU.
 pub const SLOTS_PER_CPU: usize = 4;
-
-/// An open breakpoint event; Drop closes the fd, which unregisters it.
-#[derive(Debug)]
-pub struct BpEvent(#[allow(dead_code)] OwnedFd);
-
-/// Open a write breakpoint of `len` bytes at `addr` for `pid` (0 = this
-/// process) on `cpu` (-1 = any), disabled when asked.
-pub fn open_breakpoint(
-    pid: i32,
-    cpu: i32,
-    addr: u64,
-    len: u64,
-    disabled: bool,
-) -> io::Result<BpEvent> {
-    // SAFETY: perf_event_attr is integers and unions of integers; all-zero is
-    // the documented starting state.
-    let mut a: sys::bindings::perf_event_attr = unsafe { std::mem::zeroed() };
-    a.type_ = sys::bindings::PERF_TYPE_BREAKPOINT;
-    a.size = std::mem::size_of::<sys::bindings::perf_event_attr>() as u32;
-    a.bp_type = sys::bindings::HW_BREAKPOINT_W;
-    a.bp_addr = addr;
-    a.bp_len = len;
-    a.sample_period = 1;
-    a.set_disabled(u64::from(disabled));
-    a.set_exclude_kernel(1);
-    a.set_exclude_hv(1);
-    // SAFETY: `a` is a valid, fully initialised attr that outlives the call.
-    let fd = unsafe {
-        sys::perf_event_open(
-            &mut a,
-            pid,
-            cpu,
-            -1,
-            sys::bindings::PERF_FLAG_FD_CLOEXEC as _,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: perf_event_open returned a new fd that nothing else owns.
-    Ok(BpEvent(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
 
 /// A one-line explanation of a failed breakpoint open on `pid`.
 pub fn explain_open_error(e: &io::Error, pid: i32) -> String {
