@@ -328,6 +328,29 @@ fn a_struct_wider_than_8_bytes_is_split_over_slots_and_counted_whole() {
 }
 
 #[test]
+fn thread_storm_of_300_threads_counts_exactly() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["stat", "--json", "counter", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["20", "100", "200"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(hits_of(&json_lines(&o.stdout)[0], "counter"), 6000);
+    let o = run(hwbreak()
+        .args(["watch", "--json", "--no-stack", "state.count", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["20", "100", "200"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    assert_eq!(lines.iter().filter(|l| l["type"] == "hit").count(), 6000);
+    assert_eq!(lines.last().unwrap()["lost"], 0);
+    assert_eq!(
+        lines.last().unwrap()["threads"].as_array().unwrap().len(),
+        300
+    );
+}
+
+#[test]
 fn stat_counts_exactly_on_launched_non_pie_c_target() {
     let _g = slots();
     let o = run(hwbreak()
