@@ -1329,8 +1329,9 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
                 "*: judged against this peer anyway: it did less work than N hits in its time, which favours it".into(),
             );
         }
-        // A row whose runs failed in some rounds is FLAKY, whatever its figures.
-        rows[i].verdict = if results[i].failures.is_empty() {
+        // A row whose runs failed in some rounds is FLAKY, whatever its
+        // figures; a miscount (WRONG, or a starred comparison) says more.
+        rows[i].verdict = if results[i].failures.is_empty() || starred {
             verdict
         } else {
             "FLAKY".to_string()
@@ -1985,14 +1986,23 @@ mod tests {
 
     #[test]
     fn a_contender_that_fails_in_one_round_is_flaky_not_passed() {
+        let mut stat = measured(1000, None, 1.0, 0.0);
+        stat.failures = vec!["signal: 6 (SIGABRT)".into()];
+        let mut lossy = measured(10, Some(990), 1.0, 0.0);
+        lossy.failures = vec!["signal: 6 (SIGABRT)".into()];
         let plan = vec![
             contender("raw-c", 1000, Goal::Baseline),
             contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
+            contender("bpftrace printf", 1000, Goal::HwbreakFaster(HW_WATCH, 1.0)),
         ];
-        let mut stat = measured(1000, None, 1.0, 0.0);
-        stat.failures = vec!["signal: 6 (SIGABRT)".into()];
-        let rows = judge(&plan, &[measured(1000, None, 1.0, 0.0), stat], Metric::Wall);
+        let rows = judge(
+            &plan,
+            &[measured(1000, None, 1.0, 0.0), stat, lossy],
+            Metric::Wall,
+        );
         assert_eq!(rows[1].verdict, "FLAKY");
+        // A miscount stays WRONG even when some of its rounds also crashed.
+        assert_eq!(rows[2].verdict, "WRONG");
         assert!(rows[1].value.is_some());
         assert!(rows[1].note.as_deref().unwrap().contains("SIGABRT"));
     }
