@@ -32,6 +32,25 @@ struct state {
 long counter;
 struct state state = { 0, 0, "counter" };
 int table[16];
+/* Shapes for nested expressions (never written by the workers). */
+struct point {
+    int x;
+    int y;
+};
+struct outer {
+    long tag;
+    struct point p[2];
+} outer;
+int grid[3][4];
+struct tagged {
+    int kind;
+    union {
+        long l;
+        double d;
+    };
+} tagged;
+unsigned char flags[5];
+
 /* Thread-local: one copy per thread, so no single address (an error case). */
 __thread long tls_rounds;
 
@@ -92,6 +111,11 @@ int main(int argc, char **argv)
     printf("addr table=%p\n", (void *)table);
     printf("addr table[3]=%p\n", (void *)&table[3]);
     printf("addr fn bump_counter=%p\n", (void *)bump_counter);
+    printf("addr outer.p[1].y=%p\n", (void *)&outer.p[1].y);
+    printf("addr grid[2][3]=%p\n", (void *)&grid[2][3]);
+    printf("addr grid[1]=%p\n", (void *)&grid[1]);
+    printf("addr tagged.d=%p\n", (void *)&tagged.d);
+    printf("addr flags[3]=%p\n", (void *)&flags[3]);
     printf("expect counter=%ld state.count=%ld state.a=%ld", iterations * workers,
            iterations * workers, iterations * workers);
     for (int i = 0; i < 16; i++)

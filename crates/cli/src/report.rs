@@ -46,6 +46,26 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
     Ok((r.header, agg))
 }
 
+/// Read a record file and symbolize its top `top` writer stacks: all the
+/// work of `hwbreak report` except printing (for benchmarks and tests).
+/// Returns the totals and the number of frames shown.
+pub fn analyse(path: &std::path::Path, top: usize) -> Result<(Agg, usize), CliError> {
+    let (header, agg) = aggregate(path)?;
+    let mut sym = FrameCache::new(OfflineSymbolizer::new(&header.modules));
+    let view = SummaryView {
+        agg: &agg,
+        duration_s: 0.0,
+        top,
+        target_exit: None,
+    };
+    let frames = view
+        .shown_stacks(&mut sym)
+        .iter()
+        .map(|s| s.frames.len())
+        .sum();
+    Ok((agg, frames))
+}
+
 /// Run `hwbreak report`.
 pub fn run(args: &ReportArgs) -> Result<(), CliError> {
     let (header, agg) = aggregate(&args.file)?;

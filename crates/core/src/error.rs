@@ -60,6 +60,14 @@ pub enum Error {
         /// The pool named in the release.
         pool: Pool,
     },
+    /// The debugger tried to release a slot whose register it still programs.
+    #[error("the debugger still programs a {pool:?} register on CPU {}; try_unclaim it before releasing its slot", cpu.0)]
+    StillClaimed {
+        /// The CPU where the claim is.
+        cpu: CpuId,
+        /// The pool.
+        pool: Pool,
+    },
     /// The debugger path found the books locked; it never waits.
     #[error(
         "the breakpoint books are locked by another CPU; try again (the debugger path never waits)"

@@ -68,6 +68,9 @@ pub(crate) struct CpuTable {
     pub task: Option<TaskId>,
     /// Hits whose step-over is in progress: at most one per slot.
     pub pending: Vec<Option<Pending>>,
+    /// Bit `i` of `claimed[pool]`: the debugger (kgdb path) programs register
+    /// `i` itself; the layer never installs there.
+    claimed: [u32; 2],
 }
 
 impl CpuTable {
@@ -81,7 +84,38 @@ impl CpuTable {
             ],
             task: None,
             pending: (0..(l[0] + l[1]).min(MAX_HITS)).map(|_| None).collect(),
+            claimed: [0; 2],
         }
+    }
+
+    /// Claim a register of `pool` for the debugger: the first one neither
+    /// occupied nor claimed. Never allocates.
+    pub fn claim(&mut self, pool: Pool) -> Option<usize> {
+        let claimed = self.claimed[pool.idx()];
+        let slot = self.slots[pool.idx()]
+            .iter()
+            .enumerate()
+            .position(|(i, s)| s.is_none() && claimed & (1 << i) == 0)?;
+        self.claimed[pool.idx()] |= 1 << slot;
+        Some(slot)
+    }
+
+    /// Give a claimed register back. Returns whether it was claimed.
+    pub fn unclaim(&mut self, pool: Pool, slot: usize) -> bool {
+        let bit = 1u32.checked_shl(slot as u32).unwrap_or(0);
+        let was = self.claimed[pool.idx()] & bit != 0;
+        self.claimed[pool.idx()] &= !bit;
+        was
+    }
+
+    /// Registers of `pool` the debugger claims.
+    pub fn claims(&self, pool: Pool) -> usize {
+        self.claimed[pool.idx()].count_ones() as usize
+    }
+
+    /// Drop every debugger claim (session end, CPU offline).
+    pub fn unclaim_all(&mut self) {
+        self.claimed = [0; 2];
     }
 
     /// What sits in `slot` of `pool`.
@@ -125,7 +159,11 @@ impl CpuTable {
     ) -> Option<usize> {
         let pool = e.bp.pool;
         let limit = self.slots[pool.idx()].len();
-        let slot = self.slots[pool.idx()].iter().position(|s| s.is_none());
+        let claimed = self.claimed[pool.idx()];
+        let slot = self.slots[pool.idx()]
+            .iter()
+            .enumerate()
+            .position(|(i, s)| s.is_none() && claimed & (1 << i) == 0);
         // Invariant: never more installed on a CPU than the pool has slots.
         // The books guarantee room; running out here means they were bypassed.
         debug_assert!(

@@ -137,7 +137,7 @@ struct Bp {
     reserve_on_enable: bool,
     shared: Arc<Shared>,
     /// Wide breakpoints: the CPUs it is live (booked) on.
-    wide: Option<Fanout<CpuId, ()>>,
+    wide: Option<Fanout<CpuId, Hint>>,
 }
 
 impl Bp {
@@ -183,6 +183,12 @@ struct Books {
     dbg_held: [usize; 2],
 }
 
+/// Where a wide breakpoint sits on one CPU: the slot commit used, so
+/// unregister can clear it without searching. Only a hint: modify or enable
+/// may move the breakpoint, and a stale hint falls back to a search.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hint(Option<(Pool, u8)>);
+
 /// The wide-breakpoint domain for [`Fanout`]: every online CPU.
 /// prepare = book one CPU-bound slot there; commit = program the register.
 struct Wide<'a> {
@@ -200,34 +206,43 @@ struct Wide<'a> {
 
 impl Domain for Wide<'_> {
     type Member = CpuId;
-    type Handle = ();
+    type Handle = Hint;
     type Error = Error;
 
-    fn prepare(&mut self, cpu: CpuId) -> Result<(), Error> {
+    fn prepare(&mut self, cpu: CpuId) -> Result<Hint, Error> {
         if self.book {
             self.slots.reserve(self.pool, Target::Cpu(cpu), 1)?;
         }
-        Ok(())
+        Ok(Hint(None))
     }
 
-    fn commit(&mut self, cpu: CpuId, _: &mut ()) {
+    fn commit(&mut self, cpu: CpuId, hint: &mut Hint) {
         if let Some(e) = &self.install {
-            self.tables[cpu.idx()]
+            let pool = e.bp.pool;
+            let slot = self.tables[cpu.idx()]
                 .lock()
                 .install(self.arch, self.m, cpu, e.clone());
+            hint.0 = slot.map(|s| (pool, s as u8));
         }
     }
 
-    fn abort(&mut self, cpu: CpuId, _: ()) {
+    fn abort(&mut self, cpu: CpuId, _: Hint) {
         if self.book {
             release(self.slots, self.pool, Target::Cpu(cpu));
         }
     }
 
-    fn remove(&mut self, cpu: CpuId, _: ()) {
-        self.tables[cpu.idx()]
-            .lock()
-            .uninstall(self.arch, self.m, cpu, self.id);
+    fn remove(&mut self, cpu: CpuId, hint: Hint) {
+        let mut t = self.tables[cpu.idx()].lock();
+        match hint.0 {
+            Some((pool, slot)) if t.get(pool, slot as usize).is_some_and(|e| e.id == self.id) => {
+                t.uninstall_slot(self.arch, self.m, cpu, pool, slot as usize);
+            }
+            _ => {
+                t.uninstall(self.arch, self.m, cpu, self.id);
+            }
+        }
+        drop(t);
         if self.book {
             release(self.slots, self.pool, Target::Cpu(cpu));
         }
@@ -399,10 +414,10 @@ impl Layer {
                 for c in 0..self.possible {
                     b.online[c] = m.is_online(CpuId(c as u32));
                 }
-                let cpus: Vec<CpuId> = (0..self.possible)
-                    .filter(|&c| b.online[c])
-                    .map(|c| CpuId(c as u32))
-                    .collect();
+                let online = &b.online;
+                let cpus = (0..self.possible)
+                    .filter(|&c| online[c])
+                    .map(|c| CpuId(c as u32));
                 let mut d = Wide {
                     slots: &mut b.slots,
                     tables: &self.tables,
@@ -917,6 +932,7 @@ impl Layer {
                     t.pending.iter_mut().for_each(|p| *p = None);
                     m.set_single_step(cpu, false);
                 }
+                t.unclaim_all();
                 debug_assert_eq!(t.count(Pool::Inst) + t.count(Pool::Data), 0);
             }
             b.slots.clear_cpu(cpu);
@@ -985,11 +1001,65 @@ impl Layer {
     }
 
     /// Debugger path: give it back, never blocking. [`Error::Busy`] when the
-    /// books are locked (keep the slot and try again);
-    /// [`Error::NotReserved`] when no debugger slot of that pool is held.
+    /// books (or an install table) are locked (keep the slot and try again);
+    /// [`Error::NotReserved`] when no debugger slot of that pool is held;
+    /// [`Error::StillClaimed`] while the debugger still programs as many
+    /// registers on some CPU as it holds slots there.
     pub fn try_release(&self, slot: DbgSlot) -> Result<(), Error> {
+        let pool = slot.pool;
         let mut b = self.books.try_lock().ok_or(Error::Busy)?;
-        Self::dbg_release_locked(&mut b, slot.pool)
+        if b.dbg_held[pool.idx()] == 0 {
+            return Err(Error::NotReserved { pool });
+        }
+        // Every claimed register must stay covered by a booking, or the
+        // layer could book a breakpoint it has no free register for.
+        for (c, held) in b.dbg.iter().enumerate() {
+            if held[pool.idx()] > 0 {
+                let t = self.tables[c].try_lock().ok_or(Error::Busy)?;
+                if t.claims(pool) >= usize::from(held[pool.idx()]) {
+                    return Err(Error::StillClaimed {
+                        cpu: CpuId(c as u32),
+                        pool,
+                    });
+                }
+            }
+        }
+        Self::dbg_release_locked(&mut b, pool)
+    }
+
+    /// Debugger path: pick the register the debugger will program itself on
+    /// `cpu`, from the slots it booked ([`Layer::try_reserve`] or a
+    /// [`DebugSession`]). Returns the register index of `pool`; the layer
+    /// never installs there until [`Layer::try_unclaim`]. Never blocks, never
+    /// allocates: [`Error::Busy`] if the books or `cpu`'s install table are
+    /// locked; [`Error::NotReserved`] if the debugger has no booked slot left
+    /// to claim on `cpu`; [`Error::NoSuchCpu`].
+    ///
+    /// A hit in a claimed register is the debugger's: the layer's dispatch
+    /// counts it as a stray (empty slot) and delivers nothing.
+    pub fn try_claim(&self, cpu: CpuId, pool: Pool) -> Result<usize, Error> {
+        self.check_cpu(cpu)?;
+        let b = self.books.try_lock().ok_or(Error::Busy)?;
+        let mut t = self.tables[cpu.idx()].try_lock().ok_or(Error::Busy)?;
+        if usize::from(b.dbg[cpu.idx()][pool.idx()]) <= t.claims(pool) {
+            return Err(Error::NotReserved { pool });
+        }
+        // Booked means free: the layer installs at most (slots - debugger
+        // bookings) breakpoints on this CPU, so an unclaimed register is free.
+        t.claim(pool).ok_or(Error::NotReserved { pool })
+    }
+
+    /// Debugger path: give back a register taken with [`Layer::try_claim`]
+    /// (after clearing it). Never blocks: [`Error::Busy`] if `cpu`'s install
+    /// table is locked; [`Error::NotReserved`] if it was not claimed.
+    pub fn try_unclaim(&self, cpu: CpuId, pool: Pool, slot: usize) -> Result<(), Error> {
+        self.check_cpu(cpu)?;
+        let mut t = self.tables[cpu.idx()].try_lock().ok_or(Error::Busy)?;
+        if t.unclaim(pool, slot) {
+            Ok(())
+        } else {
+            Err(Error::NotReserved { pool })
+        }
     }
 
     /// Debugger path: how many slots of `pool` are free on *every* online
@@ -1082,10 +1152,22 @@ impl DebugSession<'_> {
         self.held[pool.idx()]
     }
 
-    /// Release every held slot, never blocking. [`Error::Busy`] when the
-    /// books are locked: nothing was released, try again.
+    /// Register `pool`'s register on `cpu` for the debugger to program (see
+    /// [`Layer::try_claim`]).
+    pub fn claim(&self, cpu: CpuId, pool: Pool) -> Result<usize, Error> {
+        self.layer.try_claim(cpu, pool)
+    }
+
+    /// Drop every debugger claim and release every held slot, never
+    /// blocking. [`Error::Busy`] when the books or an install table are
+    /// locked: nothing was released, try again. The debugger clears the
+    /// registers it programmed before calling this.
     pub fn end(&mut self) -> Result<(), Error> {
         let mut b = self.layer.books.try_lock().ok_or(Error::Busy)?;
+        // Claims first: a retry after Busy clears the rest (idempotent).
+        for t in &self.layer.tables {
+            t.try_lock().ok_or(Error::Busy)?.unclaim_all();
+        }
         Self::release_all(&mut b, &mut self.held);
         Ok(())
     }
@@ -1105,6 +1187,9 @@ impl Drop for DebugSession<'_> {
     fn drop(&mut self) {
         if self.held != [0, 0] {
             let mut b = self.layer.books.lock();
+            for t in &self.layer.tables {
+                t.lock().unclaim_all();
+            }
             Self::release_all(&mut b, &mut self.held);
         }
     }

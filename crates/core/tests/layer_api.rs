@@ -530,3 +530,9 @@ fn callback_gets_the_cookie_and_counter_counts_only_delivered_hits() {
     assert_eq!(n.load(Ordering::SeqCst), 10);
     assert_eq!(l.hits(id), Ok(10));
 }
+
+#[test]
+fn layer_is_send_and_sync_so_cpus_can_share_it() {
+    fn shared<T: Send + Sync>() {}
+    shared::<hwbreak_core::layer::Layer>();
+}

@@ -54,6 +54,7 @@ fn debugger_gets_busy_at_once_while_another_thread_holds_the_books() {
     );
     assert_eq!(l.free_everywhere(Pool::Data), Err(Error::Busy));
     assert!(matches!(l.debug_session(), Err(Error::Busy)));
+    assert_eq!(l.try_claim(CpuId(1), Pool::Data), Err(Error::Busy));
     // Dispatch takes only CPU 1's table: not blocked by A.
     assert_eq!(mb.access(&l, 1, 0x10, Access::Write).0.delivered, 1);
 
@@ -177,4 +178,111 @@ fn a_dropped_debug_session_does_not_leak_its_slots() {
         assert_eq!(s.held(Pool::Data), 4);
     }
     assert_eq!(l.snapshot(), before);
+}
+
+#[test]
+fn a_claimed_register_is_never_used_by_the_layer() {
+    // x86-like, 4 slots on one CPU. Breakpoints at registers 0..2, then the
+    // one in register 1 goes: the debugger's booked slot claims register 1.
+    let l = layer(ToyArch::mixed(4), 1);
+    let mut m = TestMachine::new(1);
+    let ids: Vec<_> = [0x10, 0x20, 0x30]
+        .iter()
+        .map(|&a| {
+            l.register(
+                &mut m,
+                Request::new(BpAttr::write(a, 8), Target::Cpu(CpuId(0))),
+            )
+            .unwrap()
+        })
+        .collect();
+    l.unregister(&mut m, ids[1]).unwrap();
+    let s = l.try_reserve(Pool::Data).unwrap();
+    let r = l.try_claim(CpuId(0), Pool::Data).unwrap();
+    assert_eq!(r, 1, "the first register neither installed nor claimed");
+    assert_eq!(
+        l.try_claim(CpuId(0), Pool::Data),
+        Err(Error::NotReserved { pool: Pool::Data })
+    );
+    // The debugger programs register 1 itself.
+    {
+        use hwbreak_core::arch::Reg;
+        use hwbreak_core::Machine;
+        let regs = m.regs(CpuId(0));
+        regs.write(Reg::Addr(Pool::Data, 1), 0xdead0);
+        regs.write(Reg::Ctrl(Pool::Data, 1), 1 | 2 << 4 | 8 << 8);
+    }
+    // One more layer breakpoint fits (3 + 1 debugger = 4) and goes to register 3.
+    l.register(
+        &mut m,
+        Request::new(BpAttr::write(0x40, 8), Target::Cpu(CpuId(0))),
+    )
+    .unwrap();
+    assert_eq!(
+        l.installed(CpuId(0))
+            .iter()
+            .map(|x| x.1)
+            .collect::<Vec<_>>(),
+        vec![0, 2, 3]
+    );
+    assert_eq!(
+        m.armed(0).iter().find(|x| x.1 == 1).map(|x| x.2),
+        Some(0xdead0),
+        "debugger's register intact"
+    );
+    // A hit in the claimed register is the debugger's: no delivery.
+    assert_eq!(m.access(&l, 0, 0xdead0, Access::Write).0.delivered, 0);
+    // Releasing the slot while still claiming its register is refused.
+    assert_eq!(
+        l.try_release(s),
+        Err(Error::StillClaimed {
+            cpu: CpuId(0),
+            pool: Pool::Data
+        })
+    );
+    l.try_unclaim(CpuId(0), Pool::Data, 1).unwrap();
+    assert_eq!(
+        l.try_unclaim(CpuId(0), Pool::Data, 1),
+        Err(Error::NotReserved { pool: Pool::Data })
+    );
+    l.try_release(s).unwrap();
+    assert_eq!(
+        l.try_claim(CpuId(0), Pool::Data),
+        Err(Error::NotReserved { pool: Pool::Data })
+    );
+    assert_eq!(
+        l.try_claim(CpuId(7), Pool::Data),
+        Err(Error::NoSuchCpu {
+            cpu: CpuId(7),
+            possible: 1
+        })
+    );
+}
+
+#[test]
+fn ending_a_session_drops_its_claims() {
+    let l = layer(ToyArch::mixed(2), 2);
+    let mut m = TestMachine::new(2);
+    let mut s = l.debug_session().unwrap();
+    assert_eq!(s.claim(CpuId(0), Pool::Data), Ok(0));
+    assert_eq!(s.claim(CpuId(1), Pool::Data), Ok(0));
+    s.end().unwrap();
+    drop(s);
+    // Both registers are the layer's again.
+    for c in 0..2 {
+        for a in [0x10, 0x20] {
+            l.register(
+                &mut m,
+                Request::new(BpAttr::write(a, 8), Target::Cpu(CpuId(c))),
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            l.installed(CpuId(c))
+                .iter()
+                .map(|x| x.1)
+                .collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+    }
 }

@@ -8,13 +8,14 @@
 //! `perf-event-open-sys` crate (its `perf_event_attr` already has the 5.13+
 //! `sigtrap`, `remove_on_exec` and `sig_data` fields).
 //!
-//! ```no_run
+//! ```
 //! use hwbreak_linux::event::{Event, EventAttr};
 //! use hwbreak_core::BpAttr;
 //! static mut X: u64 = 0;
 //! let addr = &raw const X as u64;
 //! let attr = EventAttr::breakpoint(&BpAttr::write(addr, 8));
 //! let ev = Event::open(&attr, 0, -1, None)?; // this thread, any CPU
+//! // SAFETY: a volatile write to a static nobody else touches.
 //! unsafe { std::ptr::write_volatile(&raw mut X, 1) };
 //! assert_eq!(ev.read_count()?.value, 1);
 //! # Ok::<(), std::io::Error>(())
@@ -269,6 +270,12 @@ impl Event {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             read_format: attr.0.read_format,
         })
+    }
+
+    /// Adopt an fd that refers to a perf event (e.g. received over a socket),
+    /// opened with `read_format`.
+    pub(crate) fn from_owned_fd(fd: OwnedFd, read_format: u64) -> Event {
+        Event { fd, read_format }
     }
 
     fn check(rc: libc::c_int) -> io::Result<()> {

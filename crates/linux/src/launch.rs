@@ -5,6 +5,11 @@
 //! releases the child, which calls `exec`; the kernel enables the events
 //! during `exec`, before the new program's first instruction.
 //!
+//! When the addresses are only known after the program is loaded (a PIE
+//! with ASLR, a global in a shared library), use [`StoppedAtEntry`]
+//! instead: the child stops at its ELF entry point, after the dynamic
+//! loader mapped its libraries and before any of the program's own code ran.
+//!
 //! We use `std::process::Command` (with `pre_exec`) rather than a hand-written
 //! fork, to keep its environment, cwd and stdio handling. Its `spawn()` waits
 //! until `exec` succeeded, so it runs on a helper thread; the child reports
@@ -159,6 +164,178 @@ impl Drop for Gated {
         self.gate_w.take();
         if let Some(h) = self.spawner.take() {
             let _ = h.join();
+        }
+    }
+}
+
+/// A launched command stopped at its ELF entry point (`AT_ENTRY`), traced by
+/// the calling thread: resolve symbols in it (its libraries are mapped),
+/// open a [`crate::watch::Watcher`] on `Target::Process(pid)`, then
+/// [`StoppedAtEntry::resume`]. Call every method from the thread that
+/// spawned it (ptrace requests only work from the tracer thread).
+///
+/// How: `PTRACE_TRACEME` before `exec`; the kernel stops the child with
+/// `SIGTRAP` after `exec`; we read `AT_ENTRY` from `/proc/PID/auxv`, put an
+/// execute breakpoint there in DR0 ([`crate::ptrace`]), continue, and clear
+/// DR0 at the stop. Dropping it without `resume` kills the child.
+#[derive(Debug)]
+pub struct StoppedAtEntry {
+    child: Option<Child>,
+    pid: i32,
+    entry: u64,
+}
+
+fn wait_stop(pid: i32) -> io::Result<i32> {
+    loop {
+        let mut st = 0;
+        // SAFETY: waitpid writes one int to `st`, a live local.
+        let r = unsafe { libc::waitpid(pid, &mut st, libc::__WALL) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if libc::WIFSTOPPED(st) {
+            return Ok(libc::WSTOPSIG(st));
+        }
+        return Err(io::Error::other(format!(
+            "the program exited before reaching its entry point (status {st:#x})"
+        )));
+    }
+}
+
+fn cont(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: PTRACE_CONT takes integers only.
+    if unsafe {
+        libc::ptrace(
+            libc::PTRACE_CONT,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            sig as usize as *mut libc::c_void,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `AT_ENTRY` from `/proc/PID/auxv`.
+pub fn auxv_entry(pid: i32) -> io::Result<u64> {
+    let b = std::fs::read(format!("/proc/{pid}/auxv"))?;
+    b.chunks_exact(16)
+        .map(|c| {
+            (
+                u64::from_ne_bytes(c[..8].try_into().unwrap()),
+                u64::from_ne_bytes(c[8..].try_into().unwrap()),
+            )
+        })
+        .find(|&(k, _)| k == libc::AT_ENTRY)
+        .map(|(_, v)| v)
+        .ok_or_else(|| io::Error::other("no AT_ENTRY in auxv"))
+}
+
+impl StoppedAtEntry {
+    /// Launch `cmd` and stop it at its entry point. `no_aslr` as in [`Gated::spawn`].
+    pub fn spawn(mut cmd: Command, no_aslr: bool) -> Result<StoppedAtEntry> {
+        let program = cmd.get_program().to_string_lossy().into_owned();
+        let err = |e: io::Error| Error::Launch {
+            program: program.clone(),
+            source: e,
+        };
+        // SAFETY: the closure runs in the forked child and only makes
+        // async-signal-safe calls (personality, ptrace).
+        unsafe {
+            cmd.pre_exec(move || {
+                if no_aslr {
+                    let cur = libc::personality(0xffff_ffff);
+                    if cur >= 0 {
+                        libc::personality(
+                            (cur as libc::c_ulong) | libc::ADDR_NO_RANDOMIZE as libc::c_ulong,
+                        );
+                    }
+                }
+                if libc::ptrace(
+                    libc::PTRACE_TRACEME,
+                    0,
+                    std::ptr::null_mut::<libc::c_void>(),
+                    std::ptr::null_mut::<libc::c_void>(),
+                ) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(err)?;
+        let pid = child.id() as i32;
+        let mut me = StoppedAtEntry {
+            child: Some(child),
+            pid,
+            entry: 0,
+        };
+        // The post-exec SIGTRAP.
+        let sig = wait_stop(pid).map_err(err)?;
+        if sig != libc::SIGTRAP {
+            return Err(err(io::Error::other(format!(
+                "unexpected stop signal {sig} after exec"
+            ))));
+        }
+        me.entry = auxv_entry(pid).map_err(err)?;
+        let mut bps = crate::ptrace::PtraceBreakpoints::new(pid);
+        bps.set(0, &hwbreak_core::BpAttr::exec(me.entry))?;
+        cont(pid, 0).map_err(err)?;
+        loop {
+            let sig = wait_stop(pid).map_err(err)?;
+            if sig == libc::SIGTRAP && bps.hit_slots()?.0 & 1 != 0 {
+                break;
+            }
+            // A signal for the program (the loader may get one): deliver it.
+            cont(pid, if sig == libc::SIGTRAP { 0 } else { sig }).map_err(err)?;
+        }
+        bps.clear(0)?;
+        bps.clear_status()?;
+        Ok(me)
+    }
+
+    /// The child's pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The entry point it is stopped at.
+    pub fn entry(&self) -> u64 {
+        self.entry
+    }
+
+    /// Detach: the program runs from its entry point.
+    pub fn resume(mut self) -> Result<Child> {
+        // SAFETY: PTRACE_DETACH takes integers only.
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_DETACH,
+                self.pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+        if rc < 0 {
+            return Err(Error::sys(
+                "detach from the launched command",
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(self.child.take().expect("child"))
+    }
+}
+
+impl Drop for StoppedAtEntry {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 }

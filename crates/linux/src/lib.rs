@@ -4,18 +4,28 @@
 //! threads created later), a CPU, every CPU, or a command we launch, with
 //! real debug registers through `perf_event_open(PERF_TYPE_BREAKPOINT)`.
 //!
-//! ```no_run
+//! ```
 //! use hwbreak_linux::watch::{Mode, Target, Watcher};
 //! use hwbreak_core::BpAttr;
-//! # let (pid, addr) = (1234, 0x5555_5555_8010u64);
-//! // Count every write to 8 bytes at `addr` in process `pid`, in every thread.
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! static COUNTER: AtomicU64 = AtomicU64::new(0);
+//!
+//! // Watch every write to COUNTER in this process: all threads, including
+//! // threads started later. (For another process: Target::Process(pid).)
 //! let w = Watcher::builder()
-//!     .target(Target::Process(pid))
-//!     .watch("counter", BpAttr::write(addr, 8))
-//!     .mode(Mode::Count)
+//!     .target(Target::Process(std::process::id() as i32))
+//!     .watch("COUNTER", BpAttr::write(COUNTER.as_ptr() as u64, 8))
+//!     .mode(Mode::Sample { callchain: true, user_regs_stack: false })
 //!     .open()?;
-//! std::thread::sleep(std::time::Duration::from_secs(1));
-//! println!("{} writes", w.counts()?[0]);
+//! std::thread::spawn(|| COUNTER.store(1, Ordering::Relaxed)).join().unwrap();
+//! COUNTER.store(2, Ordering::Relaxed);
+//!
+//! assert_eq!(w.counts()?, vec![2]); // exact
+//! let mut tids = Vec::new();
+//! w.drain(|hit| tids.push(hit.tid)); // one record per hit: ip, tid, time, callchain
+//! assert_eq!(tids.len(), 2);
+//! assert_eq!(w.lost(), 0);
 //! # Ok::<(), hwbreak_linux::Error>(())
 //! ```
 //!
@@ -26,10 +36,26 @@
 //! * [`watch`]: targets, counting and sampling, all-or-nothing over threads
 //!   with `hwbreak_core::fanout`, modify in place with rollback.
 //! * [`threads`]: how every thread of a process is attached with no escape.
-//! * [`launch`]: a command watched from its first instruction.
+//! * [`launch`]: a command watched from its first instruction
+//!   ([`launch::Gated`], used by `Target::Launch`), or stopped at its entry
+//!   point so names can be resolved in the loaded image first
+//!   ([`launch::StoppedAtEntry`]).
 //! * [`sigtrap`]: synchronous in-process callbacks on the thread that hit.
 //! * [`ptrace`]: a stop-mode backend writing x86-64 debug registers directly.
 //! * [`symbols`]: names to addresses and IPs to frames (the symbols work).
+//!
+//! ## Choosing a mode
+//!
+//! * [`watch::Mode::Count`]: exact counts, cheapest (no records).
+//! * [`watch::Mode::Sample`]: one record per hit (IP, TID, time, address,
+//!   callchain, optionally registers and stack) through our ring reader;
+//!   drain from a dedicated thread (boost it with
+//!   [`watch::Watcher::boost_current_thread`]) so a busy target cannot
+//!   fill the rings.
+//! * [`sigtrap::TrapWatcher`]: a closure on the hitting thread, in this
+//!   process only, async-signal-safe code only.
+//! * [`ptrace::PtraceBreakpoints`]: stop-mode, for a debugger that already
+//!   traces the thread.
 //!
 //! It validates every request with core's x86-64 arch rules before any
 //! system call, and turns the kernel's refusals into [`Error`]s that say
@@ -45,6 +71,7 @@ pub mod procfs;
 pub mod ptrace;
 pub mod record;
 pub mod ring;
+mod selfattach;
 pub mod sigtrap;
 pub mod symbols;
 pub mod threads;

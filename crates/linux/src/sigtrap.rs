@@ -25,7 +25,7 @@
 //! `drop` returns the closure never runs again (as the kernel's
 //! `unregister_hw_breakpoint`). Do not drop it from inside its own closure.
 //!
-//! ```no_run
+//! ```
 //! use hwbreak_linux::sigtrap::TrapWatcher;
 //! use hwbreak_linux::watch::Target;
 //! use hwbreak_core::BpAttr;
@@ -39,6 +39,9 @@
 //!     |_hit| { HITS.fetch_add(1, Ordering::Relaxed); },
 //! )?;
 //! X.store(1, Ordering::Relaxed);
+//! assert_eq!(HITS.load(Ordering::Relaxed), 1); // already ran, on this thread
+//! drop(t); // unregistered: the closure never runs again
+//! X.store(2, Ordering::Relaxed);
 //! assert_eq!(HITS.load(Ordering::Relaxed), 1);
 //! # Ok::<(), hwbreak_linux::Error>(())
 //! ```

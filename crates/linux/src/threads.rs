@@ -25,10 +25,31 @@
 //! them all, and detach, re-injecting any signal that arrived meanwhile.
 //! Nothing is inherited during the freeze, so nothing is attached twice.
 //!
-//! Freezing needs ptrace rights over the target (the same uid, no other
-//! tracer, and no Yama restriction) and cannot be done on our own process.
-//! Then [`crate::watch`] falls back to re-scanning until stable and documents
-//! that window (2) remains for threads created *during* the attach.
+//! A thread cannot ptrace its own process, so for our own process a forked
+//! helper does the freeze and hands the fds back (`crate::selfattach`).
+//! Freezing needs ptrace rights over the target (the same uid, a dumpable
+//! process, no other tracer, and no Yama restriction). Without them
+//! [`crate::watch`] falls back to re-scanning until stable
+//! ([`crate::watch::Attach::Rescan`] says so and why): no thread escapes, but
+//! window (2) remains for threads that attached threads create *during* the
+//! attach. Threads created after `open` returns are always exact (inherited).
+//!
+//! Measured on this project's 2-CPU test VM with `tests/c/spawner.c` (two
+//! threads creating a thread every 50 µs, each living 2 ms, then writing):
+//! re-scanning over-counted in 7 of 10 rounds (e.g. 33,900 counted for
+//! 30,700 writes) (`cargo test -p hwbreak-linux --test count --
+//! --ignored experiment_rescan`); frozen, the count was exact in every
+//! round (`enumeration_race_no_thread_escapes_and_none_is_attached_twice`).
+//! In-process (Rust threads lingering 2 ms, spawned every 100 µs), re-scanning
+//! over-counted in 3 of 3 rounds (e.g. 4,560 for 4,280 writes); the helper
+//! freeze was exact (`own_process_enumeration_race_is_exact_with_the_helper_freeze`).
+//!
+//! A thread that is already traced by the calling thread (a command stopped
+//! at its entry by [`crate::launch::StoppedAtEntry`]) is *borrowed*: it is
+//! already stopped, and it is not released when the freeze ends. A thread
+//! that does not stop within [`FREEZE_TIMEOUT`] (stuck in uninterruptible
+//! sleep) makes the freeze give up and release everything; the watcher then
+//! re-scans instead of hanging.
 
 use crate::procfs;
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,7 +71,16 @@ pub enum FreezeError {
     Refused(i32),
     /// The process is gone.
     Gone,
+    /// A thread did not stop within [`FREEZE_TIMEOUT`] (e.g. stuck in
+    /// uninterruptible sleep); everything was released again.
+    Timeout {
+        /// The thread that did not stop.
+        tid: i32,
+    },
 }
+
+/// How long a freeze waits for every thread to stop before giving up.
+pub const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A process whose threads are all stopped under our ptrace. Drop detaches
 /// them (they resume). Must be dropped on the thread that created it: ptrace
@@ -60,6 +90,10 @@ pub struct Frozen {
     pid: i32,
     /// Seized threads and the signal to re-inject on detach (0 = none).
     seized: BTreeMap<i32, i32>,
+    /// Threads this thread already traced before the freeze (e.g. a command
+    /// stopped at its entry point by [`crate::launch::StoppedAtEntry`]):
+    /// stopped already, and not ours to release.
+    borrowed: BTreeSet<i32>,
 }
 
 fn tracer_of(pid: i32, tid: i32) -> Option<i32> {
@@ -101,15 +135,20 @@ impl Frozen {
         let mut f = Frozen {
             pid,
             seized: BTreeMap::new(),
+            borrowed: BTreeSet::new(),
         };
+        let mut first_scan = true;
+        let deadline = std::time::Instant::now() + FREEZE_TIMEOUT;
         let mut stopped: BTreeSet<i32> = BTreeSet::new();
-        let me = std::process::id() as i32;
+        // TracerPid names the tracing *thread*: ptrace belongs to this thread.
+        // SAFETY: gettid has no preconditions.
+        let me = unsafe { libc::gettid() };
         loop {
             let tids = procfs::threads(pid).map_err(|_| FreezeError::Gone)?;
             let new: Vec<i32> = tids
                 .iter()
                 .copied()
-                .filter(|t| !f.seized.contains_key(t))
+                .filter(|t| !f.seized.contains_key(t) && !f.borrowed.contains(t))
                 .collect();
             if new.is_empty() && f.seized.keys().all(|t| stopped.contains(t)) {
                 break;
@@ -121,8 +160,11 @@ impl Frozen {
                         // ESRCH here means it is exiting; the wait below sees that.
                         let _ = ptrace(libc::PTRACE_INTERRUPT, t, 0, 0);
                     }
-                    Err(libc::ESRCH) => {}
                     Err(e) => match tracer_of(pid, t) {
+                        // Traced by us before the freeze began: already stopped.
+                        Some(tr) if tr == me && first_scan => {
+                            f.borrowed.insert(t);
+                        }
                         // Auto-attached by TRACECLONE before we saw the clone event.
                         Some(tr) if tr == me => {
                             f.seized.insert(t, 0);
@@ -130,18 +172,27 @@ impl Frozen {
                         Some(tr) if tr != 0 => {
                             return Err(FreezeError::Traced { tid: t, tracer: tr })
                         }
+                        // Gone, or exiting (ESRCH): nothing to freeze.
                         None => {}
+                        _ if e == libc::ESRCH => {}
                         _ => return Err(FreezeError::Refused(e)),
                     },
                 }
             }
-            f.wait_all_stopped(&mut stopped);
+            first_scan = false;
+            if let Err(tid) = f.wait_all_stopped(&mut stopped, deadline) {
+                return Err(FreezeError::Timeout { tid });
+            }
         }
         Ok(f)
     }
 
     /// Poll every seized, not yet stopped thread until it reports a stop or exits.
-    fn wait_all_stopped(&mut self, stopped: &mut BTreeSet<i32>) {
+    fn wait_all_stopped(
+        &mut self,
+        stopped: &mut BTreeSet<i32>,
+        deadline: std::time::Instant,
+    ) -> Result<(), i32> {
         loop {
             let pending: Vec<i32> = self
                 .seized
@@ -150,7 +201,10 @@ impl Frozen {
                 .filter(|t| !stopped.contains(t))
                 .collect();
             if pending.is_empty() {
-                return;
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(pending[0]);
             }
             let mut progress = false;
             for t in pending {
@@ -203,7 +257,11 @@ impl Frozen {
 
     /// The stopped threads.
     pub fn threads(&self) -> Vec<i32> {
-        self.seized.keys().copied().collect()
+        self.seized
+            .keys()
+            .chain(self.borrowed.iter())
+            .copied()
+            .collect()
     }
 }
 

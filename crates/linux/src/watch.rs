@@ -148,11 +148,12 @@ pub enum TaskRecord {
 pub enum Attach {
     /// Not a process target.
     NotAProcess,
-    /// The process was frozen with ptrace: exact, no thread escaped or was
-    /// attached twice.
+    /// The process was frozen with ptrace (our own process: by a forked
+    /// helper): exact, no thread escaped or was attached twice.
     Frozen,
     /// Re-scanned `/proc/PID/task` until no new thread appeared (ptrace was
-    /// not possible, e.g. our own process). A thread created by an attached
+    /// not possible: another tracer, not dumpable, or turned off with
+    /// [`WatcherBuilder::freeze`]). A thread created by an attached
     /// thread *during* the attach may have been attached twice.
     Rescan {
         /// Why freezing was not possible.
@@ -755,6 +756,34 @@ fn attach_process(
             Ok((fan, Attach::Frozen))
         }
         Err(FreezeError::Gone) => Err(Error::ProcessGone { pid }),
+        // Our own process: freeze it from a forked helper (see crate::selfattach).
+        Err(FreezeError::OwnProcess) => match crate::selfattach::attach(dom, pid) {
+            Ok(crate::selfattach::Outcome::Opened(evs)) => {
+                let mut by_tid: HashMap<i32, Vec<(usize, Event)>> = HashMap::new();
+                for (tid, wi, ev) in evs {
+                    by_tid.entry(tid).or_default().push((wi, ev));
+                }
+                let mut tids: Vec<i32> = by_tid.keys().copied().collect();
+                tids.sort_unstable();
+                let mut adopt = Adopt { by_tid };
+                let fan = Fanout::register(&mut adopt, tids.into_iter().map(Member::Thread))
+                    .map_err(|f| f.error)?;
+                Ok((fan, Attach::Frozen))
+            }
+            Ok(crate::selfattach::Outcome::OpenFailed { errno, wi, tid }) => Err(map_open_error(
+                std::io::Error::from_raw_os_error(errno),
+                dom.watches,
+                wi,
+                Member::Thread(tid),
+                dom.sigtrap,
+            )),
+            Ok(crate::selfattach::Outcome::FreezeFailed(why)) => rescan(
+                dom,
+                pid,
+                format!("the attach helper could not freeze this process: {why}"),
+            ),
+            Err(e) => rescan(dom, pid, format!("the attach helper failed: {e}")),
+        },
         Err(why) => {
             let reason = match why {
                 FreezeError::OwnProcess => "the target is this process".to_string(),
@@ -765,35 +794,75 @@ fn attach_process(
                 FreezeError::Refused(e) => {
                     format!("ptrace refused ({})", crate::error::errno_name(e))
                 }
-                FreezeError::Gone => unreachable!(),
+                FreezeError::Timeout { tid } => format!(
+                    "thread {tid} did not stop within {:?}",
+                    crate::threads::FREEZE_TIMEOUT
+                ),
+                FreezeError::Gone => "the process exited".to_string(),
             };
-            let tids = procfs::threads(pid)?;
-            let mut fan =
-                Fanout::register(dom, tids.into_iter().map(Member::Thread)).map_err(|f| f.error)?;
-            // A thread created by a not-yet-attached thread escaped inheritance:
-            // attach it directly, until a scan shows nothing new.
-            loop {
-                let now = match procfs::threads(pid) {
-                    Ok(t) => t,
-                    Err(Error::ProcessGone { .. }) => break,
-                    Err(e) => return Err(e),
-                };
-                let new: Vec<i32> = now
-                    .into_iter()
-                    .filter(|t| !fan.contains(Member::Thread(*t)))
-                    .collect();
-                if new.is_empty() {
-                    break;
-                }
-                for t in new {
-                    if let Err(e) = fan.join(dom, Member::Thread(t)) {
-                        fan.remove_all(dom);
-                        return Err(e);
-                    }
-                }
-            }
-            Ok((fan, Attach::Rescan { reason }))
+            rescan(dom, pid, reason)
         }
+    }
+}
+
+/// Attach to every listed thread, then re-scan until no new thread appears.
+/// See [`crate::threads`] for the window this leaves.
+fn rescan(
+    dom: &mut PerfDomain,
+    pid: i32,
+    reason: String,
+) -> Result<(Fanout<Member, MemberEvents>, Attach)> {
+    let tids = procfs::threads(pid)?;
+    let mut fan =
+        Fanout::register(dom, tids.into_iter().map(Member::Thread)).map_err(|f| f.error)?;
+    // A thread created by a not-yet-attached thread escaped inheritance:
+    // attach it directly, until a scan shows nothing new.
+    loop {
+        let now = match procfs::threads(pid) {
+            Ok(t) => t,
+            Err(Error::ProcessGone { .. }) => break,
+            Err(e) => return Err(e),
+        };
+        let new: Vec<i32> = now
+            .into_iter()
+            .filter(|t| !fan.contains(Member::Thread(*t)))
+            .collect();
+        if new.is_empty() {
+            break;
+        }
+        for t in new {
+            if let Err(e) = fan.join(dom, Member::Thread(t)) {
+                fan.remove_all(dom);
+                return Err(e);
+            }
+        }
+    }
+    Ok((fan, Attach::Rescan { reason }))
+}
+
+/// A domain that hands out events a helper already opened and enabled.
+struct Adopt {
+    by_tid: HashMap<i32, Vec<(usize, Event)>>,
+}
+
+impl Domain for Adopt {
+    type Member = Member;
+    type Handle = MemberEvents;
+    type Error = Error;
+
+    fn prepare(&mut self, m: Member) -> Result<MemberEvents> {
+        let events = match m {
+            Member::Thread(t) => self.by_tid.remove(&t).unwrap_or_default(),
+            Member::Cpu(_) => Vec::new(),
+        };
+        Ok(MemberEvents { events })
+    }
+    fn commit(&mut self, _m: Member, _h: &mut MemberEvents) {}
+    fn abort(&mut self, _m: Member, h: MemberEvents) {
+        drop(h);
+    }
+    fn remove(&mut self, _m: Member, h: MemberEvents) {
+        drop(h);
     }
 }
 

@@ -47,9 +47,10 @@ fn own_process_counts_threads_started_before_and_after_attach() {
         .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
         .open()
         .unwrap();
-    assert!(
-        matches!(w.attach(), Attach::Rescan { .. }),
-        "own process cannot be frozen"
+    assert_eq!(
+        w.attach(),
+        &Attach::Frozen,
+        "own process is frozen by a helper"
     );
     start.wait();
     let after: Vec<_> = (0..6)
@@ -228,5 +229,163 @@ fn experiment_rescan_without_freeze_can_double_count() {
             w.members()
         );
         t.finish();
+    }
+}
+
+#[test]
+fn command_stopped_at_entry_resolves_pie_address_with_aslr_and_counts_exactly() {
+    use hwbreak_linux::launch::StoppedAtEntry;
+    use std::io::{BufRead, Write};
+    let _g = slots();
+    let exe = c_target("writers");
+    // The symbol's offset in the file (PIE: relative to the load base).
+    let nm = std::process::Command::new("nm").arg(&exe).output().unwrap();
+    let off = String::from_utf8(nm.stdout)
+        .unwrap()
+        .lines()
+        .find(|l| l.ends_with(" target_var"))
+        .map(|l| u64::from_str_radix(l.split_whitespace().next().unwrap(), 16).unwrap())
+        .expect("target_var in nm output");
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(["300", "1", "2", "3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let stopped = StoppedAtEntry::spawn(cmd, false).unwrap();
+    let pid = stopped.pid();
+    // At the entry point the loader has run: the executable is mapped.
+    let maps = hwbreak_linux::procfs::maps(pid).unwrap();
+    let canon = std::fs::canonicalize(&exe).unwrap();
+    let base = maps
+        .iter()
+        .find(|m| std::path::Path::new(&m.path) == canon && m.offset == 0)
+        .expect("executable mapping")
+        .start;
+    let addr = base + off;
+    assert!(
+        maps.iter().any(|m| m.path.contains("libc")),
+        "shared libraries are mapped at entry"
+    );
+    let w = Watcher::builder()
+        .target(T::Process(pid))
+        .watch("target_var", BpAttr::write(addr, 8))
+        .open()
+        .unwrap();
+    assert_eq!(w.attach(), &Attach::Frozen);
+    let mut child = stopped.resume().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut l = String::new();
+    out.read_line(&mut l).unwrap();
+    assert_eq!(
+        parse_addr_line(&l).0,
+        addr,
+        "our resolved address is where the program writes"
+    );
+    l.clear();
+    out.read_line(&mut l).unwrap();
+    writeln!(stdin, "go").unwrap();
+    l.clear();
+    out.read_line(&mut l).unwrap();
+    let writes: u64 = l.trim().strip_prefix("done ").unwrap().parse().unwrap();
+    assert_eq!(writes, 300 * (1 + 1 + 2 + 2 * 3));
+    assert_eq!(w.counts().unwrap(), vec![writes]);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn watcher_is_send_and_sync_for_drain_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Watcher>();
+    assert_send_sync::<hwbreak_linux::sigtrap::TrapWatcher>();
+}
+
+#[test]
+fn drop_unregisters_every_breakpoint_including_inherited_copies() {
+    let _g = slots();
+    static S: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+    fn open4() -> Result<Watcher, hwbreak_linux::Error> {
+        let mut b = Watcher::builder().target(T::Process(std::process::id() as i32));
+        for (i, s) in S.iter().enumerate() {
+            b = b.watch(format!("s{i}"), BpAttr::write(s.as_ptr() as u64, 8));
+        }
+        b.open()
+    }
+    for _ in 0..3 {
+        let Some(w) = all_slots(open4()) else { return };
+        // A thread created now carries 4 inherited copies; it can take no 5th slot.
+        let h = std::thread::spawn(|| {
+            static E: AtomicU64 = AtomicU64::new(0);
+            let e = Watcher::builder()
+                .target(T::Thread(gettid()))
+                .watch("fifth", BpAttr::write(E.as_ptr() as u64, 8))
+                .open()
+                .unwrap_err();
+            assert!(matches!(e, hwbreak_linux::Error::NoSlot { .. }), "{e:?}");
+            write_n(&S[0], 5);
+        });
+        h.join().unwrap();
+        assert_eq!(w.counts().unwrap(), vec![5, 0, 0, 0]);
+        drop(w);
+        // All four slots are free again on a new thread.
+        std::thread::spawn(|| {
+            let w = open4().unwrap();
+            write_n(&S[1], 2);
+            assert_eq!(w.counts().unwrap(), vec![0, 2, 0, 0]);
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+#[test]
+fn own_process_enumeration_race_is_exact_with_the_helper_freeze() {
+    use std::sync::atomic::AtomicBool;
+    let _g = slots();
+    static Y: AtomicU64 = AtomicU64::new(0);
+    static GO: AtomicBool = AtomicBool::new(false);
+    static STOP: AtomicBool = AtomicBool::new(false);
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    for round in 0..3 {
+        GO.store(false, Ordering::SeqCst);
+        STOP.store(false, Ordering::SeqCst);
+        WRITES.store(0, Ordering::SeqCst);
+        // Two spawners create lingering threads before, during and after the attach.
+        let spawners: Vec<_> = (0..2)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    let mut hs = Vec::new();
+                    while !STOP.load(Ordering::SeqCst) {
+                        hs.push(std::thread::spawn(|| {
+                            std::thread::sleep(std::time::Duration::from_millis(2));
+                            if GO.load(Ordering::SeqCst) {
+                                write_n(&Y, 20);
+                                WRITES.fetch_add(20, Ordering::SeqCst);
+                            }
+                        }));
+                        std::thread::sleep(std::time::Duration::from_micros(100));
+                    }
+                    for h in hs {
+                        h.join().unwrap();
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let w = Watcher::builder()
+            .target(T::Process(std::process::id() as i32))
+            .watch("y", BpAttr::write(Y.as_ptr() as u64, 8))
+            .open()
+            .unwrap();
+        assert_eq!(w.attach(), &Attach::Frozen);
+        GO.store(true, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        STOP.store(true, Ordering::SeqCst);
+        for s in spawners {
+            s.join().unwrap();
+        }
+        let writes = WRITES.load(Ordering::SeqCst);
+        assert!(writes > 0);
+        assert_eq!(w.counts().unwrap(), vec![writes], "round {round}");
     }
 }

@@ -24,6 +24,7 @@ fn thread_watcher(n: usize) -> Result<Watcher, Error> {
 
 #[test]
 fn fifth_watch_in_one_request_is_refused_before_any_syscall() {
+    let _g = slots();
     let fds = open_fd_count();
     let e = thread_watcher(5).unwrap_err();
     let Error::NoSlot {
@@ -43,7 +44,9 @@ fn fifth_watch_in_one_request_is_refused_before_any_syscall() {
 #[test]
 fn kernel_enospc_names_the_holders_and_what_remains() {
     let _g = slots();
-    let four = thread_watcher(4).unwrap();
+    let Some(four) = all_slots(thread_watcher(4)) else {
+        return;
+    };
     let fds = open_fd_count();
     let e = Watcher::builder()
         .target(T::Thread(gettid()))
@@ -98,12 +101,18 @@ fn process_wide_failure_on_one_thread_rolls_back_every_thread() {
     let (tx, rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let h = std::thread::spawn(move || {
-        let w = thread_watcher(4).unwrap();
-        tx.send(gettid()).unwrap();
+        let Some(w) = all_slots(thread_watcher(4)) else {
+            tx.send(None).unwrap();
+            return;
+        };
+        tx.send(Some(gettid())).unwrap();
         done_rx.recv().unwrap();
         drop(w);
     });
-    let busy = rx.recv().unwrap();
+    let Some(busy) = rx.recv().unwrap() else {
+        h.join().unwrap();
+        return;
+    };
     let fds = open_fd_count();
     let e = Watcher::builder()
         .target(T::Process(std::process::id() as i32))
@@ -127,6 +136,7 @@ fn process_wide_failure_on_one_thread_rolls_back_every_thread() {
 
 #[test]
 fn unaligned_address_names_the_alignment_rule() {
+    let _g = slots();
     let fds = open_fd_count();
     let e = Watcher::builder()
         .target(T::Thread(gettid()))
@@ -169,6 +179,7 @@ fn read_only_watch_is_refused_on_x86_with_rw_hint() {
 
 #[test]
 fn bad_length_and_kernel_address_are_refused() {
+    let _g = slots();
     let e = thread_watcher_with(BpAttr::write(addr(0), 3)).unwrap_err();
     assert!(
         matches!(
@@ -202,6 +213,7 @@ fn thread_watcher_with(a: BpAttr) -> Result<Watcher, Error> {
 
 #[test]
 fn dead_pid_is_process_gone() {
+    let _g = slots();
     let mut c = std::process::Command::new("true").spawn().unwrap();
     let pid = c.id() as i32;
     c.wait().unwrap();
@@ -221,6 +233,7 @@ fn dead_pid_is_process_gone() {
 
 #[test]
 fn unmapped_address_is_refused_before_opening() {
+    let _g = slots();
     let e = Watcher::builder()
         .target(T::Process(std::process::id() as i32))
         .watch("nowhere", BpAttr::write(0x1000, 8))
@@ -232,6 +245,7 @@ fn unmapped_address_is_refused_before_opening() {
 
 #[test]
 fn offline_cpu_and_empty_requests_are_invalid() {
+    let _g = slots();
     let e = Watcher::builder()
         .target(T::Cpu(4095))
         .watch("x", BpAttr::write(addr(0), 8))
@@ -269,6 +283,7 @@ fn launching_a_missing_program_fails_cleanly() {
 #[test]
 #[ignore]
 fn child_permission_check() {
+    let _g = slots();
     let Ok(pid) = std::env::var("HWBREAK_PERM_PID") else {
         return;
     };
@@ -294,6 +309,7 @@ fn child_permission_check() {
 #[test]
 fn unprivileged_user_gets_permission_error_against_root_process() {
     let _g = slots();
+    // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
     if unsafe { libc::geteuid() } != 0 {
         println!("SKIP: needs root to run a check as `nobody` against a root process");
         return;
@@ -331,4 +347,44 @@ fn unprivileged_user_gets_permission_error_against_root_process() {
     assert!(so.contains("perf_event_paranoid"), "{so}");
     assert!(so.contains("ALLCPUS: permission denied"), "{so}");
     println!("{so}");
+}
+
+#[test]
+fn other_process_failure_on_one_thread_rolls_back_and_lets_it_run() {
+    let _g = slots();
+    let mut t = Target::spawn("writers", &["100", "3", "0", "0"]);
+    let tids = hwbreak_linux::procfs::threads(t.pid).unwrap();
+    assert_eq!(tids.len(), 4);
+    let busy = *tids.last().unwrap();
+    // Hold all 4 slots of one thread of the target.
+    let mut b = Watcher::builder().target(T::Thread(busy));
+    for i in 0..4 {
+        b = b.watch(
+            format!("hold{i}"),
+            BpAttr::write(t.addr + 8 + 8 * i as u64, 8),
+        );
+    }
+    let Some(hold) = all_slots(b.check_mapped(false).open()) else {
+        return;
+    };
+    let fds = open_fd_count();
+    let e = Watcher::builder()
+        .target(T::Process(t.pid))
+        .watch("target_var", BpAttr::write(t.addr, 8))
+        .open()
+        .unwrap_err();
+    let Error::NoSlot { other_users, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(*other_users, 4);
+    assert_eq!(
+        open_fd_count(),
+        fds,
+        "events on the other threads were not rolled back"
+    );
+    drop(hold);
+    // The process was released (not left frozen) and runs normally.
+    t.go();
+    assert_eq!(t.done(), 100 * 4);
+    t.finish();
 }

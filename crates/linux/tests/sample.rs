@@ -191,3 +191,28 @@ fn other_process_sampling_inherits_per_cpu_and_loses_nothing_at_default_size() {
     assert!(per_tid.values().all(|&c| c == 2000), "{per_tid:?}");
     t.finish();
 }
+
+#[test]
+fn losses_of_inherited_copies_are_counted_exactly_on_a_full_ring() {
+    let _g = slots();
+    static Y: AtomicU64 = AtomicU64::new(0);
+    let w = Watcher::builder()
+        .target(T::Process(std::process::id() as i32))
+        .watch("y", BpAttr::write(Y.as_ptr() as u64, 8))
+        .mode(SAMPLE_CC)
+        .ring_pages(1)
+        .open()
+        .unwrap();
+    // Nobody drains while threads created after open (inherited copies) write.
+    let hs: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| writer(&Y, 2000)))
+        .collect();
+    for h in hs {
+        h.join().unwrap();
+    }
+    let mut n = 0;
+    w.drain(|_| n += 1);
+    assert!(w.lost() > 0, "a 1-page ring cannot hold 8000 records");
+    assert_eq!(n + w.lost(), 8000, "samples {n} + lost {}", w.lost());
+    assert_eq!(w.counts().unwrap(), vec![8000]);
+}

@@ -37,6 +37,7 @@ fn callback_runs_on_the_hitting_thread_exactly_once_per_hit_and_never_after_drop
             MINE.with(|m| m.set(m.get() + 1));
             LAST_ADDR.store(hit.addr, Ordering::Relaxed);
             // gettid is async-signal-safe.
+            // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
             let me = unsafe { libc::gettid() };
             let want = EXPECT_TID.load(Ordering::Relaxed);
             if want != 0 && me != want {

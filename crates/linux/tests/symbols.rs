@@ -562,3 +562,255 @@ fn close_match_ranking_prefers_the_programs_own_names() {
     };
     assert_eq!(suggestions[0], "hwbreak_demo::STATE", "{e}");
 }
+
+#[test]
+fn nested_array_of_structs_multi_dimensional_arrays_and_anonymous_unions() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    let y = r.resolve("outer.p[1].y").unwrap();
+    assert_eq!(
+        (y.addr, y.len, y.type_name.as_deref()),
+        (t.addr("outer.p[1].y"), 4, Some("int"))
+    );
+    let p = r.resolve("outer.p").unwrap();
+    assert_eq!(
+        (p.len, p.type_name.as_deref()),
+        (16, Some("struct point[2]"))
+    );
+    let g = r.resolve("grid[2][3]").unwrap();
+    assert_eq!((g.addr, g.len), (t.addr("grid[2][3]"), 4));
+    let row = r.resolve("grid[1]").unwrap();
+    assert_eq!(
+        (row.addr, row.len, row.type_name.as_deref()),
+        (t.addr("grid[1]"), 16, Some("int[4]"))
+    );
+    assert_eq!(
+        r.resolve("grid").unwrap().type_name.as_deref(),
+        Some("int[3][4]")
+    );
+    let e = r.resolve("grid[1][4]").unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SymbolError::OutOfBounds {
+                index: 4,
+                len: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A member of an anonymous union is found through it, with its own kind.
+    let d = r.resolve("tagged.d").unwrap();
+    assert_eq!(
+        (d.addr, d.len, d.value_kind),
+        (t.addr("tagged.d"), 8, ValueKind::Float)
+    );
+    let f = r.resolve("flags[3]").unwrap();
+    assert_eq!(
+        (f.addr, f.len, f.value_kind),
+        (t.addr("flags[3]"), 1, ValueKind::Unsigned)
+    );
+    // 5 unaligned-sized bytes: the caller splits over slots.
+    let all = r.resolve("flags").unwrap();
+    assert_eq!(all.len, 5);
+    let pieces = hwbreak_linux::symbols::split_into_slots(all.addr, all.len);
+    assert_eq!(pieces.iter().map(|p| p.1).sum::<u64>(), 5);
+    assert!(pieces.iter().all(|&(a, l)| a % l == 0));
+}
+
+#[test]
+fn file_relative_address_from_nm_gets_the_load_bias() {
+    // The complaint about perf: `mem:ADDR` with a PIE's `nm` address
+    // watches nothing. `counter:0xNM` adds the bias.
+    let dir = need_c!();
+    let nm = std::process::Command::new("nm")
+        .arg(dir.join("counter"))
+        .output();
+    let Ok(nm) = nm else {
+        eprintln!("SKIP: nm (binutils) is not installed");
+        return;
+    };
+    let text = String::from_utf8(nm.stdout).unwrap();
+    let link = text
+        .lines()
+        .find_map(|l| {
+            l.strip_suffix(" B counter")
+                .map(|a| u64::from_str_radix(a, 16).unwrap())
+        })
+        .unwrap_or_else(|| panic!("no counter in nm output: {text}"));
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    let v = r.resolve(&format!("counter:{link:#x}")).unwrap();
+    assert_eq!((v.addr, v.len), (t.addr("counter"), 8));
+    assert_ne!(v.addr, link, "a PIE does not run at its link address");
+    // Not running yet: the same spec is flagged for rebasing.
+    let exe = Resolver::for_exe(dir.join("counter")).unwrap();
+    let pending = exe.resolve(&format!("counter:{link:#x}")).unwrap();
+    assert!(pending.needs_rebase);
+    assert_eq!(pending.addr, link);
+}
+
+#[test]
+fn compressed_debug_sections_and_dwarf4_resolve_the_same() {
+    let dir = need_c!();
+    for bin in ["counter-gz", "counter-dwarf4"] {
+        let t = start(&dir.join(bin), &["10", "1", "1", "wait"]);
+        let r = Resolver::for_pid(t.pid()).unwrap();
+        for name in [
+            "state.count",
+            "table[3]",
+            "outer.p[1].y",
+            "grid[2][3]",
+            "tagged.d",
+        ] {
+            assert_eq!(r.resolve(name).unwrap().addr, t.addr(name), "{bin}: {name}");
+        }
+        let mut s = Symbolizer::new(t.pid()).unwrap();
+        let f = s.symbolize_one(t.addr("fn bump_counter"));
+        assert_eq!(f.function.as_deref(), Some("bump_counter"), "{bin}");
+        assert!(f.line.is_some(), "{bin}: {f:?}");
+    }
+}
+
+/// Runs as `nobody` (re-executed by `unprivileged_user_cannot_read_a_root_process`).
+#[test]
+#[ignore]
+fn child_symbols_permission_check() {
+    let Ok(pid) = std::env::var("HWBREAK_SYM_PERM_PID") else {
+        return;
+    };
+    let pid: i32 = pid.parse().unwrap();
+    let e = Resolver::for_pid(pid)
+        .err()
+        .expect("nobody must not read root's process");
+    println!("RESOLVER: {e}");
+    assert!(matches!(e, SymbolError::Permission { .. }), "{e:?}");
+    let e = Symbolizer::new(pid)
+        .err()
+        .expect("nobody must not read root's maps");
+    println!("SYMBOLIZER: {e}");
+    assert!(matches!(e, SymbolError::Permission { .. }), "{e:?}");
+}
+
+#[test]
+fn unprivileged_user_cannot_read_a_root_process() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        println!("SKIP: needs root to run a check as `nobody` against a root process");
+        return;
+    }
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .args([
+            "--exact",
+            "child_symbols_permission_check",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HWBREAK_SYM_PERM_PID", t.pid().to_string())
+        .output();
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => {
+            println!("SKIP: cannot run setpriv ({e})");
+            return;
+        }
+    };
+    let so = String::from_utf8_lossy(&out.stdout);
+    let se = String::from_utf8_lossy(&out.stderr);
+    if !so.contains("running 1 test") {
+        println!("SKIP: the test binary cannot run as nobody: {so}{se}");
+        return;
+    }
+    assert!(out.status.success(), "child failed:\n{so}\n{se}");
+    assert!(so.contains("RESOLVER: permission denied"), "{so}");
+    assert!(so.contains("ptrace_scope"), "{so}");
+    assert!(so.contains("SYMBOLIZER: permission denied"), "{so}");
+    println!("{so}");
+}
+
+#[test]
+fn program_started_through_the_dynamic_loader_still_resolves() {
+    // `ld.so ./counter`: /proc/PID/exe is the loader, and the program is
+    // mapped like a library. Its names must still resolve with the right bias.
+    let dir = need_c!();
+    let ld = std::path::Path::new("/lib64/ld-linux-x86-64.so.2");
+    if !ld.exists() {
+        println!("SKIP: no {} on this system", ld.display());
+        return;
+    }
+    let prog = dir.join("counter");
+    let t = start(ld, &[prog.to_str().unwrap(), "10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    assert!(r.modules()[0].contains("ld-linux"), "{:?}", r.modules());
+    let c = r.resolve("state.count").unwrap();
+    assert_eq!(c.addr, t.addr("state.count"));
+    assert!(!c.needs_rebase);
+    assert_eq!(r.resolve("counter:state.count").unwrap().addr, c.addr);
+}
+
+#[test]
+fn describe_names_the_field_or_element_at_an_address() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    for name in [
+        "counter",
+        "state.count",
+        "state.a",
+        "table[3]",
+        "outer.p[1].y",
+        "grid[2][3]",
+        "flags[3]",
+    ] {
+        let d = r
+            .describe(t.addr(name))
+            .unwrap_or_else(|| panic!("{name}: nothing"));
+        assert_eq!(d.name, name);
+        assert_eq!(d.len, r.resolve(name).unwrap().len, "{name}");
+    }
+    // Inside a scalar: an offset; an anonymous union: its first member.
+    assert_eq!(
+        r.describe(t.addr("counter") + 2).unwrap().name,
+        "counter+0x2"
+    );
+    assert_eq!(r.describe(t.addr("tagged.d")).unwrap().name, "tagged.l");
+    assert_eq!(
+        r.describe(t.addr("state.name") + 5).unwrap().name,
+        "state.name[5]"
+    );
+    let f = r.describe(t.addr("fn bump_counter") + 4).unwrap();
+    assert_eq!(
+        (f.name.as_str(), f.value_kind),
+        ("bump_counter+0x4", ValueKind::Code)
+    );
+    assert!(r.describe(0x10).is_none());
+    // A module-relative address takes the described type.
+    let raw = r.resolve(&format!("{:#x}", t.addr("state.a"))).unwrap();
+    assert_eq!((raw.len, raw.type_name.as_deref()), (4, Some("int")));
+}
+
+#[test]
+fn describe_stops_at_rust_atomics() {
+    let t = start(
+        demo_bin(),
+        &["--wait", "--iterations", "1", "--delay-ms", "0"],
+    );
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    assert_eq!(
+        r.describe(t.addr("STATE.hits")).unwrap().name,
+        "hwbreak_demo::STATE.hits"
+    );
+    let e = r.describe(t.addr("STATE.table") + 16).unwrap();
+    assert_eq!(
+        (e.name.as_str(), e.len),
+        ("hwbreak_demo::STATE.table[2]", 8)
+    );
+}

@@ -1,7 +1,7 @@
 //! [`Sim`]: the machine, the layer, tasks and a seeded scheduler, driven the
 //! way a kernel drives its hw-breakpoint layer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use hwbreak_core::arch::{Arch, RawStatus};
@@ -37,7 +37,6 @@ pub struct BpOpts {
 
 #[derive(Debug, Clone)]
 struct BpRec {
-    id: BpId,
     attr: BpAttr,
     target: Target,
     opts: BpOpts,
@@ -174,12 +173,14 @@ pub struct Sim {
     runnable: Vec<TaskId>,
     online: Vec<CpuId>,
     rng: ChaCha8Rng,
-    bps: Vec<BpRec>,
+    bps: BTreeMap<BpId, BpRec>,
     sink: Arc<Mutex<HitSink>>,
     trace: Vec<TraceEvent>,
     log_enabled: bool,
     stats: Stats,
     preempt_per_mille: u32,
+    /// CPUs with a task running now.
+    busy_cpus: usize,
 }
 
 impl Sim {
@@ -263,7 +264,7 @@ impl Sim {
             runnable: Vec::new(),
             online: (0..cpus as u32).map(CpuId).collect(),
             rng: ChaCha8Rng::seed_from_u64(seed),
-            bps: Vec::new(),
+            bps: BTreeMap::new(),
             sink: Arc::new(Mutex::new(HitSink {
                 record: true,
                 ..Default::default()
@@ -272,6 +273,7 @@ impl Sim {
             log_enabled: true,
             stats: Stats::default(),
             preempt_per_mille: 125,
+            busy_cpus: 0,
         })
     }
 
@@ -373,12 +375,7 @@ impl Sim {
             reserve_on_enable: opts.reserve_on_enable,
         };
         let id = self.layer.register(&mut self.hw, req)?;
-        self.bps.push(BpRec {
-            id,
-            attr,
-            target,
-            opts,
-        });
+        self.bps.insert(id, BpRec { attr, target, opts });
         if let Some(t) = target.task() {
             if let Some(task) = self.task_mut(t) {
                 task.bps.push(id);
@@ -388,8 +385,7 @@ impl Sim {
     }
 
     fn forget_bp(&mut self, id: BpId) {
-        if let Some(i) = self.bps.iter().position(|b| b.id == id) {
-            let rec = self.bps.swap_remove(i);
+        if let Some(rec) = self.bps.remove(&id) {
             if let Some(t) = rec.target.task() {
                 if let Some(task) = self.task_mut(t) {
                     task.bps.retain(|b| *b != id);
@@ -412,7 +408,7 @@ impl Sim {
     /// Modify in place.
     pub fn modify(&mut self, id: BpId, attr: BpAttr) -> Result<(), hwbreak_core::Error> {
         self.layer.modify(&mut self.hw, id, attr)?;
-        if let Some(b) = self.bps.iter_mut().find(|b| b.id == id) {
+        if let Some(b) = self.bps.get_mut(&id) {
             b.attr = attr;
         }
         Ok(())
@@ -421,7 +417,7 @@ impl Sim {
     /// Enable.
     pub fn enable(&mut self, id: BpId) -> Result<(), hwbreak_core::Error> {
         self.layer.enable(&mut self.hw, id)?;
-        if let Some(b) = self.bps.iter_mut().find(|b| b.id == id) {
+        if let Some(b) = self.bps.get_mut(&id) {
             b.attr.disabled = false;
         }
         Ok(())
@@ -430,7 +426,7 @@ impl Sim {
     /// Disable.
     pub fn disable(&mut self, id: BpId) -> Result<(), hwbreak_core::Error> {
         self.layer.disable(&mut self.hw, id)?;
-        if let Some(b) = self.bps.iter_mut().find(|b| b.id == id) {
+        if let Some(b) = self.bps.get_mut(&id) {
             b.attr.disabled = true;
         }
         Ok(())
@@ -528,7 +524,7 @@ impl Sim {
         let inherited: Vec<BpRec> = if inherit {
             p.bps
                 .iter()
-                .filter_map(|id| self.bps.iter().find(|b| b.id == *id))
+                .filter_map(|id| self.bps.get(id))
                 .filter(|b| b.opts.inherit)
                 .cloned()
                 .collect()
@@ -598,11 +594,9 @@ impl Sim {
             return None;
         }
         let start = self.rng.gen_range(0..n);
-        (0..n).map(|k| self.runnable[(start + k) % n]).find(|t| {
-            self.tasks[t.0 as usize - 1]
-                .affinity
-                .map_or(true, |c| c == cpu)
-        })
+        (0..n)
+            .map(|k| self.runnable[(start + k) % n])
+            .find(|t| !matches!(self.tasks[t.0 as usize - 1].affinity, Some(c) if c != cpu))
     }
 
     /// Context switch on `cpu` to `next`; `prev` (the current task) goes to
@@ -624,6 +618,7 @@ impl Sim {
                 self.tasks[p.0 as usize - 1].state = prev_state;
             }
         }
+        self.busy_cpus = self.busy_cpus + next.is_some() as usize - prev.is_some() as usize;
         self.hw.set_current(cpu, next);
         // A new context does not inherit the old one's RF/TF.
         self.hw.set_resume_flag(cpu, false);
@@ -914,14 +909,13 @@ impl Sim {
     /// Run until no task is left or `max_ticks` pass; returns whether every task exited.
     pub fn run_to_completion(&mut self, max_ticks: u64) -> Result<bool, SimError> {
         for _ in 0..max_ticks {
-            if self.runnable.is_empty() && self.online.iter().all(|c| self.hw.current(*c).is_none())
-            {
+            if self.runnable.is_empty() && self.busy_cpus == 0 {
                 return Ok(true);
             }
             let cpu = self.online[self.rng.gen_range(0..self.online.len())];
             self.tick(cpu)?;
         }
-        Ok(self.runnable.is_empty() && self.online.iter().all(|c| self.hw.current(*c).is_none()))
+        Ok(self.runnable.is_empty() && self.busy_cpus == 0)
     }
 
     /// One scheduler tick on `cpu`.

@@ -167,7 +167,7 @@ impl Model {
     fn task_fits(&self, t: TaskId, only: Option<u32>) -> bool {
         // Linux semantics: a CPU-independent task breakpoint must fit on every possible CPU.
         (0..CPUS)
-            .filter(|c| only.map_or(true, |o| o == *c))
+            .filter(|c| !matches!(only, Some(o) if o != *c))
             .all(|c| self.cpu_bound(c) + self.task_weight(t, c) < self.slots)
     }
 

@@ -4,7 +4,7 @@
 
 mod support;
 
-use hwbreak_core::arch::{DebugRegs, Pool, Reg};
+use hwbreak_core::arch::{Pool, Reg};
 use hwbreak_core::{Access, BpAttr, CpuId, Machine, Target};
 use hwbreak_sim::hw::{Arm64Hw, FarMode};
 use hwbreak_sim::{Program, Sim, SimError, TraceEvent};
@@ -246,4 +246,73 @@ fn power_store_covering_the_request_from_below_is_delivered() {
         let o = sim.access(CpuId(0), 0x8000, 8, W).unwrap();
         assert_eq!((o.delivered, o.strays), (1, 0), "{kind:?}");
     }
+}
+
+#[test]
+fn arm64_breakpoint_and_watchpoint_on_one_instruction_both_report_and_it_runs_once() {
+    let mut sim = sim(Kind::Arm64, 1, 1);
+    let bp = sim
+        .register(BpAttr::new(0x40_0400, 4, Access::Execute), Target::AllCpus)
+        .unwrap();
+    let wp = sim
+        .register(BpAttr::write(0x7000, 8), Target::AllCpus)
+        .unwrap();
+    let o = sim.access_at(CpuId(0), 0x40_0400, 0x7000, 8, W).unwrap();
+    assert_eq!(o.delivered, 2, "{o:?}");
+    assert!(o.traps <= 4, "{o:?}");
+    assert_eq!(sim.performed().len(), 1);
+    let mut ids: Vec<_> = sim.hits().iter().map(|h| h.bp).collect();
+    ids.sort();
+    assert_eq!(ids, vec![bp, wp]);
+    assert_eq!(sim.hw.armed(CpuId(0)).len(), 2, "both re-armed");
+    assert!(!sim.hw.cpu(CpuId(0)).unwrap().flags().single_step);
+}
+
+#[test]
+fn two_slots_matching_one_access_are_both_delivered_once() {
+    for kind in [Kind::X86, Kind::Arm64, Kind::Power10] {
+        let mut sim = sim(kind, 1, 1);
+        let a = sim
+            .register(BpAttr::write(0x7100, 8), Target::AllCpus)
+            .unwrap();
+        let b = sim
+            .register(BpAttr::write(0x7100, 8), Target::Cpu(CpuId(0)))
+            .unwrap();
+        let o = sim.access(CpuId(0), 0x7100, 8, W).unwrap();
+        assert_eq!(o.delivered, 2, "{kind:?}: {o:?}");
+        assert_eq!(sim.performed().len(), 1, "{kind:?}");
+        let mut ids: Vec<_> = sim.hits().iter().map(|h| h.bp).collect();
+        ids.sort();
+        assert_eq!(ids, vec![a, b], "{kind:?}");
+        assert_eq!(sim.hw.armed(CpuId(0)).len(), 2, "{kind:?}");
+    }
+}
+
+#[test]
+fn unregister_between_trap_and_step_completion_delivers_nothing_late() {
+    // The layer parks a hit while it single-steps; unregistering then must
+    // not let the callback run afterwards.
+    let mut sim = sim(Kind::Arm64, 1, 1);
+    let id = sim
+        .register(BpAttr::write(0x7200, 8), Target::AllCpus)
+        .unwrap();
+    // Take the watchpoint exception by hand, as the CPU would.
+    let raw = hwbreak_core::arch::RawStatus::Arm64 {
+        esr: (0x34 << 26) | (1 << 25) | (1 << 6) | 0x22,
+        far: 0x7200,
+        pc: 0x40_0000,
+    };
+    let d = sim.layer.handle_exception(&mut sim.hw, CpuId(0), &raw);
+    assert!(d.stepping);
+    sim.unregister(id).unwrap();
+    // The step completes: the instruction runs with single-step armed.
+    let o = sim.access_at(CpuId(0), 0x40_0000, 0x7200, 8, W).unwrap();
+    assert_eq!(o.delivered, 0);
+    assert_eq!(sim.stats().late_callbacks, 0);
+    assert!(sim.hits().is_empty());
+    assert!(
+        sim.hw.armed(CpuId(0)).is_empty(),
+        "nothing re-armed for a dead breakpoint"
+    );
+    assert!(!sim.hw.cpu(CpuId(0)).unwrap().flags().single_step);
 }

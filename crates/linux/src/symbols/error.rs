@@ -11,6 +11,16 @@ pub enum SymbolError {
         /// The PID asked for.
         pid: i32,
     },
+    /// Not allowed to read another user's process (its maps or executable).
+    #[error("permission denied reading {} of process {pid}: reading another user's process needs the same user or root (CAP_SYS_PTRACE); /proc/sys/kernel/yama/ptrace_scope is {ptrace_scope}", path.display())]
+    Permission {
+        /// The process.
+        pid: i32,
+        /// The file refused.
+        path: PathBuf,
+        /// The value of `/proc/sys/kernel/yama/ptrace_scope`, explained.
+        ptrace_scope: String,
+    },
     /// A file (`/proc/PID/maps`, an ELF file) could not be read.
     #[error("cannot read {}: {source}{hint}", path.display())]
     Io {
@@ -166,7 +176,30 @@ fn suggest_list(s: &[String]) -> String {
     }
 }
 
+/// `/proc/sys/kernel/yama/ptrace_scope`, with what it means.
+pub(crate) fn ptrace_scope() -> String {
+    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
+        .map(|s| s.trim().to_string())
+    {
+        Ok(v) if v == "0" => "0 (classic: same user may attach)".into(),
+        Ok(v) if v == "1" => "1 (restricted: only a parent process or CAP_SYS_PTRACE)".into(),
+        Ok(v) if v == "2" => "2 (admin-only: CAP_SYS_PTRACE needed)".into(),
+        Ok(v) if v == "3" => "3 (no attach at all, until reboot)".into(),
+        Ok(v) => v,
+        Err(_) => "absent (Yama is not enabled)".into(),
+    }
+}
+
 impl SymbolError {
+    /// A permission error on `path` of process `pid`.
+    pub(crate) fn permission(pid: i32, path: impl Into<PathBuf>) -> Self {
+        SymbolError::Permission {
+            pid,
+            path: path.into(),
+            ptrace_scope: ptrace_scope(),
+        }
+    }
+
     /// An I/O error on `path`, with a hint for the usual causes.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let hint = match source.kind() {

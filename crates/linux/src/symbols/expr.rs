@@ -8,6 +8,9 @@
 //! step     := '.' ident | '[' number ']'   e.g. .count, [3]
 //! number   := decimal | 0x hex
 //! ```
+//! A bare number is an absolute address in the process. After a module
+//! prefix (`counter:0x4010`, `libc.so.6:0x1d2a0`) it is an address as `nm` or
+//! `objdump` print it for that file, and the file's load bias is added.
 //! Hand-written: the grammar is a dozen lines, and a parser generator would
 //! not give better column-precise errors.
 

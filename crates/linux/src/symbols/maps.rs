@@ -91,6 +91,9 @@ pub fn read_maps(pid: i32) -> Result<Vec<MapEntry>, SymbolError> {
         {
             Err(SymbolError::NoProcess { pid })
         }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(SymbolError::permission(pid, path))
+        }
         Err(e) => Err(SymbolError::io(path, e)),
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! **Names in.** A [`Resolver`] turns a location such as `counter`,
 //! `state.count`, `table[3]`, `a.b[2].c`, `libwatchme.so:watchme_value`,
-//! `hwbreak_demo::STATE.hits`, `counter+8` or `0x7f00dead0000` into a
+//! `hwbreak_demo::STATE.hits`, `counter+8`, `0x7f00dead0000` or
+//! `counter:0x4010` (a file's link-time address, as `nm` prints it) into a
 //! [`Resolved`]: the run-time address (PIE and ASLR load bias applied from
 //! `/proc/PID/maps` and the ELF program headers), the default length (the
 //! variable's or field's byte size), its type name and how to print its value.

@@ -103,6 +103,9 @@ impl Resolver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(SymbolError::NoProcess { pid })
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(SymbolError::permission(pid, exe_link))
+            }
             Err(e) => return Err(SymbolError::io(exe_link, e)),
         };
         let mut slots: Vec<Slot> = Vec::new();
@@ -141,8 +144,17 @@ impl Resolver {
             }
         }
         if slots.first().map(|s| s.display != exe_path).unwrap_or(true) {
-            // The executable is not mapped under its name (e.g. a zombie).
-            return Err(SymbolError::NoProcess { pid });
+            // The executable is not mapped under the name /proc/PID/exe gives
+            // (started through ld.so, say): read it anyway; a PIE's names then
+            // come back with `needs_rebase`, since its load address is unknown.
+            let slot = Slot {
+                display: exe_path.clone(),
+                open: exe_link.clone(),
+                mapping: None,
+                running: true,
+                module: OnceLock::new(),
+            };
+            slots.insert(0, slot);
         }
         let r = Resolver {
             pid: Some(pid),
@@ -224,11 +236,11 @@ impl Resolver {
     /// Load bias of slot `i`: `Some` when running (0 for fixed-address files).
     fn bias(&self, i: usize, m: &Module) -> Option<u64> {
         let s = &self.slots[i];
-        if !s.running {
-            return (!m.is_dyn).then_some(0);
+        match s.mapping {
+            Some((start, off)) if s.running => m.bias_from_mapping(start, off),
+            // Not running, or not found in the maps: only a fixed-address file is known.
+            _ => (!m.is_dyn).then_some(0),
         }
-        let (start, off) = s.mapping?;
-        m.bias_from_mapping(start, off)
     }
 
     /// Resolve a location expression (see the [module docs](super)).
@@ -261,6 +273,25 @@ impl Resolver {
             None => (0..self.slots.len()).collect(),
         };
         match &e.root {
+            Root::Addr(a) if e.module.is_some() => {
+                // `file:0xADDR`: an address as `nm`/`objdump` print it for that
+                // file; the load bias is added here (perf's `mem:` cannot do this).
+                let i = order[0];
+                let m = self.module(i)?;
+                match self.bias(i, m) {
+                    Some(b) => {
+                        let mut r = self.resolve_addr(&shown, a.wrapping_add(b), e.offset)?;
+                        r.module = Some(self.slots[i].display.clone());
+                        Ok(r)
+                    }
+                    None => {
+                        let mut r = self.resolve_addr(&shown, *a, e.offset)?;
+                        r.module = Some(self.slots[i].display.clone());
+                        r.needs_rebase = true;
+                        Ok(r)
+                    }
+                }
+            }
             Root::Addr(a) => self.resolve_addr(&shown, *a, e.offset),
             Root::Name(n) => {
                 for &i in &order {
@@ -484,18 +515,23 @@ impl Resolver {
                                     });
                                 }
                             }
-                            let Some(stride) = stride else {
+                            // One step of the first dimension spans every inner dimension.
+                            let inner = dims[1..]
+                                .iter()
+                                .try_fold(1u64, |a, d| d.and_then(|d| a.checked_mul(d)));
+                            let Some(stride) =
+                                stride.and_then(|s| inner.and_then(|n| s.checked_mul(n)))
+                            else {
                                 return Err(SymbolError::BadRange {
                                     expr: shown.into(),
                                     message: format!("the element size of {} is unknown", t.name),
                                 });
                             };
                             let off =
-                                i.checked_mul(*stride)
-                                    .ok_or_else(|| SymbolError::BadRange {
-                                        expr: shown.into(),
-                                        message: "index overflows the address space".into(),
-                                    })?;
+                                i.checked_mul(stride).ok_or_else(|| SymbolError::BadRange {
+                                    expr: shown.into(),
+                                    message: "index overflows the address space".into(),
+                                })?;
                             addr = addr.wrapping_add(off);
                             cur = d.index_ty(&t).map_err(|e| dwarf_err(m, e))?;
                             path = format!("{path}[{i}]");
@@ -588,20 +624,104 @@ impl Resolver {
             out.value_kind = ValueKind::Code;
             out.len = 1;
         }
-        // Describe it: which symbol holds it (a hint for the user, not a change of address).
-        for i in 0..self.slots.len() {
-            let Ok(m) = self.module(i) else { continue };
-            let Some(b) = self.bias(i, m) else { continue };
-            if let Some(s) = m.sym_containing(addr.wrapping_sub(b)) {
-                let within = addr.wrapping_sub(b) - s.addr;
-                out.module = Some(self.slots[i].display.clone());
-                if s.kind == SymKind::Object {
-                    out.len = natural_len(addr, s.size.saturating_sub(within).clamp(1, 8));
-                }
-                break;
+        // What lies there: a variable's field or element gives its type and size.
+        if let Some(d) = self.describe(addr) {
+            out.module = d.module;
+            if d.value_kind != ValueKind::Code {
+                out.len = d.len;
+                out.type_name = d.type_name;
+                out.value_kind = d.value_kind;
             }
         }
         Ok(out)
+    }
+
+    /// Name what lies at run-time address `addr`: the variable, field or
+    /// element holding it (`state.count`, `table[3]`, `outer.p[1].y`,
+    /// `counter+0x2` inside a scalar), or the function (`bump_counter+0x4`).
+    /// The result's `addr` is `addr`; `len` runs to the end of the scalar there
+    /// (at most 8 bytes unless it starts exactly at a wider leaf). `None`
+    /// when no symbol covers it or the resolver is not for a running process.
+    ///
+    /// ```no_run
+    /// # use hwbreak_linux::symbols::Resolver;
+    /// # fn main() -> Result<(), hwbreak_linux::symbols::SymbolError> {
+    /// let r = Resolver::for_pid(1234)?;
+    /// let a = r.resolve("state.count")?.addr;
+    /// assert_eq!(r.describe(a).unwrap().name, "state.count");
+    /// # Ok(()) }
+    /// ```
+    pub fn describe(&self, addr: u64) -> Option<Resolved> {
+        self.pid?;
+        for i in 0..self.slots.len() {
+            let Ok(m) = self.module(i) else { continue };
+            let Some(b) = self.bias(i, m) else { continue };
+            let link = addr.wrapping_sub(b);
+            let module = Some(self.slots[i].display.clone());
+            if let Ok(Some(d)) = m.dwarf() {
+                for v in &d.vars {
+                    let (Some(va), Some(tr)) = (v.addr, v.ty) else {
+                        continue;
+                    };
+                    if link < va {
+                        continue;
+                    }
+                    let Ok(ty) = d.ty(tr) else { continue };
+                    let Some(size) = ty.size else { continue };
+                    if link - va >= size {
+                        continue;
+                    }
+                    let (path, leaf, off) = descend(d, ty, link - va, v.full.clone());
+                    return Some(if off == 0 {
+                        Resolved {
+                            addr,
+                            len: leaf.size.filter(|&s| s > 0).unwrap_or(1),
+                            name: path,
+                            value_kind: d.value_kind(&leaf),
+                            type_name: Some(leaf.name),
+                            module,
+                            needs_rebase: false,
+                        }
+                    } else {
+                        let left = leaf.size.unwrap_or(off + 1) - off;
+                        Resolved {
+                            addr,
+                            len: natural_len(addr, left.min(8)),
+                            name: format!("{path}+{off:#x}"),
+                            type_name: None,
+                            value_kind: ValueKind::Unsigned,
+                            module,
+                            needs_rebase: false,
+                        }
+                    });
+                }
+            }
+            if let Some(s) = m.sym_containing(link) {
+                let within = link - s.addr;
+                let name = if within == 0 {
+                    s.name.clone()
+                } else {
+                    format!("{}+{within:#x}", s.name)
+                };
+                let (len, value_kind) = match s.kind {
+                    SymKind::Func => (1, ValueKind::Code),
+                    _ => (
+                        natural_len(addr, s.size.saturating_sub(within).clamp(1, 8)),
+                        ValueKind::Unsigned,
+                    ),
+                };
+                return Some(Resolved {
+                    addr,
+                    len,
+                    name,
+                    type_name: None,
+                    value_kind,
+                    module,
+                    needs_rebase: false,
+                });
+            }
+        }
+        None
     }
 
     fn not_found(&self, name: &str, order: &[usize]) -> SymbolError {
@@ -708,4 +828,50 @@ fn find_in_path(path: &Path) -> Option<PathBuf> {
     std::env::split_paths(&paths)
         .map(|d| d.join(path))
         .find(|p| p.is_file())
+}
+
+/// Walk from a variable of type `ty` down to the leaf holding byte `off`:
+/// the access path, the leaf's type, and the offset left inside the leaf.
+fn descend(d: &DwarfIndex, mut ty: Ty, mut off: u64, mut path: String) -> (String, Ty, u64) {
+    for _ in 0..64 {
+        // A scalar, or a wrapper of one (`AtomicU64`): stop, do not name its insides.
+        if d.value_kind(&ty) != ValueKind::Bytes {
+            break;
+        }
+        match &ty.kind {
+            TyKind::Struct(members) => {
+                let hit = members.iter().filter(|m| m.offset <= off).find_map(|m| {
+                    let t = d.ty(m.ty?).ok()?;
+                    (off - m.offset < t.size?).then_some((m, t))
+                });
+                let Some((m, t)) = hit else { break };
+                if let Some(n) = &m.name {
+                    path = format!("{path}.{n}");
+                }
+                off -= m.offset;
+                ty = t;
+            }
+            TyKind::Array { dims, stride, .. } => {
+                let inner = dims[1..]
+                    .iter()
+                    .try_fold(1u64, |a, d| d.and_then(|d| a.checked_mul(d)));
+                let Some(row) = stride
+                    .and_then(|s| inner.and_then(|n| s.checked_mul(n)))
+                    .filter(|&r| r > 0)
+                else {
+                    break;
+                };
+                let i = off / row;
+                if dims[0].is_some_and(|n| i >= n) {
+                    break;
+                }
+                let Ok(Some(t)) = d.index_ty(&ty) else { break };
+                path = format!("{path}[{i}]");
+                off -= i * row;
+                ty = t;
+            }
+            _ => break,
+        }
+    }
+    (path, ty, off)
 }

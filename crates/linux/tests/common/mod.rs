@@ -117,5 +117,20 @@ pub fn parse_addr_line(l: &str) -> (u64, i32) {
 }
 
 pub fn gettid() -> i32 {
+    // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
     unsafe { libc::gettid() }
+}
+
+/// Setup that needs all 4 slots of a thread: `None` (after printing why) if
+/// the kernel says another perf user holds some, e.g. a CPU-wide breakpoint
+/// of another tool on this shared machine, which takes a slot from every task.
+pub fn all_slots<T>(r: Result<T, hwbreak_linux::Error>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e @ hwbreak_linux::Error::NoSlot { .. }) => {
+            println!("SKIP: the 4 debug-register slots are not all free on this machine: {e}");
+            None
+        }
+        Err(e) => panic!("setup failed: {e:?}"),
+    }
 }

@@ -21,7 +21,8 @@ pub fn repo_root() -> PathBuf {
 pub fn c_targets() -> Option<&'static Path> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let out = std::env::temp_dir().join(format!("hwbreak-symbols-c-{}", std::process::id()));
+        // Under target/: make rebuilds only what changed, and nothing piles up in /tmp.
+        let out = repo_root().join("target/symbols-tests/c");
         let r = Command::new("make")
             .arg("-s")
             .arg("-C")

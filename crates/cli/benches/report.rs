@@ -1,0 +1,104 @@
+//! `hwbreak report` on a 10^6-hit record file: read, aggregate, symbolize the
+//! top 10 stacks. Target: ≤ 2 s. The peer, measured in the same run, is the
+//! floor: reading the same file's bytes with `std::fs::read`.
+//!
+//! The file's stacks are real addresses of this benchmark binary's own
+//! functions, with its real module map, so symbolization is real work
+//! (blazesym over DWARF). 1000 distinct stacks of depth 8, 4 watches, 64 threads.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use hwbreak::recfile::{Header, Hit, Module, WatchEntry, Writer};
+use hwbreak_core::Access;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+
+fn self_modules() -> Vec<Module> {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let range = it.next()?;
+            let perms = it.next()?;
+            let off = u64::from_str_radix(it.next()?, 16).ok()?;
+            let path = it.nth(2)?;
+            if !perms.contains('x') || !path.starts_with('/') {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            Some(Module {
+                start: u64::from_str_radix(a, 16).ok()?,
+                end: u64::from_str_radix(b, 16).ok()?,
+                file_offset: off,
+                path: path.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn make_file(dir: &Path, hits: u64) -> PathBuf {
+    let path = dir.join("million.hwb");
+    let modules = self_modules();
+    // Code addresses inside this binary: spread over its text mapping.
+    let exe = std::fs::read_link("/proc/self/exe").unwrap();
+    let text = modules
+        .iter()
+        .find(|m| Path::new(&m.path) == exe)
+        .expect("own text mapping")
+        .clone();
+    let span = (text.end - text.start).max(1);
+    let ip = |k: u64| text.start + (k.wrapping_mul(2_654_435_761) % span);
+    let header = Header {
+        values: false,
+        pid: 1,
+        start_ns: 0,
+        watches: (0..4)
+            .map(|i| WatchEntry {
+                name: format!("w{i}"),
+                addr: 0x1000 + 8 * i,
+                len: 8,
+                access: Access::Write,
+            })
+            .collect(),
+        modules,
+    };
+    let f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    let mut w = Writer::new(f, &header).unwrap();
+    for i in 0..hits {
+        let s = i % 1000;
+        w.hit(&Hit {
+            watch: (s % 4) as u16,
+            tid: (i % 64) as u32,
+            cpu: 0,
+            time_ns: i * 1000,
+            ip: ip(s),
+            addr: 0x1000,
+            value: None,
+            stack: (1..8).map(|d| ip(s * 8 + d)).collect(),
+        })
+        .unwrap();
+    }
+    w.finish().unwrap();
+    path
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = make_file(dir.path(), 1_000_000);
+    let mut g = c.benchmark_group("report_1M_hits");
+    g.sample_size(10);
+    g.bench_function("hwbreak_report_top10", |b| {
+        b.iter(|| {
+            let (agg, frames) = hwbreak::report::analyse(black_box(&path), 10).unwrap();
+            assert_eq!(agg.hits, 1_000_000);
+            black_box(frames)
+        })
+    });
+    g.bench_function("peer_read_file_bytes", |b| {
+        b.iter(|| black_box(std::fs::read(black_box(&path)).unwrap().len()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
