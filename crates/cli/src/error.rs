@@ -46,6 +46,13 @@ impl fmt::Display for CliError {
 
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            // The reader went away (`hwbreak ... | head`): not an error to report.
+            return CliError {
+                msg: String::new(),
+                code: 0,
+            };
+        }
         CliError::new(format!("I/O error: {e}"))
     }
 }

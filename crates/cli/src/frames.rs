@@ -1,8 +1,8 @@
 //! Frames as the CLI prints them, and a cache so each distinct IP is
 //! symbolized once however many hits carry it.
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -121,7 +121,18 @@ pub trait Symbolize {
 /// frame then shows the real address. Execute hits are exact.
 pub struct FrameCache<S> {
     inner: S,
-    map: HashMap<(u64, bool), Rc<Frame>>,
+    map: FxHashMap<(u64, bool), Rc<Rendered>>,
+}
+
+/// A frame with its text and JSON rendered once.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The frame.
+    pub frame: Rc<Frame>,
+    /// [`Frame::text`].
+    pub text: String,
+    /// The frame as a JSON object.
+    pub json: String,
 }
 
 impl<S: Symbolize> FrameCache<S> {
@@ -129,7 +140,7 @@ impl<S: Symbolize> FrameCache<S> {
     pub fn new(inner: S) -> Self {
         FrameCache {
             inner,
-            map: HashMap::new(),
+            map: FxHashMap::default(),
         }
     }
 
@@ -138,10 +149,16 @@ impl<S: Symbolize> FrameCache<S> {
         &mut self.inner
     }
 
-    /// Frames for a stack `[ip, return addresses...]`; `exact_ip` says the
-    /// first address is an instruction start (an execute hit).
-    pub fn stack(&mut self, ips: &[u64], exact_ip: bool) -> Vec<Rc<Frame>> {
+    /// Symbolize (in one batch) whatever of the stack is not cached yet.
+    fn fill(&mut self, ips: &[u64], exact_ip: bool) {
         let key = |i: usize, ip: u64| (ip, i == 0 && exact_ip);
+        if ips
+            .iter()
+            .enumerate()
+            .all(|(i, &ip)| self.map.contains_key(&key(i, ip)))
+        {
+            return;
+        }
         let mut missing: Vec<(u64, bool)> = ips
             .iter()
             .enumerate()
@@ -150,32 +167,59 @@ impl<S: Symbolize> FrameCache<S> {
             .collect();
         missing.sort_unstable();
         missing.dedup();
-        if !missing.is_empty() {
-            let lookups: Vec<u64> = missing
-                .iter()
-                .map(|&(ip, exact)| if exact { ip } else { ip.saturating_sub(1) })
-                .collect();
-            let got = self.inner.symbolize(&lookups);
-            for (i, &(ip, exact)) in missing.iter().enumerate() {
-                let mut f = got.get(i).cloned().unwrap_or_else(|| Frame::unknown(ip));
-                let delta = ip - lookups[i];
-                f.ip = ip;
-                if !exact {
-                    f.offset = f.offset.map(|o| o + delta);
-                    f.module_offset = f.module_offset.map(|o| o + delta);
-                }
-                self.map.insert((ip, exact), Rc::new(f));
+        let lookups: Vec<u64> = missing
+            .iter()
+            .map(|&(ip, exact)| if exact { ip } else { ip.saturating_sub(1) })
+            .collect();
+        let got = self.inner.symbolize(&lookups);
+        for (i, &(ip, exact)) in missing.iter().enumerate() {
+            let mut f = got.get(i).cloned().unwrap_or_else(|| Frame::unknown(ip));
+            let delta = ip - lookups[i];
+            f.ip = ip;
+            if !exact {
+                f.offset = f.offset.map(|o| o + delta);
+                f.module_offset = f.module_offset.map(|o| o + delta);
             }
+            let r = Rendered {
+                text: f.text(),
+                json: serde_json::to_string(&f).unwrap_or_else(|_| "{}".into()),
+                frame: Rc::new(f),
+            };
+            self.map.insert((ip, exact), Rc::new(r));
         }
+    }
+
+    fn get(&self, ip: u64, exact: bool) -> Rc<Rendered> {
+        self.map.get(&(ip, exact)).cloned().unwrap_or_else(|| {
+            let f = Frame::unknown(ip);
+            Rc::new(Rendered {
+                text: f.text(),
+                json: serde_json::to_string(&f).unwrap_or_default(),
+                frame: Rc::new(f),
+            })
+        })
+    }
+
+    /// Frames for a stack `[ip, return addresses...]`; `exact_ip` says the
+    /// first address is an instruction start (an execute hit).
+    pub fn stack(&mut self, ips: &[u64], exact_ip: bool) -> Vec<Rc<Frame>> {
+        self.fill(ips, exact_ip);
         ips.iter()
             .enumerate()
-            .map(|(i, &ip)| {
-                self.map
-                    .get(&key(i, ip))
-                    .cloned()
-                    .unwrap_or_else(|| Rc::new(Frame::unknown(ip)))
-            })
+            .map(|(i, &ip)| self.get(ip, i == 0 && exact_ip).frame.clone())
             .collect()
+    }
+
+    /// [`Self::stack`] with rendered text and JSON, into a reused buffer
+    /// (the per-hit path: no allocation once the addresses are cached).
+    pub fn stack_rendered(&mut self, ips: &[u64], exact_ip: bool, out: &mut Vec<Rc<Rendered>>) {
+        self.fill(ips, exact_ip);
+        out.clear();
+        out.extend(
+            ips.iter()
+                .enumerate()
+                .map(|(i, &ip)| self.get(ip, i == 0 && exact_ip)),
+        );
     }
 }
 

@@ -6,7 +6,9 @@ use clap::Parser;
 fn main() {
     let cli = hwbreak::cli::Cli::parse();
     if let Err(e) = hwbreak::run(cli) {
-        eprintln!("hwbreak: {e}");
+        if !e.msg.is_empty() {
+            eprintln!("hwbreak: {e}");
+        }
         std::process::exit(e.code);
     }
 }

@@ -15,6 +15,7 @@ use hwbreak_linux::symbols::{read_maps, ValueKind};
 use hwbreak_linux::watch::{Mode, Target, WatchHit, Watcher};
 use serde::Serialize;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -88,6 +89,8 @@ fn linux_error(e: hwbreak_linux::Error) -> CliError {
 
 /// An open session: the watcher and what it was opened for.
 struct Session {
+    /// Each watch's value right after the watches were armed.
+    initial: Vec<Option<u64>>,
     plan: Plan,
     /// The mappings read right after opening.
     maps: Option<Maps>,
@@ -126,8 +129,31 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
         b = b.watch(name, *attr);
     }
     stop_flag();
+    let what: Vec<String> = plan.watches.iter().map(|w| w.describe()).collect();
+    let banner = |whom: &str| {
+        eprintln!(
+            "hwbreak: watching {} in {whom}, {} of {} slots; Ctrl-C to stop",
+            what.join(", "),
+            plan.pieces.len(),
+            crate::sys::SLOTS_PER_CPU
+        )
+    };
+    if let TargetKind::Launch(cmd) = &plan.target {
+        check_program(&cmd[0])?;
+        // Armed from the first instruction: say so before the program's own output.
+        banner(&cmd.join(" "));
+    }
     let watcher = b.open().map_err(linux_error)?;
     let pid = watcher.pid();
+    // The values before any hit: read first thing (the program is running).
+    let initial: Vec<Option<u64>> = plan
+        .watches
+        .iter()
+        .map(|w| match (pid, w.kind) {
+            (_, ValueKind::Code) | (None, _) => None,
+            (Some(p), _) => crate::sys::read_value(p, w.addr, w.len),
+        })
+        .collect();
     // Read the maps at once: a short-lived program may be gone soon.
     let mut maps = Maps {
         pid,
@@ -144,20 +170,14 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
         }
     }
     let piece_watch = plan.pieces.iter().map(|p| p.0).collect();
-    let whom = match (&plan.target, pid) {
-        (TargetKind::Launch(cmd), Some(p)) => format!("{} (pid {p})", cmd.join(" ")),
-        (TargetKind::Pid(_), Some(p)) => format!("every thread of process {p}"),
-        (TargetKind::Tid(_), Some(t)) => format!("thread {t}"),
-        _ => "every CPU".to_string(),
-    };
-    let what: Vec<String> = plan.watches.iter().map(|w| w.describe()).collect();
-    eprintln!(
-        "hwbreak: watching {} in {whom}, {} of {} slots; Ctrl-C to stop",
-        what.join(", "),
-        plan.pieces.len(),
-        crate::sys::SLOTS_PER_CPU
-    );
+    match (&plan.target, pid) {
+        (TargetKind::Launch(_), _) => {}
+        (TargetKind::Pid(_), Some(p)) => banner(&format!("every thread of process {p}")),
+        (TargetKind::Tid(_), Some(t)) => banner(&format!("thread {t}")),
+        _ => banner("every CPU"),
+    }
     Ok(Session {
+        initial,
         plan,
         maps: Some(maps),
         watcher,
@@ -329,6 +349,7 @@ struct Status {
     shown: bool,
     last: Instant,
     last_hits: u64,
+    rate: f64,
 }
 
 impl Status {
@@ -338,6 +359,7 @@ impl Status {
             shown: false,
             last: Instant::now(),
             last_hits: 0,
+            rate: 0.0,
         }
     }
 
@@ -353,39 +375,20 @@ impl Status {
             return;
         }
         let dt = self.last.elapsed();
-        if !force && dt < Duration::from_millis(250) {
+        if dt >= Duration::from_millis(250) {
+            // The rate is measured over windows of at least 250 ms.
+            self.rate = (hits - self.last_hits) as f64 / dt.as_secs_f64();
+            self.last = Instant::now();
+            self.last_hits = hits;
+        } else if !force {
             return;
         }
-        let rate = (hits - self.last_hits) as f64 / dt.as_secs_f64().max(1e-3);
-        eprint!("\r\x1b[K[hwbreak] {hits} hits, {rate:.0}/s, lost {lost}  (Ctrl-C to stop)");
+        eprint!(
+            "\r\x1b[K[hwbreak] {hits} hits, {:.0}/s, lost {lost}  (Ctrl-C to stop)",
+            self.rate
+        );
         self.shown = true;
-        self.last = Instant::now();
-        self.last_hits = hits;
     }
-}
-
-#[derive(Serialize)]
-struct HitJson<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    t: f64,
-    time_ns: u64,
-    tid: u32,
-    pid: u32,
-    cpu: u32,
-    watch: &'a str,
-    access: &'static str,
-    #[serde(serialize_with = "crate::frames::hex")]
-    addr: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    old: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    new: Option<&'a str>,
-    #[serde(serialize_with = "crate::frames::hex")]
-    ip: u64,
-    at: &'a crate::frames::Frame,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stack: Option<Vec<&'a crate::frames::Frame>>,
 }
 
 /// The per-hit work shared by watch and record.
@@ -407,16 +410,20 @@ struct HitSink<'a> {
     err: Option<std::io::Error>,
     batch: Vec<(WatchHit<'static>, usize, usize)>,
     arena: Vec<u64>,
+    frames_buf: Vec<std::rc::Rc<crate::frames::Rendered>>,
+    line_buf: String,
+    /// Each watch's name as a JSON string, escaped once.
+    json_names: Vec<String>,
 }
 
 /// A hit without its borrowed slices (they are re-attached from an arena).
-fn h_owned(h: &WatchHit<'_>) -> Box<WatchHit<'static>> {
-    Box::new(WatchHit {
+fn h_owned(h: &WatchHit<'_>) -> WatchHit<'static> {
+    WatchHit {
         callchain: &[],
         regs: &[],
         stack: &[],
         ..*h
-    })
+    }
 }
 
 struct Recorder {
@@ -465,34 +472,55 @@ impl HitSink<'_> {
             return;
         }
         let exact = w.access == Access::Execute;
-        let frames = if self.no_stack {
-            self.sym.stack(&self.stack_buf[..1], exact)
+        let mut frames = std::mem::take(&mut self.frames_buf);
+        let depth = if self.no_stack {
+            1
         } else {
-            self.sym.stack(&self.stack_buf, exact)
+            self.stack_buf.len()
         };
+        self.sym
+            .stack_rendered(&self.stack_buf[..depth], exact, &mut frames);
         let t = h.time.saturating_sub(first) as f64 / 1e9;
         let fmt = |v: Option<u64>| v.map(|v| format_value(v, w.len, w.kind));
         let (old_s, new_s) = (fmt(old), fmt(value));
         let r = if self.json {
-            let j = HitJson {
-                kind: "hit",
-                t: (t * 1e6).round() / 1e6,
-                time_ns: h.time,
-                tid: h.tid,
-                pid: h.pid,
-                cpu: h.cpu,
-                watch: &w.name,
-                access: w.access.short(),
-                addr: h.addr,
-                old: old_s.as_deref(),
-                new: new_s.as_deref(),
-                ip: h.ip,
-                at: &frames[0],
-                stack: (!self.no_stack).then(|| frames[1..].iter().map(|f| &**f).collect()),
-            };
-            serde_json::to_writer(&mut self.out, &j)
-                .map_err(std::io::Error::other)
-                .and_then(|_| self.out.write_all(b"\n"))
+            // Written by hand from pre-rendered pieces: this is the per-hit
+            // hot path (the schema is in docs/CLI.md).
+            let mut line = std::mem::take(&mut self.line_buf);
+            line.clear();
+            let _ = write!(
+                line,
+                "{{\"type\":\"hit\",\"t\":{},\"time_ns\":{},\"tid\":{},\"pid\":{},\"cpu\":{},\"watch\":{},\"access\":\"{}\",\"addr\":\"{:#x}\"",
+                (t * 1e6).round() / 1e6,
+                h.time,
+                h.tid,
+                h.pid,
+                h.cpu,
+                self.json_names[wi],
+                w.access.short(),
+                h.addr
+            );
+            if let Some(o) = &old_s {
+                let _ = write!(line, ",\"old\":\"{o}\"");
+            }
+            if let Some(n) = &new_s {
+                let _ = write!(line, ",\"new\":\"{n}\"");
+            }
+            let _ = write!(line, ",\"ip\":\"{:#x}\",\"at\":{}", h.ip, frames[0].json);
+            if !self.no_stack {
+                line.push_str(",\"stack\":[");
+                for (k, f) in frames[1..].iter().enumerate() {
+                    if k > 0 {
+                        line.push(',');
+                    }
+                    line.push_str(&f.json);
+                }
+                line.push(']');
+            }
+            line.push_str("}\n");
+            let r = self.out.write_all(line.as_bytes());
+            self.line_buf = line;
+            r
         } else {
             let comm = self.comm.entry(h.tid).or_insert_with(|| {
                 let pid = if h.pid != 0 { h.pid } else { h.tid };
@@ -518,7 +546,7 @@ impl HitSink<'_> {
                 "{t:>10.6}  {who:<20}  {} {}{val}  at {}\n",
                 w.name,
                 w.access.short(),
-                frames[0].text()
+                frames[0].text
             );
             if !self.no_stack {
                 let max = 8;
@@ -527,16 +555,17 @@ impl HitSink<'_> {
                         line.push_str(&format!("                ← … {} more\n", frames.len() - k));
                         break;
                     }
-                    if crate::frames::is_runtime_entry(f) {
+                    if crate::frames::is_runtime_entry(&f.frame) {
                         break;
                     }
                     line.push_str("                ← ");
-                    line.push_str(&f.text());
+                    line.push_str(&f.text);
                     line.push('\n');
                 }
             }
             self.out.write_all(line.as_bytes())
         };
+        self.frames_buf = frames;
         if let Err(e) = r {
             self.err.get_or_insert(e);
         }
@@ -610,18 +639,11 @@ fn run_sampling(
         sym: FrameCache::new(OfflineSymbolizer::new(&first_maps)),
         maps,
         values,
-        last_value: s
-            .plan
-            .watches
-            .iter()
-            .map(|w| {
-                if values && w.kind != ValueKind::Code {
-                    s.pid.and_then(|p| crate::sys::read_value(p, w.addr, w.len))
-                } else {
-                    None
-                }
-            })
-            .collect(),
+        last_value: if values {
+            s.initial.clone()
+        } else {
+            vec![None; s.plan.watches.len()]
+        },
         first_ns: None,
         stack_buf: Vec::with_capacity(128),
         comm: HashMap::new(),
@@ -633,6 +655,14 @@ fn run_sampling(
         err: None,
         batch: Vec::new(),
         arena: Vec::new(),
+        frames_buf: Vec::new(),
+        line_buf: String::new(),
+        json_names: s
+            .plan
+            .watches
+            .iter()
+            .map(|w| serde_json::to_string(&w.name).unwrap_or_else(|_| "\"?\"".into()))
+            .collect(),
     };
     let stop = stop_flag();
     let mut status = Status::new();
@@ -643,8 +673,11 @@ fn run_sampling(
         let _ = s
             .watcher
             .poll(Some(Duration::from_millis(if values { 5 } else { 20 })));
-        status.clear();
-        sink.drain(&s.watcher);
+        let mut cleared = false;
+        sink.drain_with(&s.watcher, &mut || {
+            status.clear();
+            cleared = true;
+        });
         let _ = sink.out.flush();
         if let Some(e) = sink.err.take() {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
@@ -652,7 +685,7 @@ fn run_sampling(
             }
             return Err(CliError::new(format!("cannot write output: {e}")));
         }
-        status.update(sink.agg.hits, s.watcher.lost(), false);
+        status.update(sink.agg.hits, s.watcher.lost(), cleared);
         if last_refresh.elapsed() > Duration::from_secs(1) {
             last_refresh = Instant::now();
             sink.refresh_maps();
@@ -726,6 +759,12 @@ impl HitSink<'_> {
     /// where the value was never seen (the program does not stop, so
     /// intermediate values are gone by the time we look).
     fn drain(&mut self, w: &Watcher) {
+        self.drain_with(w, &mut || {});
+    }
+
+    /// [`Self::drain`], calling `before_output` once before the first hit
+    /// is printed (to clear the status line), and only if there is one.
+    fn drain_with(&mut self, w: &Watcher, before_output: &mut dyn FnMut()) {
         let mut batch = std::mem::take(&mut self.batch);
         let mut arena = std::mem::take(&mut self.arena);
         batch.clear();
@@ -733,9 +772,12 @@ impl HitSink<'_> {
         w.drain(|h| {
             let a = arena.len();
             arena.extend_from_slice(h.callchain);
-            batch.push((*h_owned(h), a, arena.len()));
+            batch.push((h_owned(h), a, arena.len()));
         });
         batch.sort_by_key(|(h, _, _)| h.time);
+        if self.print && !batch.is_empty() {
+            before_output();
+        }
         if !self.values {
             for (h, a, b) in &batch {
                 let hit = WatchHit {
@@ -799,5 +841,29 @@ impl HitSink<'_> {
                 }
             }
         }
+    }
+}
+
+/// The program to launch exists and is executable (checked before anything
+/// is printed or opened, so the error is the only line).
+fn check_program(prog: &str) -> Result<(), CliError> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if prog.contains('/') {
+        vec![prog.into()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(prog)).collect())
+            .unwrap_or_default()
+    };
+    let ok = candidates.iter().any(|c| {
+        std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::new(format!(
+            "cannot launch `{prog}`: no such executable{}; check the path after `--`",
+            if prog.contains('/') { "" } else { " in $PATH" }
+        )))
     }
 }

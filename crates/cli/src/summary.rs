@@ -2,8 +2,8 @@
 //! `watch` (live) and `report` (offline) share it, so both print the same summary.
 
 use crate::frames::{FrameCache, Symbolize};
+use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
-use std::collections::HashMap;
 use std::io::{self, Write};
 
 /// One watch's line in the summary.
@@ -179,7 +179,7 @@ impl SummaryView<'_> {
     /// frequent are considered.
     pub fn shown_stacks<S: Symbolize>(&self, sym: &mut FrameCache<S>) -> Vec<ShownStack> {
         let all = self.agg.top_stacks(10_000);
-        let mut merged: HashMap<(usize, Vec<u64>), (Frames, u64)> = HashMap::new();
+        let mut merged: HashMap<(usize, Vec<u64>), (Frames, u64)> = HashMap::default();
         for (w, ips, c) in all {
             let mut frames = sym.stack(ips, self.agg.exact(w));
             if let Some(cut) = frames

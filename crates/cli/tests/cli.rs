@@ -119,6 +119,10 @@ struct Waiting {
     child: Child,
     out: BufReader<ChildStdout>,
     text: String,
+    /// Slots free for it before the test did anything (a CPU-wide
+    /// breakpoint of another perf user on this shared machine takes one
+    /// from every task, so "all free" means "as many as before").
+    free0: u64,
 }
 
 impl Waiting {
@@ -140,7 +144,14 @@ impl Waiting {
                 break;
             }
         }
-        Waiting { child, out, text }
+        let mut w = Waiting {
+            child,
+            out,
+            text,
+            free0: 0,
+        };
+        w.free0 = free_slots(w.pid());
+        w
     }
 
     fn pid(&self) -> i32 {
@@ -292,6 +303,31 @@ fn stat_counts_exactly_on_launched_c_target() {
 }
 
 #[test]
+fn a_struct_wider_than_8_bytes_is_split_over_slots_and_counted_whole() {
+    let _g = slots();
+    // struct state { int a; long count; char name[16]; }: 32 bytes, 4 slots.
+    let o = run(hwbreak()
+        .args(["stat", "--json", "state", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["400", "1", "1"]));
+    if o.stderr.contains("no free hardware breakpoint slot") {
+        eprintln!("SKIP a_struct_wider_than_8_bytes...: another perf user holds CPU-wide slots");
+        return;
+    }
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stderr.contains("4 of 4 slots"), "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    let want = expected(&o.stderr, "state.count") + expected(&o.stderr, "state.a");
+    assert_eq!(hits_of(j, "state"), want);
+    // Six watches' worth of slots in one request is refused before any syscall.
+    let o = run(hwbreak()
+        .args(["stat", "state", "counter", "--"])
+        .arg(c_targets().join("counter"))
+        .args(["1", "1", "1"]));
+    assert_clean_error(&o, "state takes 4");
+}
+
+#[test]
 fn stat_counts_exactly_on_launched_non_pie_c_target() {
     let _g = slots();
     let o = run(hwbreak()
@@ -306,7 +342,14 @@ fn stat_counts_exactly_on_launched_non_pie_c_target() {
 fn stat_counts_exactly_on_launched_demo() {
     let _g = slots();
     let o = run(hwbreak()
-        .args(["stat", "--json", "STATE.hits", "STATE.table[2]", "--"])
+        .args([
+            "stat",
+            "--json",
+            "STATE.hits",
+            "STATE.table[2]",
+            "hwbreak_demo::ROUNDS_DONE",
+            "--",
+        ])
         .arg(demo())
         .args([
             "--iterations",
@@ -324,6 +367,9 @@ fn stat_counts_exactly_on_launched_demo() {
         expected(&o.stderr, "table[2]")
     );
     assert_eq!(hits_of(j, "STATE.hits"), 800);
+    // A Rust static by path.
+    let rounds = j["watches"][2]["hits"].as_u64().unwrap();
+    assert_eq!(rounds, 800, "{j}");
 }
 
 #[test]
@@ -346,6 +392,36 @@ fn stat_attached_with_pid_counts_threads_started_before_and_after_attach() {
     assert_eq!(hits_of(j, "counter"), expected(&text, "counter"));
     assert_eq!(hits_of(j, "state.a"), expected(&text, "state.a"));
     assert!(j["target_exit"].as_str().unwrap().contains("exited"), "{j}");
+}
+
+#[test]
+fn stat_attached_counts_a_shared_library_global() {
+    let _g = slots();
+    let t = Waiting::start(Command::new(c_targets().join("uselib")).args(["700", "wait"]));
+    let bg = Background::start(hwbreak().args([
+        "stat",
+        "--json",
+        "-p",
+        &t.pid().to_string(),
+        "libwatchme.so:watchme_value",
+    ]));
+    let text = t.release();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(
+        j["watches"][0]["hits"].as_u64().unwrap(),
+        expected(&text, "watchme_value")
+    );
+}
+
+#[test]
+fn library_global_of_a_command_not_started_yet_says_to_attach() {
+    let o = run(hwbreak()
+        .args(["stat", "libwatchme.so:watchme_value", "--"])
+        .arg(c_targets().join("uselib"))
+        .arg("10"));
+    assert_clean_error(&o, "attach");
 }
 
 #[test]
@@ -389,6 +465,10 @@ fn watch_json_prints_exactly_one_object_per_hit_and_a_summary_with_lost_0() {
             "20",
         ]));
     assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !o.stderr.contains("\x1b[K"),
+        "no live status line on a pipe"
+    );
     let lines = json_lines(&o.stdout);
     let want = expected(&o.stderr, "hits");
     let hits: Vec<_> = lines.iter().filter(|l| l["type"] == "hit").collect();
@@ -441,6 +521,41 @@ fn watch_json_prints_exactly_one_object_per_hit_and_a_summary_with_lost_0() {
         .filter_map(|f| f["function"].as_str())
         .collect();
     assert!(top.iter().any(|n| n.contains("worker")), "{}", tops[0]);
+}
+
+#[test]
+fn watch_json_attached_counts_every_hit_of_threads_before_and_after_attach() {
+    let _g = slots();
+    let t = counter_waiting();
+    let bg = Background::start(hwbreak().args([
+        "watch",
+        "--json",
+        "-p",
+        &t.pid().to_string(),
+        "state.count",
+    ]));
+    let text = t.release();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    let want = expected(&text, "state.count");
+    assert_eq!(
+        lines.iter().filter(|l| l["type"] == "hit").count() as u64,
+        want
+    );
+    let summary = lines.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["lost"], 0);
+    assert_eq!(summary["hits"].as_u64().unwrap(), want);
+    assert_eq!(
+        summary["threads"].as_array().unwrap().len(),
+        4,
+        "2 threads from before the attach, 2 after"
+    );
+    let f = summary["top_stacks"][0]["frames"][0]["function"]
+        .as_str()
+        .unwrap();
+    assert_eq!(f, "bump_state");
 }
 
 #[test]
@@ -570,6 +685,10 @@ fn t_pid(text: &str) -> i32 {
 fn ctrl_c_stops_drains_summarizes_and_frees_the_slots() {
     let _g = slots();
     let t = counter_waiting();
+    if t.free0 < 2 {
+        eprintln!("SKIP ctrl_c_stops_drains_summarizes_and_frees_the_slots: only {} slots free (another perf user holds CPU-wide breakpoints)", t.free0);
+        return;
+    }
     let pid = t.pid();
     let bg = Background::start(hwbreak().args([
         "watch",
@@ -581,7 +700,7 @@ fn ctrl_c_stops_drains_summarizes_and_frees_the_slots() {
     ]));
     assert_eq!(
         free_slots(pid),
-        2,
+        t.free0 - 2,
         "two watches hold two slots of the target"
     );
     bg.interrupt();
@@ -590,7 +709,11 @@ fn ctrl_c_stops_drains_summarizes_and_frees_the_slots() {
     let lines = json_lines(&o.stdout);
     assert_eq!(lines.last().unwrap()["type"], "summary");
     assert_eq!(lines.last().unwrap()["lost"], 0);
-    assert_eq!(free_slots(pid), 4, "every breakpoint is gone after Ctrl-C");
+    assert_eq!(
+        free_slots(pid),
+        t.free0,
+        "every breakpoint is gone after Ctrl-C"
+    );
     // The attached target was left running.
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 }
@@ -603,7 +726,7 @@ fn bad_spec_syntax_names_the_column_and_leaves_nothing() {
     let t = counter_waiting();
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter:q"]));
     assert_clean_error(&o, "column 9");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -613,7 +736,7 @@ fn unaligned_address_is_refused_before_any_breakpoint() {
     let a = t.addr("counter") + 2;
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), &format!("{a:#x}/4")]));
     assert_clean_error(&o, "align");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -622,7 +745,7 @@ fn bad_length_is_refused() {
     let t = counter_waiting();
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter/3"]));
     assert_clean_error(&o, "length");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -631,7 +754,7 @@ fn read_only_watch_on_x86_suggests_rw() {
     let t = counter_waiting();
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "counter:r"]));
     assert_clean_error(&o, "rw");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -641,7 +764,7 @@ fn unknown_name_lists_close_matches() {
     let o = run(hwbreak().args(["stat", "-p", &t.pid().to_string(), "countr"]));
     assert_clean_error(&o, "counter");
     assert!(o.stderr.contains("countr"), "{}", o.stderr);
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
@@ -691,13 +814,20 @@ fn no_permission_as_an_unprivileged_user() {
         return;
     }
     assert_clean_error(&o, "permission");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
 fn fifth_watch_when_four_slots_are_held_is_refused() {
     let _g = slots();
     let t = counter_waiting();
+    if t.free0 < 4 {
+        eprintln!(
+            "SKIP fifth_watch_when_four_slots_are_held_is_refused: only {} slots are free (another perf user holds CPU-wide breakpoints)",
+            t.free0
+        );
+        return;
+    }
     let pid = t.pid().to_string();
     let holder = Background::start(hwbreak().args([
         "stat",
@@ -713,7 +843,7 @@ fn fifth_watch_when_four_slots_are_held_is_refused() {
     assert_clean_error(&o, "no free hardware breakpoint slot");
     holder.interrupt();
     assert_eq!(holder.finish().code, 0);
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
     // Five in one request: refused before any system call.
     let o = run(hwbreak().args([
         "stat",
@@ -726,7 +856,7 @@ fn fifth_watch_when_four_slots_are_held_is_refused() {
         "table[2]",
     ]));
     assert_clean_error(&o, "5 hardware slots");
-    assert_eq!(free_slots(t.pid()), 4);
+    assert_eq!(free_slots(t.pid()), t.free0);
 }
 
 #[test]
