@@ -25,6 +25,11 @@
 //! hit. End-to-end seconds are shown too (the perf comparison uses them). Each
 //! contender runs `--repeat` times, interleaved round by round so that load
 //! from elsewhere hits all of them alike, and its fastest run is reported.
+//! Beside wall time, each run's CPU time (user + system of the contender's
+//! whole process tree, from `getrusage(RUSAGE_CHILDREN)`) gives hits per CPU
+//! second, which stays steady on a busy machine; `--metric cpu` judges on it.
+//! A peer that miscounts is never called fast, but hwbreak is still compared
+//! with it (`PASS*`/`MISS*`): its time covers less work, which favours it.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
