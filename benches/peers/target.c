@@ -35,18 +35,25 @@ static long parse_count(const char *s, const char *what)
 }
 
 /* noinline: gives every hit the same, named IP and a two-frame stack.
- * Writes i + 1, never the value already there (the global starts at 0): gdb's
- * `watch` reports a write only when it changes the value, so a write of 0
- * over 0 would be a hit for every other contender but not for gdb. */
-__attribute__((noinline)) static void write_counter(long n)
+ * Every write changes the value: gdb's `watch` reports a write only when it
+ * changes the value, so a repeated value would be a hit for every other
+ * contender but not for gdb.  A thread writes base + 1, base + 2, ... and each
+ * thread has its own base (the global starts at 0), so no write, from any
+ * thread, stores the value already there. */
+__attribute__((noinline)) static void write_counter(long n, long base)
 {
 	for (long i = 0; i < n; i++)
-		counter = i + 1;
+		counter = base + i + 1;
 }
+
+struct work {
+	long n, base;
+};
 
 static void *worker(void *arg)
 {
-	write_counter((long)arg);
+	struct work *w = arg;
+	write_counter(w->n, w->base);
 	return NULL;
 }
 
@@ -59,7 +66,7 @@ int main(int argc, char **argv)
 	long n = parse_count(argv[1], "N");
 	long threads = argc == 3 ? parse_count(argv[2], "THREADS") : 1;
 	if (threads <= 1) {
-		write_counter(n);
+		write_counter(n, 0);
 		return 0;
 	}
 	if (threads > 1024) {
@@ -67,9 +74,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	pthread_t tid[1024];
+	static struct work work[1024];
 	for (long t = 0; t < threads; t++) {
-		long share = n / threads + (t == 0 ? n % threads : 0);
-		if (pthread_create(&tid[t], NULL, worker, (void *)share) != 0) {
+		work[t].n = n / threads + (t == 0 ? n % threads : 0);
+		work[t].base = (t + 1) << 40; /* disjoint ranges: N < 2^40 */
+		if (pthread_create(&tid[t], NULL, worker, &work[t]) != 0) {
 			perror("target: pthread_create");
 			return 1;
 		}

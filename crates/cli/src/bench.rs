@@ -25,6 +25,11 @@
 //! hit. End-to-end seconds are shown too (the perf comparison uses them). Each
 //! contender runs `--repeat` times, interleaved round by round so that load
 //! from elsewhere hits all of them alike, and its fastest run is reported.
+//! Beside wall time, each run's CPU time (user + system of the contender's
+//! whole process tree, from `getrusage(RUSAGE_CHILDREN)`) gives hits per CPU
+//! second, which stays steady on a busy machine; `--metric cpu` judges on it.
+//! A peer that miscounts is never called fast, but hwbreak is still compared
+//! with it (`PASS*`/`MISS*`): its time covers less work, which favours it.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -1244,6 +1249,10 @@ struct Row {
     startup_cpu_seconds: Option<f64>,
     hits_per_cpu_sec: Option<f64>,
     cpu_ratio_vs_raw: Option<f64>,
+    /// A WRONG row's (wall, CPU) rates over N: used only to compare hwbreak
+    /// with a peer that miscounted, a comparison that favours the peer.
+    #[serde(skip)]
+    wrong_rate: (Option<f64>, Option<f64>),
     /// The target for this row.
     target: String,
     /// The figure the target is checked on (a ratio, or seconds for `<= s`).
@@ -1276,11 +1285,22 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
     };
     let raw = rate_of(&rows, "raw-c");
     for i in 0..rows.len() {
-        if !rows[i].verdict.is_empty() {
+        let goal = plan[i].goal;
+        let peer_goal = matches!(
+            goal,
+            Goal::HwbreakFaster(..) | Goal::HwbreakNoSlowerEndToEnd(_)
+        );
+        // A peer that miscounted did less work than N hits in its time, so
+        // hwbreak can still be compared with it, marked `*`.
+        let starred = rows[i].verdict == "WRONG" && peer_goal;
+        if !rows[i].verdict.is_empty() && !starred {
             continue;
         }
-        let goal = plan[i].goal;
-        let row = &rows[i];
+        let mut own = rows[i].clone();
+        if starred {
+            (own.hits_per_sec, own.hits_per_cpu_sec) = own.wrong_rate;
+        }
+        let row = &own;
         let (value, pass, missing) = match goal {
             Goal::Baseline => (None, None, None),
             Goal::RateVsRaw(f) => match (rate(row), raw) {
@@ -1298,16 +1318,25 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
             Goal::MaxSeconds(max) => (row.seconds, row.seconds.map(|s| s <= max), None),
             Goal::Info => (None, None, None),
         };
+        let star = if starred { "*" } else { "" };
         let verdict = match (goal, pass) {
             (Goal::Baseline, _) => "baseline".to_string(),
             (Goal::Info, _) => "info".to_string(),
-            (_, Some(true)) => "PASS".to_string(),
-            (_, Some(false)) => "MISS".to_string(),
+            (_, Some(true)) => format!("PASS{star}"),
+            (_, Some(false)) => format!("MISS{star}"),
+            (_, None) if starred => "WRONG".to_string(),
             (_, None) => "n/a".to_string(),
         };
         rows[i].value = value;
-        // A row whose runs failed in some rounds is FLAKY, whatever its figures.
-        rows[i].verdict = if results[i].failures.is_empty() {
+        if starred && pass.is_some() {
+            add_note(
+                &mut rows[i].note,
+                "*: judged against this peer anyway: it did less work than N hits in its time, which favours it".into(),
+            );
+        }
+        // A row whose runs failed in some rounds is FLAKY, whatever its
+        // figures; a miscount (WRONG, or a starred comparison) says more.
+        rows[i].verdict = if results[i].failures.is_empty() || starred {
             verdict
         } else {
             "FLAKY".to_string()
@@ -1367,6 +1396,7 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         startup_cpu_seconds: m.startup_cpu,
         hits_per_cpu_sec: None,
         cpu_ratio_vs_raw: None,
+        wrong_rate: (None, None),
         target: c.goal.describe(),
         value: None,
         verdict: String::new(),
@@ -1395,7 +1425,28 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
             m.runs
         ));
     }
+    if c.name != "hwbreak report" {
+        if let Some(best) = m.best {
+            let net = match m.startup {
+                Some(st) if c.net_of_startup && best > st => best - st,
+                _ => best,
+            };
+            row.hits_per_sec = Some(c.n as f64 / net);
+        }
+        if let Some(best) = m.best_cpu {
+            let net = match m.startup_cpu {
+                Some(st) if c.net_of_startup && best > st => best - st,
+                _ => best,
+            };
+            if net > 0.0 {
+                row.hits_per_cpu_sec = Some(c.n as f64 / net);
+            }
+        }
+    }
     if count.hits != c.n || count.lost.unwrap_or(0) > 0 {
+        // Not fast: a miscount shows no rate. The rate over the N writes it
+        // was exposed to is kept aside, for a peer's comparison (see judge).
+        row.wrong_rate = (row.hits_per_sec.take(), row.hits_per_cpu_sec.take());
         row.verdict = "WRONG".into();
         let mut why = format!("counted {} hits, the target wrote {}", count.hits, c.n);
         if let Some(l) = count.lost.filter(|l| *l > 0) {
@@ -1419,22 +1470,6 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
             );
         }
         return row;
-    }
-    if let Some(best) = m.best {
-        let net = match m.startup {
-            Some(st) if c.net_of_startup && best > st => best - st,
-            _ => best,
-        };
-        row.hits_per_sec = Some(c.n as f64 / net);
-    }
-    if let Some(best) = m.best_cpu {
-        let net = match m.startup_cpu {
-            Some(st) if c.net_of_startup && best > st => best - st,
-            _ => best,
-        };
-        if net > 0.0 {
-            row.hits_per_cpu_sec = Some(c.n as f64 / net);
-        }
     }
     row
 }
@@ -1881,10 +1916,30 @@ mod tests {
         ];
         let rows = judge(&plan, &results, Metric::Wall);
         let v: Vec<&str> = rows.iter().map(|r| r.verdict.as_str()).collect();
-        assert_eq!(v, ["baseline", "MISS", "PASS", "MISS", "WRONG"]);
+        // The lossy peer is still compared (its time is for less work), starred.
+        assert_eq!(v, ["baseline", "MISS", "PASS", "MISS", "MISS*"]);
         assert!((rows[0].hits_per_sec.unwrap() - 1000.0).abs() < 1e-6);
         assert!(rows[4].hits_per_sec.is_none() && rows[4].ratio_vs_raw.is_none());
         assert!(rows[4].note.as_deref().unwrap().contains("lost"));
+        assert!(rows[4].note.as_deref().unwrap().contains("favours it"));
+    }
+
+    #[test]
+    fn a_hwbreak_row_that_loses_hits_is_wrong_and_no_peer_is_judged_against_it() {
+        let plan = vec![
+            contender("raw-c", 1000, Goal::Baseline),
+            contender(HW_WATCH, 1000, Goal::RateVsRaw(0.85)),
+            contender("gdb watch", 100, Goal::HwbreakFaster(HW_WATCH, 20.0)),
+        ];
+        let results = vec![
+            measured(1000, None, 1.0, 0.0),
+            measured(999, Some(1), 0.5, 0.0), // fast, but lost one
+            measured(100, None, 2.0, 0.0),
+        ];
+        let rows = judge(&plan, &results, Metric::Wall);
+        let v: Vec<&str> = rows.iter().map(|r| r.verdict.as_str()).collect();
+        assert_eq!(v, ["baseline", "WRONG", "n/a"]);
+        assert!(rows[1].hits_per_sec.is_none() && rows[1].ratio_vs_raw.is_none());
     }
 
     #[test]
@@ -1936,14 +1991,23 @@ mod tests {
 
     #[test]
     fn a_contender_that_fails_in_one_round_is_flaky_not_passed() {
+        let mut stat = measured(1000, None, 1.0, 0.0);
+        stat.failures = vec!["signal: 6 (SIGABRT)".into()];
+        let mut lossy = measured(10, Some(990), 1.0, 0.0);
+        lossy.failures = vec!["signal: 6 (SIGABRT)".into()];
         let plan = vec![
             contender("raw-c", 1000, Goal::Baseline),
             contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
+            contender("bpftrace printf", 1000, Goal::HwbreakFaster(HW_WATCH, 1.0)),
         ];
-        let mut stat = measured(1000, None, 1.0, 0.0);
-        stat.failures = vec!["signal: 6 (SIGABRT)".into()];
-        let rows = judge(&plan, &[measured(1000, None, 1.0, 0.0), stat], Metric::Wall);
+        let rows = judge(
+            &plan,
+            &[measured(1000, None, 1.0, 0.0), stat, lossy],
+            Metric::Wall,
+        );
         assert_eq!(rows[1].verdict, "FLAKY");
+        // A miscount stays WRONG even when some of its rounds also crashed.
+        assert_eq!(rows[2].verdict, "WRONG");
         assert!(rows[1].value.is_some());
         assert!(rows[1].note.as_deref().unwrap().contains("SIGABRT"));
     }
