@@ -188,7 +188,10 @@ pub(crate) fn handle(
                 }
                 let addr = decoded.addr.unwrap_or(e.bp.req_addr);
                 let in_range = match decoded.addr {
-                    Some(a) => e.bp.in_requested(a, 1),
+                    // The whole access where the arch knows its length
+                    // (POWER: the decoded instruction's size), else its
+                    // first byte.
+                    Some(a) => e.bp.in_requested(a, decoded.len.max(1)),
                     None => true,
                 };
                 let ok = in_range && e.shared.is_live();

@@ -11,7 +11,7 @@ pub enum Error {
     #[error(transparent)]
     Arch(#[from] ArchError),
     /// Booking failed: a CPU has no room.
-    #[error("no free {pool:?} slot on CPU {}: {held} of {total} are booked ({cpu_bound} CPU-bound, {task_max} by the busiest task); unregister or disable (with reserve-on-enable) a breakpoint there, or target one task instead of the whole CPU", cpu.0)]
+    #[error("no free {pool:?} slot on CPU {}: {held} of {total} are booked ({cpu_bound} CPU-bound, {task_max} by task breakpoints that compete with this one); unregister or disable (with reserve-on-enable) a breakpoint there, or target one task instead of the whole CPU", cpu.0)]
     NoSlot {
         /// The pool that is full.
         pool: Pool,
@@ -23,7 +23,11 @@ pub enum Error {
         total: usize,
         /// Of `held`, weight of CPU-bound breakpoints.
         cpu_bound: usize,
-        /// Of `held`, the heaviest single task's weight.
+        /// Of `held`, the weight of task breakpoints that compete with the
+        /// request there. For a CPU-bound request: the heaviest single task
+        /// on that CPU. For a task request: that task's own weight on that
+        /// CPU (tasks never compete with each other, only with CPU-bound
+        /// breakpoints and with themselves).
         task_max: usize,
     },
     /// The arch has no slots of that kind at all.
@@ -46,14 +50,6 @@ pub enum Error {
     /// The CPU exists but is offline.
     #[error("CPU {} is offline; bring it online or target all CPUs (wide breakpoints follow CPUs as they come online)", .0 .0)]
     CpuOffline(CpuId),
-    /// The change of target is not allowed by modify.
-    #[error("modify cannot change a breakpoint's kind from {from:?} to {to:?}; unregister and register a new one")]
-    KindChange {
-        /// Pool before.
-        from: Pool,
-        /// Pool requested.
-        to: Pool,
-    },
     /// The debugger path released a slot it does not hold.
     #[error("no debugger-held {pool:?} slot to release: try_release was called more often than try_reserve")]
     NotReserved {

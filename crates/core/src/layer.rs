@@ -482,9 +482,11 @@ impl Layer {
         if let Some(&c) = b.running.get(&t) {
             return Some(c);
         }
-        let c = (0..self.possible)
-            .map(|c| CpuId(c as u32))
-            .find(|&c| b.online[c.idx()] && m.current(c) == Some(t))?;
+        // O(1) on machines that know where a task runs (Machine::running_on);
+        // the layer only double-checks the answer against its own view.
+        let c = m
+            .running_on(t)
+            .filter(|&c| c.idx() < self.possible && b.online[c.idx()] && m.current(c) == Some(t))?;
         let mut table = self.tables[c.idx()].lock();
         if let Some(old) = table.task.take() {
             // The machine switched without telling us: drop the stale task's

@@ -22,6 +22,19 @@ pub trait Machine {
     /// The task running on `cpu` now, if any.
     fn current(&self, cpu: CpuId) -> Option<TaskId>;
 
+    /// The online CPU on which `task` runs now, if any: the `cpu` with
+    /// `is_online(cpu) && current(cpu) == Some(task)`.
+    ///
+    /// The default scans every possible CPU through [`current`](Self::current),
+    /// O(CPUs). Machines that know — a kernel's `task_cpu()` + `task_curr()` —
+    /// override it with an O(1) answer; the layer asks this whenever a task
+    /// it has not seen running gets a breakpoint (always so for a new thread).
+    fn running_on(&self, task: TaskId) -> Option<CpuId> {
+        (0..self.possible_cpus())
+            .map(|c| CpuId(c as u32))
+            .find(|&c| self.is_online(c) && self.current(c) == Some(task))
+    }
+
     /// Turn hardware single-step on or off for what runs next on `cpu`
     /// (x86 RFLAGS.TF, arm64 MDSCR.SS, POWER MSR.SE).
     fn set_single_step(&mut self, cpu: CpuId, on: bool);

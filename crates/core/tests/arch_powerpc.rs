@@ -276,6 +276,18 @@ fn decode(
     dsisr: u64,
     dar: u64,
 ) -> hwbreak_core::arch::Decoded {
+    decode_sized(arch, regs, bps, dsisr, dar, 0)
+}
+
+/// As the kernel entry would pass it after decoding the instruction.
+fn decode_sized(
+    arch: &Power,
+    regs: &RecordingRegs,
+    bps: &[ArchBp],
+    dsisr: u64,
+    dar: u64,
+    size: u64,
+) -> hwbreak_core::arch::Decoded {
     let installed = |pool: Pool, i: usize| {
         if pool == Pool::Data {
             bps.get(i).copied()
@@ -288,6 +300,7 @@ fn decode(
             dsisr,
             dar,
             nip: 0x1000_0100,
+            size,
         },
         regs,
         &installed,
@@ -330,6 +343,30 @@ fn dar_outside_every_range_goes_to_the_nearest_slot_without_an_address() {
     let d = decode(&arch, &regs, &bps, DABRMATCH, 0x40f0);
     assert_eq!(d.hits, [0, 0b10]);
     assert_eq!(d.addr, None);
+}
+
+#[test]
+fn an_access_starting_below_the_range_with_its_size_known_is_an_exact_in_request_hit() {
+    let arch = Power::power10();
+    let (regs, bps) = installed_pair(&arch);
+    // A 32-byte vector store at 0x40f0 writes 0x4100..0x4110 of slot 1's
+    // request: with the size, an exact hit whose whole access is checked.
+    let d = decode_sized(&arch, &regs, &bps, DABRMATCH, 0x40f0, 32);
+    assert_eq!(d.hits, [0, 0b10]);
+    assert_eq!((d.addr, d.len), (Some(0x40f0), 32));
+    assert!(bps[1].in_requested(0x40f0, d.len));
+    // An 8-byte store at 0x3ffc writes 0x4000..0x4004: slot 0 fires, and
+    // its request (0x4003+2) is written, so it is no stray.
+    let d = decode_sized(&arch, &regs, &bps, DABRMATCH, 0x3ffc, 8);
+    assert_eq!((d.hits, d.addr, d.len), ([0, 0b01], Some(0x3ffc), 8));
+    assert!(bps[0].in_requested(0x3ffc, d.len));
+    // A 4-byte store at 0x3ffc ends before slot 0's doubleword: the
+    // nearest-slot fallback, as without a size.
+    let d = decode_sized(&arch, &regs, &bps, DABRMATCH, 0x3ffc, 4);
+    assert_eq!((d.hits, d.addr), ([0, 0b01], None));
+    // Size unknown (0): only the DAR byte counts, len reports 1.
+    let d = decode_sized(&arch, &regs, &bps, DABRMATCH, 0x4004, 0);
+    assert_eq!((d.addr, d.len), (Some(0x4004), 1));
 }
 
 #[test]

@@ -114,7 +114,7 @@ proptest! {
         let status = match kind {
             0 => RawStatus::X86 { dr6: a, ip: b },
             1 => RawStatus::Arm64 { esr: (ec << 26) | (a & 0x3ff_ffff), far: b, pc: c },
-            _ => RawStatus::Power { dsisr: a & 0x0640_0000, dar: b, nip: c },
+            _ => RawStatus::Power { dsisr: a & 0x0640_0000, dar: b, nip: c, size: ec },
         };
         for arch in backends() {
             let some = arch.parse(&BpAttr::write(0x1000, 8)).unwrap();

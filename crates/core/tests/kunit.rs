@@ -424,7 +424,7 @@ fn cpu_beyond_possible_is_no_such_cpu_for_cpu_and_task_on_cpu() {
 }
 
 #[test]
-fn no_slot_for_cpu_target_reports_cpu_bound_and_busiest_task() {
+fn no_slot_for_cpu_target_reports_cpu_bound_and_heaviest_task() {
     let mut s = Slots::new(3, [0, 4]);
     s.reserve(D, Target::Cpu(c(1)), 1).unwrap();
     s.reserve(D, Target::Task(t(1)), 2).unwrap();
@@ -444,7 +444,9 @@ fn no_slot_for_cpu_target_reports_cpu_bound_and_busiest_task() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains("CPU 1") && msg.contains("4 of 4") && msg.contains("1 CPU-bound"),
+        msg.contains("CPU 1")
+            && msg.contains("4 of 4")
+            && msg.contains("1 CPU-bound, 3 by task breakpoints that compete with this one"),
         "{msg}"
     );
     // CPU 0 has room for 2 beside task 1.
@@ -471,17 +473,26 @@ fn no_slot_for_task_names_first_full_cpu_and_the_tasks_own_weight() {
     // Another task's weight does not count against task 1.
     s.reserve(D, Target::Task(t(9)), 1).unwrap();
     s.reserve(D, Target::Task(t(1)), 1).unwrap();
+    let err = s.reserve(D, Target::Task(t(1)), 1).unwrap_err();
     assert_eq!(
-        s.reserve(D, Target::Task(t(1)), 1),
-        Err(Error::NoSlot {
+        err,
+        Error::NoSlot {
             pool: D,
             cpu: c(2),
             held: 4,
             total: 4,
             cpu_bound: 3,
             task_max: 1
-        })
+        }
     );
+    // The message must not claim the 1 is "the busiest task" on CPU 2: it is
+    // task 1's own weight (task 9 does not compete with it).
+    let msg = err.to_string();
+    assert!(
+        msg.contains("3 CPU-bound, 1 by task breakpoints that compete with this one"),
+        "{msg}"
+    );
+    assert!(!msg.contains("busiest"), "{msg}");
     // With TaskOnCpu weight on CPU 1, CPU 1 becomes the first full one.
     s.reserve(D, Target::TaskOnCpu(t(5), c(1)), 4).unwrap();
     assert_eq!(

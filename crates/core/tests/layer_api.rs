@@ -160,6 +160,94 @@ fn task_already_running_at_registration_gets_its_breakpoint_at_once() {
     assert_eq!(m.access(&l, 2, 0x30, Access::Write).0.delivered, 1);
 }
 
+/// A machine that knows where each task runs (as a kernel does through
+/// `task_cpu()` + `task_curr()`) and counts how often the layer asks
+/// `current` instead.
+struct Knows {
+    m: TestMachine,
+    current_calls: std::cell::Cell<usize>,
+}
+
+impl hwbreak_core::Machine for Knows {
+    fn possible_cpus(&self) -> usize {
+        self.m.possible_cpus()
+    }
+    fn is_online(&self, cpu: CpuId) -> bool {
+        self.m.is_online(cpu)
+    }
+    fn regs(&mut self, cpu: CpuId) -> &mut dyn hwbreak_core::arch::DebugRegs {
+        self.m.regs(cpu)
+    }
+    fn current(&self, cpu: CpuId) -> Option<TaskId> {
+        self.current_calls.set(self.current_calls.get() + 1);
+        self.m.current(cpu)
+    }
+    fn running_on(&self, task: TaskId) -> Option<CpuId> {
+        let st = self.m.st.lock().unwrap();
+        let c = st.current.iter().position(|&t| t == Some(task))?;
+        Some(CpuId(c as u32))
+    }
+    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
+        self.m.set_single_step(cpu, on)
+    }
+    fn now(&self) -> u64 {
+        self.m.now()
+    }
+}
+
+#[test]
+fn task_registration_asks_the_machine_where_the_task_runs_instead_of_scanning_cpus() {
+    let l = layer(ToyArch::mixed(4), 1024);
+    let mut m = Knows {
+        m: TestMachine::new(1024),
+        current_calls: Default::default(),
+    };
+    m.m.set_current(900, Some(TaskId(7)));
+    // A new thread: not running anywhere. Booked, installed nowhere, and the
+    // layer did not ask every CPU's `current` (it used to: 1024 calls).
+    let idle = l
+        .register(
+            &mut m,
+            Request::new(BpAttr::write(0x30, 4), Target::Task(TaskId(8))),
+        )
+        .unwrap();
+    assert!(
+        m.current_calls.get() <= 1,
+        "{} calls",
+        m.current_calls.get()
+    );
+    // A running task: found on its CPU and installed there at once.
+    m.current_calls.set(0);
+    let live = l
+        .register(
+            &mut m,
+            Request::new(BpAttr::write(0x40, 4), Target::Task(TaskId(7))),
+        )
+        .unwrap();
+    assert!(
+        m.current_calls.get() <= 1,
+        "{} calls",
+        m.current_calls.get()
+    );
+    assert_eq!(l.installed(CpuId(900)), vec![(Pool::Data, 0, live)]);
+    assert!((0..1024).all(|c| !l.installed(CpuId(c)).iter().any(|&(_, _, id)| id == idle)));
+}
+
+#[test]
+fn default_running_on_finds_the_task_only_on_an_online_cpu() {
+    // TestMachine does not override `running_on`: the default scan.
+    let m = TestMachine::new(3);
+    m.set_current(1, Some(TaskId(5)));
+    m.set_online(1, false);
+    assert_eq!(hwbreak_core::Machine::running_on(&m, TaskId(5)), None);
+    m.set_online(1, true);
+    assert_eq!(
+        hwbreak_core::Machine::running_on(&m, TaskId(5)),
+        Some(CpuId(1))
+    );
+    assert_eq!(hwbreak_core::Machine::running_on(&m, TaskId(6)), None);
+}
+
 #[test]
 fn task_on_cpu_breakpoint_is_installed_only_on_its_cpu() {
     let l = layer(ToyArch::mixed(4), 2);

@@ -65,6 +65,7 @@ fn trap_before_hit_steps_over_then_delivers_and_rearms() {
             dsisr: STEP,
             dar: 0,
             nip: 0x4004,
+            size: 0,
         },
     );
     assert_eq!((d.delivered, d.strays, d.stepping), (1, 0, false));
@@ -124,6 +125,7 @@ fn a_hit_in_an_empty_slot_is_a_stray() {
             dsisr: 1 << 3,
             dar: 0,
             nip: 0,
+            size: 0,
         },
     );
     assert_eq!((d.delivered, d.strays), (0, 1));
@@ -151,6 +153,7 @@ fn unregister_during_a_step_over_cancels_the_delivery() {
             dsisr: STEP,
             dar: 0,
             nip: 4,
+            size: 0,
         },
     );
     assert_eq!((d.delivered, d.strays), (0, 1));
@@ -173,6 +176,7 @@ fn a_step_completion_with_nothing_pending_is_not_a_hit() {
             dsisr: STEP,
             dar: 0,
             nip: 4,
+            size: 0,
         },
     );
     assert_eq!(d, Dispatched::default());
@@ -189,6 +193,7 @@ fn an_exception_on_an_unknown_cpu_is_ignored() {
             dsisr: 1,
             dar: 0,
             nip: 0,
+            size: 0,
         },
     );
     assert_eq!(d, Dispatched::default());

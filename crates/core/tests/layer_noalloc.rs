@@ -87,6 +87,7 @@ fn dispatch_never_allocates_on_either_path() {
             dsisr: STEP,
             dar: 0,
             nip: 0x404,
+            size: 0,
         };
         let before = allocs();
         let d = l.handle_exception(&mut m, CpuId(1), &st);
@@ -100,6 +101,7 @@ fn dispatch_never_allocates_on_either_path() {
                 dsisr: 1 << 1,
                 dar: 0,
                 nip: 0,
+                size: 0,
             },
         );
         assert_eq!(allocs(), before, "dispatch allocated");

@@ -1,6 +1,8 @@
 //! [`SimMachine`]: the CPUs, their debug register files and what runs on
 //! them. It implements [`hwbreak_core::Machine`], the only seam the layer sees.
 
+use std::collections::HashMap;
+
 use hwbreak_core::arch::DebugRegs;
 use hwbreak_core::{CpuId, Machine, TaskId};
 
@@ -50,6 +52,10 @@ pub struct SimMachine {
     hw: Hw,
     cpus: Vec<SimCpu>,
     clock: u64,
+    /// Where each running task runs: the inverse of `SimCpu::current`, kept
+    /// in step by `set_current` (the scheduler's only way to change it), so
+    /// [`Machine::running_on`] answers in O(1) like a kernel's `task_cpu()`.
+    running: HashMap<TaskId, CpuId>,
     /// Target for the layer's accesses to a CPU that does not exist: an
     /// offline register file, so every write there is recorded as a fault.
     void: RegFile,
@@ -71,6 +77,7 @@ impl SimMachine {
             hw,
             cpus: vec![cpu; possible],
             clock: 0,
+            running: HashMap::new(),
             void,
         }
     }
@@ -134,7 +141,18 @@ impl SimMachine {
     }
 
     pub(crate) fn set_current(&mut self, cpu: CpuId, t: Option<TaskId>) {
-        self.cpus[cpu.idx()].current = t;
+        let prev = std::mem::replace(&mut self.cpus[cpu.idx()].current, t);
+        if let Some(p) = prev {
+            if self.running.get(&p) == Some(&cpu) {
+                self.running.remove(&p);
+            }
+        }
+        if let Some(n) = t {
+            let old = self.running.insert(n, cpu);
+            // A task runs on one CPU at a time: the scheduler switches it out
+            // there before it runs elsewhere (`switch_to` refuses otherwise).
+            debug_assert!(old.is_none() || old == Some(cpu), "{n:?} on two CPUs");
+        }
     }
 
     pub(crate) fn set_online(&mut self, cpu: CpuId, online: bool) {
@@ -180,6 +198,14 @@ impl Machine for SimMachine {
 
     fn current(&self, cpu: CpuId) -> Option<TaskId> {
         self.cpus.get(cpu.idx()).and_then(|c| c.current)
+    }
+
+    /// O(1): the scheduler keeps the task → CPU map in step with `current`.
+    fn running_on(&self, task: TaskId) -> Option<CpuId> {
+        self.running
+            .get(&task)
+            .copied()
+            .filter(|&c| self.is_online(c))
     }
 
     fn set_single_step(&mut self, cpu: CpuId, on: bool) {

@@ -284,3 +284,37 @@ fn writes_to_an_offline_cpu_or_missing_register_are_recorded_as_faults() {
         .any(|(c, x)| *c == Some(CpuId(1)) && x.why.contains("offline")));
     assert!(f.iter().any(|(c, _)| c.is_none()));
 }
+
+#[test]
+fn machine_knows_in_o1_where_each_task_runs_through_switches_exits_and_hotplug() {
+    let mut sim = sim(Kind::X86, 4, 9);
+    busy(&mut sim);
+    let short = Program::new().nop().exit();
+    for _ in 0..3 {
+        sim.spawn(short.clone());
+    }
+    let scan = |sim: &Sim, t: TaskId| {
+        (0..4)
+            .map(CpuId)
+            .find(|&c| sim.hw.is_online(c) && sim.hw.current(c) == Some(t))
+    };
+    for step in 0..600u32 {
+        match step {
+            200 => sim.cpu_down(CpuId(2)).unwrap(),
+            400 => sim.cpu_up(CpuId(2)).unwrap(),
+            _ => sim.run(1).map(|_| ()).unwrap(),
+        }
+        for (t, state) in sim.tasks().collect::<Vec<_>>() {
+            let want = scan(&sim, t);
+            assert_eq!(sim.hw.running_on(t), want, "step {step}: {t:?}");
+            assert_eq!(
+                want,
+                match state {
+                    TaskState::Running(c) => Some(c),
+                    _ => None,
+                },
+                "step {step}: {t:?} is {state:?}"
+            );
+        }
+    }
+}

@@ -229,13 +229,11 @@ fn trap_before_slot_the_layer_cannot_step_over_is_an_error_not_a_hang() {
     assert!(sim.performed().is_empty(), "the store never happened");
 }
 
-/// KNOWN BUG (core contract): `RawStatus::Power` carries no access length,
-/// so dispatch checks only the DAR (the store's first byte) against the
-/// requested range and drops this real hit as a stray. Linux avoids it by
-/// emulating the instruction (`analyse_instr`) to get the access size.
-/// Un-ignore once the status (or decode) carries the length.
+/// DAR is the store's first byte, outside the request; only the access
+/// length (`RawStatus::Power::size`, which Linux gets from `analyse_instr`)
+/// shows the store writes requested bytes. Without it dispatch dropped this
+/// real hit as a stray.
 #[test]
-#[ignore = "known lost hit: POWER status has no access length (see doc comment)"]
 fn power_store_covering_the_request_from_below_is_delivered() {
     // An 8-byte store at 0x8000 writes the requested bytes 0x8004..0x8006;
     // DAR is the store's address, 0x8000, outside the request.

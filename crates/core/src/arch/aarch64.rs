@@ -337,6 +337,11 @@ impl Arch for Aarch64 {
                 }
                 if exact != 0 {
                     out.hits[Pool::Data.idx()] = exact;
+                    // `len` stays unknown (0): unlike POWER's DAR, an exact
+                    // FAR lies inside the BAS-selected bytes, and arm64 never
+                    // widens a watch (BAS selects exactly the requested
+                    // bytes), so the FAR byte alone is always in the request
+                    // and no real hit is lost for want of the access length.
                     out.addr = Some(untag(far));
                 } else if let Some((_, i)) = closest {
                     out.hits[Pool::Data.idx()] = 1 << i;

@@ -130,6 +130,14 @@ pub enum RawStatus {
         dar: u64,
         /// Next instruction pointer (the one that trapped).
         nip: u64,
+        /// Bytes the trapping instruction accesses from `dar`, where the
+        /// kernel entry decoded it (Linux: `analyse_instr()` then
+        /// `GETSIZE(op.type)` in `hw_breakpoint_handler`); 0 when unknown
+        /// (then only the byte at `dar` is known to be accessed). The
+        /// hardware matches whole doublewords, and DAR is the access's first
+        /// byte: without the size, an 8-byte store at 0x8000 that writes a
+        /// watched 0x8004 looks like a stray. 0 for a single-step completion.
+        size: u64,
     },
 }
 
@@ -143,6 +151,12 @@ pub struct Decoded {
     /// The data address reported by the hardware, where it reports one
     /// (arm64 FAR, POWER DAR). x86 does not report it.
     pub addr: Option<u64>,
+    /// Bytes accessed from `addr`, where known (POWER with a decoded
+    /// instruction, `RawStatus::Power::size`). 0 or 1 = unknown: only the
+    /// byte at `addr` is known to be accessed. Dispatch filters strays on
+    /// `[addr, addr + len.max(1))`, so a wide access that starts below the
+    /// requested range but covers it is delivered.
+    pub len: u64,
     /// The instruction pointer at the exception.
     pub ip: u64,
 }

@@ -30,11 +30,15 @@
 //!   `privileged` and matches in the kernel only. HYP is never set.
 //! * **Trigger** before the access, so the layer steps over each hit.
 //! * **Decode.** `DSISR_DABRMATCH` (0x0040_0000) says a data breakpoint
-//!   matched and DAR holds the access address. The slot whose widened range
-//!   contains the DAR is hit (both, if both do). If none does (a wide
-//!   vector access whose start lies below the range), the hit goes to the
-//!   nearest enabled slot and [`Decoded::addr`] is `None`, since the DAR is
-//!   not an address in that range. The hardware reports no direction we rely
+//!   matched and DAR holds the access address (its first byte). Where the
+//!   kernel entry decoded the instruction, `RawStatus::Power::size` gives
+//!   the access length (Linux gets it from `analyse_instr`); it is passed on
+//!   as [`Decoded::len`] so dispatch checks the whole access, not just its
+//!   first byte, against the requested range. Every slot whose widened range
+//!   overlaps `[DAR, DAR + size)` is hit. If none does (size unknown, and a
+//!   wide vector access whose start lies below the range), the hit goes to
+//!   the nearest enabled slot and [`Decoded::addr`] is `None`, since the DAR
+//!   is not an address in that range. The hardware reports no direction we rely
 //!   on: a slot fires only for the directions its DR/DW bits allow. A
 //!   single-step completion is reported (by the simulator, as MSR.SE does
 //!   on hardware) as `RawStatus::Power { dsisr: 0, .. }`.
@@ -320,7 +324,13 @@ impl Arch for Power {
         regs: &dyn DebugRegs,
         installed: &dyn Fn(Pool, usize) -> Option<ArchBp>,
     ) -> Decoded {
-        let RawStatus::Power { dsisr, dar, nip } = *status else {
+        let RawStatus::Power {
+            dsisr,
+            dar,
+            nip,
+            size,
+        } = *status
+        else {
             return Decoded::default();
         };
         let mut out = Decoded {
@@ -344,8 +354,12 @@ impl Arch for Power {
                 continue;
             };
             let last = start.saturating_add(len - 1);
-            let dist = if dar < start {
-                start - dar
+            // The access is [dar, dar_last]; 0 bytes (unknown) = just dar.
+            let dar_last = dar.saturating_add(size.max(1) - 1);
+            let dist = if dar_last < start {
+                start - dar_last
+            } else if dar < start {
+                0
             } else {
                 dar.saturating_sub(last)
             };
@@ -358,6 +372,7 @@ impl Arch for Power {
         if exact != 0 {
             out.hits[Pool::Data.idx()] = exact;
             out.addr = Some(dar);
+            out.len = size.max(1);
         } else if let Some((_, slot)) = closest {
             out.hits[Pool::Data.idx()] = 1 << slot;
         }

@@ -296,6 +296,7 @@ impl Arch for X86_64 {
             hits: [0, hits],
             step: dr6 & DR6_BS != 0,
             addr: None,
+            len: 0,
             ip,
         }
     }

@@ -141,13 +141,17 @@ impl Arch for ToyArch {
         _regs: &dyn DebugRegs,
         _installed: &dyn Fn(Pool, usize) -> Option<ArchBp>,
     ) -> Decoded {
-        let RawStatus::Power { dsisr, dar, nip } = *status else {
+        let RawStatus::Power {
+            dsisr, dar, nip, ..
+        } = *status
+        else {
             return Decoded::default();
         };
         Decoded {
             hits: [((dsisr >> 16) & 0xffff) as u32, (dsisr & 0xffff) as u32],
             step: dsisr & STEP != 0,
             addr: (dsisr & ADDR_VALID != 0).then_some(dar),
+            len: 1,
             ip: nip,
         }
     }
@@ -320,6 +324,7 @@ impl TestMachine {
             dsisr: dsisr | ADDR_VALID,
             dar: addr,
             nip: ip,
+            size: 1,
         })
     }
 
@@ -349,6 +354,7 @@ impl TestMachine {
             dsisr: STEP,
             dar: 0,
             nip: ip + 4,
+            size: 0,
         };
         let d2 = layer.handle_exception(self, CpuId(cpu), &step);
         (d, Some(d2))

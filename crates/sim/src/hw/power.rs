@@ -22,9 +22,11 @@
 //! Both modes trap **before** the access: a DSI with `DSISR_DABRMATCH`
 //! (`0x0040_0000`, plus `DSISR_ISSTORE` `0x0200_0000` for a store), DAR = the
 //! access's effective address (its first byte), NIP = the trapping
-//! instruction. A match is any byte of the access in the doubleword range.
+//! instruction, and `size` = the access length (what Linux's handler gets by
+//! decoding the instruction with `analyse_instr`). A match is any byte of the
+//! access in the doubleword range.
 //! After a single-step (MSR.SE) the model reports
-//! `RawStatus::Power { dsisr: 0, dar: 0, nip: next }`: a trace interrupt has no
+//! `RawStatus::Power { dsisr: 0, dar: 0, nip: next, size: 0 }`: a trace interrupt has no
 //! DSISR, so dsisr 0 means "single-step completed".
 
 use hwbreak_core::arch::{Pool, RawStatus, Reg};
@@ -212,6 +214,8 @@ impl PowerHw {
             dsisr: DSISR_DABRMATCH | store,
             dar: m.addr,
             nip: insn.ip,
+            // As Linux's handler learns it from analyse_instr().
+            size: m.len,
         })
     }
 
@@ -221,6 +225,7 @@ impl PowerHw {
             dsisr: 0,
             dar: 0,
             nip: insn.next_ip,
+            size: 0,
         })
     }
 }
@@ -267,7 +272,8 @@ mod tests {
             Some(RawStatus::Power {
                 dsisr: DSISR_DABRMATCH | DSISR_ISSTORE,
                 dar: 0x200f,
-                nip: 0x1000_0000
+                nip: 0x1000_0000,
+                size: 1
             })
         );
         assert_eq!(
@@ -359,7 +365,8 @@ mod tests {
             Some(RawStatus::Power {
                 dsisr: 0,
                 dar: 0,
-                nip: 0x104
+                nip: 0x104,
+                size: 0
             })
         );
         assert_eq!(hw.after(&mut v, CpuFlags::default(), &insn), None);
