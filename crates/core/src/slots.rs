@@ -272,6 +272,48 @@ impl Slots {
         Ok(())
     }
 
+    /// Book `weight` CPU-bound slots of `pool` on every CPU `c` with
+    /// `cpus[c]` (a wide breakpoint on the online CPUs): the same as
+    /// [`reserve`](Self::reserve)`(pool, Target::Cpu(c), weight)` for each
+    /// such CPU in ascending order, all or nothing. On error nothing changed,
+    /// and [`Error::NoSlot`] names the lowest CPU without room. Entries of
+    /// `cpus` past the possible CPUs are ignored.
+    ///
+    /// One validation for the whole set, and when no task books anything
+    /// (no task weight on any CPU) and even the fullest CPU has room, no
+    /// per-CPU check at all: the cost is one add per CPU. Otherwise each CPU
+    /// is checked beside its heaviest task, O(CPUs × slots) as one by one.
+    /// Never allocates.
+    pub fn reserve_cpus(&mut self, pool: Pool, cpus: &[bool], weight: usize) -> Result<(), Error> {
+        if !self.validate(pool, Target::AllCpus, weight)? {
+            return Ok(());
+        }
+        let n = cpus.len().min(self.cpus);
+        let pb = &mut self.pools[pool.idx()];
+        let room = |held: u32| (held as usize).saturating_add(weight) <= pb.slots;
+        // Without task bookings every task_max is 0, and the histogram's top
+        // bounds every CPU's CPU-bound weight, online or not.
+        let all_fit = self.tasks.is_empty() && room(hist_max(&pb.cpu_pinned_hist));
+        if !all_fit {
+            for c in (0..n).filter(|&c| cpus[c]) {
+                fit(
+                    pb,
+                    self.cpus,
+                    pool,
+                    Target::Cpu(CpuId(c as u32)),
+                    weight,
+                    &EMPTY_TASK,
+                )?;
+            }
+        }
+        // Every CPU fits, so every new weight is <= slots and fits in u32.
+        let w = weight as i64;
+        for c in (0..n).filter(|&c| cpus[c]) {
+            pb.add_cpu(c, w);
+        }
+        Ok(())
+    }
+
     /// Give back what [`reserve`](Self::reserve) booked for the same
     /// `pool`, `target` and `weight`.
     ///
