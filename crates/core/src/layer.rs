@@ -579,6 +579,16 @@ impl Layer {
     /// Uninstall and unbook `bp` (already removed from `b.bps` and killed).
     fn teardown(&self, b: &mut Books, m: &mut dyn Machine, id: BpId, mut bp: Bp) {
         if let Some(mut w) = bp.wide.take() {
+            // Release every member's booking in one call (as registration
+            // booked them), then uninstall member by member without
+            // per-CPU releases. Both under the books lock, so nobody sees
+            // the books freed before the registers are.
+            if bp.booked() {
+                let ok = b
+                    .slots
+                    .release_cpus(bp.arch.pool, w.members().map(|&(c, _)| c), 1);
+                debug_assert!(ok, "released wide {id:?}'s slots, not all booked");
+            }
             let mut d = Wide {
                 slots: &mut b.slots,
                 tables: &self.tables,
@@ -586,7 +596,7 @@ impl Layer {
                 m,
                 pool: bp.arch.pool,
                 id,
-                book: bp.booked(),
+                book: false,
                 install: None,
             };
             w.remove_all(&mut d);

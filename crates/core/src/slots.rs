@@ -366,6 +366,37 @@ impl Slots {
         true
     }
 
+    /// Give back `weight` CPU-bound slots of `pool` on each CPU of `cpus`
+    /// (what [`reserve_cpus`](Self::reserve_cpus), or `reserve(Cpu(c))` per
+    /// CPU, booked): the same as [`release`](Self::release)`(pool,
+    /// Target::Cpu(c), weight)` for each, but all or nothing: returns `false`,
+    /// and changes nothing, if any of them does not hold `weight` (or does
+    /// not exist). Each CPU at most once in `cpus`. Never allocates.
+    pub fn release_cpus<I>(&mut self, pool: Pool, cpus: I, weight: usize) -> bool
+    where
+        I: IntoIterator<Item = CpuId>,
+        I::IntoIter: Clone,
+    {
+        if weight == 0 {
+            return true;
+        }
+        let Ok(w) = u32::try_from(weight) else {
+            return false;
+        };
+        let pb = &mut self.pools[pool.idx()];
+        let cpus = cpus.into_iter();
+        if cpus
+            .clone()
+            .any(|c| pb.cpu_pinned.get(c.idx()).copied().unwrap_or(0) < w)
+        {
+            return false;
+        }
+        for c in cpus {
+            pb.add_cpu(c.idx(), -(w as i64));
+        }
+        true
+    }
+
     /// Would [`reserve`](Self::reserve) succeed? The same errors, no change.
     pub fn check(&self, pool: Pool, target: Target, weight: usize) -> Result<(), Error> {
         if !self.validate(pool, target, weight)? {

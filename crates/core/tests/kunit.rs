@@ -976,3 +976,30 @@ fn reserve_cpus_never_allocates() {
     let (n, r) = allocations_in(|| s.reserve_cpus(D, &online, 1));
     assert_eq!((n, r), (0, Ok(())));
 }
+
+#[test]
+fn release_cpus_gives_back_what_reserve_cpus_booked_all_or_nothing() {
+    let mut s = Slots::new(4, [0, 4]);
+    let empty = s.clone();
+    s.reserve_cpus(D, &[true, false, true, true], 1).unwrap();
+    let booked = s.clone();
+    // CPU 1 holds nothing: refused, nothing released.
+    assert!(!s.release_cpus(D, [c(0), c(1), c(2)], 1));
+    assert_eq!(s, booked);
+    // A CPU that does not exist, and more than is held: refused.
+    assert!(!s.release_cpus(D, [c(0), c(9)], 1));
+    assert!(!s.release_cpus(D, [c(0)], 2));
+    assert!(!s.release_cpus(D, [c(0)], usize::MAX));
+    assert_eq!(s, booked);
+    // In any order; weight 0 is a no-op.
+    assert!(s.release_cpus(D, [c(0)], 0));
+    assert!(s.release_cpus(D, [c(3), c(0), c(2)], 1));
+    assert_eq!(s, empty, "books equal to never touched");
+    s.audit().unwrap();
+    // Equal to per-CPU release.
+    s.reserve(D, Target::Cpu(c(1)), 2).unwrap();
+    let mut one_by_one = s.clone();
+    assert!(one_by_one.release(D, Target::Cpu(c(1)), 1));
+    assert!(s.release_cpus(D, [c(1)], 1));
+    assert_eq!(s, one_by_one);
+}
