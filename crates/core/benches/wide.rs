@@ -136,6 +136,38 @@ fn bench(c: &mut Criterion) {
             "every booking of the bench was given back"
         );
     }
+    // With a task breakpoint booked too, `Slots::reserve_cpus` cannot take
+    // its no-task fast path and checks every CPU beside its heaviest task:
+    // the slow path, at 1024 CPUs only.
+    let n = 1024;
+    let layer = Layer::new(Box::new(X86_64::default()), n, 16);
+    let mut m = Flat {
+        regs: vec![Dr::default(); n],
+    };
+    for req in [
+        Request::new(BpAttr::write(0x1000, 8), Target::AllCpus),
+        Request::new(BpAttr::write(0x3000, 8), Target::Task(TaskId(7))),
+    ] {
+        layer.register(&mut m, req).unwrap();
+    }
+    g.bench_with_input(
+        BenchmarkId::new("wide_cpu_time_beside_a_task_breakpoint", n),
+        &n,
+        |b, _| {
+            b.iter_custom(|iters| {
+                cpu_timed(iters, || {
+                    let id = layer
+                        .register(
+                            &mut m,
+                            Request::new(BpAttr::write(0x2000, 8), Target::AllCpus),
+                        )
+                        .unwrap();
+                    layer.unregister(&mut m, id).unwrap();
+                })
+            })
+        },
+    );
+    assert_eq!(layer.free_everywhere(Pool::Data), Ok(2));
     g.finish();
 }
 

@@ -141,7 +141,7 @@ impl<M: Copy + Eq + core::fmt::Debug, H> Fanout<M, H> {
     }
 
     /// The live members and their handles.
-    pub fn members(&self) -> impl Iterator<Item = &(M, H)> {
+    pub fn members(&self) -> impl Iterator<Item = &(M, H)> + Clone {
         self.members.iter()
     }
 

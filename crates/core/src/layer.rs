@@ -414,6 +414,15 @@ impl Layer {
                 for c in 0..self.possible {
                     b.online[c] = m.is_online(CpuId(c as u32));
                 }
+                // Book every online CPU in one call (all or nothing, naming
+                // the first CPU without room), then let the fan-out program
+                // every CPU: nothing is written before every booking holds.
+                // Booking in one pass instead of in the fan-out's per-CPU
+                // prepare saves a validation and, without task bookings,
+                // every per-CPU fit check (docs/PERFORMANCE.md, wide).
+                if book {
+                    b.slots.reserve_cpus(pool, &b.online, 1)?;
+                }
                 let online = &b.online;
                 let cpus = (0..self.possible)
                     .filter(|&c| online[c])
@@ -425,12 +434,24 @@ impl Layer {
                     m: &mut *m,
                     pool,
                     id,
-                    book,
+                    // Already booked above: prepare has nothing left to do
+                    // and cannot fail, so the fan-out never aborts.
+                    book: false,
                     install: entry.clone(),
                 };
-                // Book every CPU, then program every CPU; a failure at any CPU
-                // is rolled back before any register was written.
-                Some(Fanout::register(&mut d, cpus).map_err(|e| e.error)?)
+                match Fanout::register(&mut d, cpus) {
+                    Ok(w) => Some(w),
+                    Err(e) => {
+                        // Unreachable (prepare without booking is Ok), but
+                        // if it ever fails, leave no booking behind.
+                        if book {
+                            for c in (0..self.possible).filter(|&c| b.online[c]) {
+                                release(&mut b.slots, pool, Target::Cpu(CpuId(c as u32)));
+                            }
+                        }
+                        return Err(e.error);
+                    }
+                }
             }
             _ => {
                 if book {
@@ -558,6 +579,16 @@ impl Layer {
     /// Uninstall and unbook `bp` (already removed from `b.bps` and killed).
     fn teardown(&self, b: &mut Books, m: &mut dyn Machine, id: BpId, mut bp: Bp) {
         if let Some(mut w) = bp.wide.take() {
+            // Release every member's booking in one call (as registration
+            // booked them), then uninstall member by member without
+            // per-CPU releases. Both under the books lock, so nobody sees
+            // the books freed before the registers are.
+            if bp.booked() {
+                let ok = b
+                    .slots
+                    .release_cpus(bp.arch.pool, w.members().map(|&(c, _)| c), 1);
+                debug_assert!(ok, "released wide {id:?}'s slots, not all booked");
+            }
             let mut d = Wide {
                 slots: &mut b.slots,
                 tables: &self.tables,
@@ -565,7 +596,7 @@ impl Layer {
                 m,
                 pool: bp.arch.pool,
                 id,
-                book: bp.booked(),
+                book: false,
                 install: None,
             };
             w.remove_all(&mut d);

@@ -272,6 +272,48 @@ impl Slots {
         Ok(())
     }
 
+    /// Book `weight` CPU-bound slots of `pool` on every CPU `c` with
+    /// `cpus[c]` (a wide breakpoint on the online CPUs): the same as
+    /// [`reserve`](Self::reserve)`(pool, Target::Cpu(c), weight)` for each
+    /// such CPU in ascending order, all or nothing. On error nothing changed,
+    /// and [`Error::NoSlot`] names the lowest CPU without room. Entries of
+    /// `cpus` past the possible CPUs are ignored.
+    ///
+    /// One validation for the whole set, and when no task books anything
+    /// (no task weight on any CPU) and even the fullest CPU has room, no
+    /// per-CPU check at all: the cost is one add per CPU. Otherwise each CPU
+    /// is checked beside its heaviest task, O(CPUs × slots) as one by one.
+    /// Never allocates.
+    pub fn reserve_cpus(&mut self, pool: Pool, cpus: &[bool], weight: usize) -> Result<(), Error> {
+        if !self.validate(pool, Target::AllCpus, weight)? {
+            return Ok(());
+        }
+        let n = cpus.len().min(self.cpus);
+        let pb = &mut self.pools[pool.idx()];
+        let room = |held: u32| (held as usize).saturating_add(weight) <= pb.slots;
+        // Without task bookings every task_max is 0, and the histogram's top
+        // bounds every CPU's CPU-bound weight, online or not.
+        let all_fit = self.tasks.is_empty() && room(hist_max(&pb.cpu_pinned_hist));
+        if !all_fit {
+            for c in (0..n).filter(|&c| cpus[c]) {
+                fit(
+                    pb,
+                    self.cpus,
+                    pool,
+                    Target::Cpu(CpuId(c as u32)),
+                    weight,
+                    &EMPTY_TASK,
+                )?;
+            }
+        }
+        // Every CPU fits, so every new weight is <= slots and fits in u32.
+        let w = weight as i64;
+        for c in (0..n).filter(|&c| cpus[c]) {
+            pb.add_cpu(c, w);
+        }
+        Ok(())
+    }
+
     /// Give back what [`reserve`](Self::reserve) booked for the same
     /// `pool`, `target` and `weight`.
     ///
@@ -320,6 +362,37 @@ impl Slots {
                     o.remove();
                 }
             }
+        }
+        true
+    }
+
+    /// Give back `weight` CPU-bound slots of `pool` on each CPU of `cpus`
+    /// (what [`reserve_cpus`](Self::reserve_cpus), or `reserve(Cpu(c))` per
+    /// CPU, booked): the same as [`release`](Self::release)`(pool,
+    /// Target::Cpu(c), weight)` for each, but all or nothing: returns `false`,
+    /// and changes nothing, if any of them does not hold `weight` (or does
+    /// not exist). Each CPU at most once in `cpus`. Never allocates.
+    pub fn release_cpus<I>(&mut self, pool: Pool, cpus: I, weight: usize) -> bool
+    where
+        I: IntoIterator<Item = CpuId>,
+        I::IntoIter: Clone,
+    {
+        if weight == 0 {
+            return true;
+        }
+        let Ok(w) = u32::try_from(weight) else {
+            return false;
+        };
+        let pb = &mut self.pools[pool.idx()];
+        let cpus = cpus.into_iter();
+        if cpus
+            .clone()
+            .any(|c| pb.cpu_pinned.get(c.idx()).copied().unwrap_or(0) < w)
+        {
+            return false;
+        }
+        for c in cpus {
+            pb.add_cpu(c.idx(), -(w as i64));
         }
         true
     }

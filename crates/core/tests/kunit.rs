@@ -891,3 +891,115 @@ fn events_push_overflow_and_drain_never_allocate_after_new() {
     assert!(ev.lost_total() > 100, "the overflow path did not run");
     assert!(delivered > 8);
 }
+
+/// `reserve_cpus` must equal `reserve(Cpu(c))` on each selected CPU in
+/// ascending order, all or nothing, on both of its paths: the fast one (no
+/// task books anything) and the per-CPU one.
+#[test]
+fn reserve_cpus_books_the_selected_cpus_all_or_nothing_like_one_by_one() {
+    let online = [true, false, true, true];
+    // Fast path: no tasks, room everywhere.
+    let mut s = Slots::new(4, [0, 4]);
+    let mut one_by_one = s.clone();
+    s.reserve_cpus(D, &online, 2).unwrap();
+    for n in [0, 2, 3] {
+        one_by_one.reserve(D, Target::Cpu(c(n)), 2).unwrap();
+    }
+    assert_eq!(s, one_by_one);
+    assert_eq!(s.cpu_bound(c(1), D), 0, "offline CPU 1 not booked");
+    s.audit().unwrap();
+
+    // No tasks, but CPU 3 is full: the fast path's bound fails, the per-CPU
+    // check names CPU 3 and nothing changed.
+    s.reserve(D, Target::Cpu(c(3)), 2).unwrap();
+    let before = s.clone();
+    assert_eq!(
+        s.reserve_cpus(D, &online, 1),
+        Err(Error::NoSlot {
+            pool: D,
+            cpu: c(3),
+            held: 4,
+            total: 4,
+            cpu_bound: 4,
+            task_max: 0
+        })
+    );
+    assert_eq!(s, before);
+    // A full CPU that is not selected does not count.
+    s.reserve_cpus(D, &[true, true, true, false], 1).unwrap();
+    assert_eq!(
+        (0..4).map(|n| s.cpu_bound(c(n), D)).collect::<Vec<_>>(),
+        [3, 1, 3, 4]
+    );
+
+    // With task books: a task pinned to CPU 2 makes CPU 2 the first full one.
+    let mut s = Slots::new(4, [0, 4]);
+    s.reserve(D, Target::Task(t(1)), 1).unwrap();
+    s.reserve(D, Target::TaskOnCpu(t(2), c(2)), 3).unwrap();
+    let before = s.clone();
+    assert_eq!(
+        s.reserve_cpus(D, &online, 2),
+        Err(Error::NoSlot {
+            pool: D,
+            cpu: c(2),
+            held: 3,
+            total: 4,
+            cpu_bound: 0,
+            task_max: 3
+        })
+    );
+    assert_eq!(s, before, "a refused wide booking left a trace");
+    s.reserve_cpus(D, &online, 1).unwrap();
+    assert_eq!(s.free(c(2), D), 0);
+    assert_eq!(s.free(c(0), D), 2);
+    s.audit().unwrap();
+
+    // The same validation as reserve: no such pool; weight 0 books nothing;
+    // entries past the possible CPUs are ignored.
+    assert_eq!(
+        s.reserve_cpus(Pool::Inst, &online, 1),
+        Err(Error::NoSuchPool { pool: Pool::Inst })
+    );
+    let before = s.clone();
+    s.reserve_cpus(D, &online, 0).unwrap();
+    assert_eq!(s, before);
+    let mut s = Slots::new(2, [0, 4]);
+    s.reserve_cpus(D, &[true, true, true, true], 1).unwrap();
+    assert_eq!((s.cpu_bound(c(0), D), s.cpu_bound(c(1), D)), (1, 1));
+}
+
+#[test]
+fn reserve_cpus_never_allocates() {
+    let mut s = Slots::new(64, [0, 4]);
+    let online = vec![true; 64];
+    s.reserve(D, Target::Task(t(1)), 1).unwrap();
+    let (n, r) = allocations_in(|| s.reserve_cpus(D, &online, 1));
+    assert_eq!((n, r), (0, Ok(())));
+}
+
+#[test]
+fn release_cpus_gives_back_what_reserve_cpus_booked_all_or_nothing() {
+    let mut s = Slots::new(4, [0, 4]);
+    let empty = s.clone();
+    s.reserve_cpus(D, &[true, false, true, true], 1).unwrap();
+    let booked = s.clone();
+    // CPU 1 holds nothing: refused, nothing released.
+    assert!(!s.release_cpus(D, [c(0), c(1), c(2)], 1));
+    assert_eq!(s, booked);
+    // A CPU that does not exist, and more than is held: refused.
+    assert!(!s.release_cpus(D, [c(0), c(9)], 1));
+    assert!(!s.release_cpus(D, [c(0)], 2));
+    assert!(!s.release_cpus(D, [c(0)], usize::MAX));
+    assert_eq!(s, booked);
+    // In any order; weight 0 is a no-op.
+    assert!(s.release_cpus(D, [c(0)], 0));
+    assert!(s.release_cpus(D, [c(3), c(0), c(2)], 1));
+    assert_eq!(s, empty, "books equal to never touched");
+    s.audit().unwrap();
+    // Equal to per-CPU release.
+    s.reserve(D, Target::Cpu(c(1)), 2).unwrap();
+    let mut one_by_one = s.clone();
+    assert!(one_by_one.release(D, Target::Cpu(c(1)), 1));
+    assert!(s.release_cpus(D, [c(1)], 1));
+    assert_eq!(s, one_by_one);
+}

@@ -40,6 +40,10 @@ enum Op {
         rw: bool,
         disabled: bool,
         roe: bool,
+        /// 0..3: the shapes every arch accepts (see `attr_for`). Shape 2
+        /// starts 4 bytes into the region, so the 8-byte access at the
+        /// region's base covers it from below (POWER: DAR outside the request).
+        shape: u8,
     },
     Modify {
         bp: usize,
@@ -75,8 +79,8 @@ fn tspec() -> impl Strategy<Value = TSpec> {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (tspec(), any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.3))
-            .prop_map(|(target, rw, disabled, roe)| Op::Register { target, rw, disabled, roe }),
+        6 => (tspec(), any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.3), 0..3u8)
+            .prop_map(|(target, rw, disabled, roe, shape)| Op::Register { target, rw, disabled, roe, shape }),
         2 => (0..16usize, 0..4u8).prop_map(|(bp, shape)| Op::Modify { bp, shape }),
         2 => (0..16usize).prop_map(Op::Enable),
         2 => (0..16usize).prop_map(Op::Disable),
@@ -269,11 +273,12 @@ fn run_case(kind: Kind, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 rw,
                 disabled,
                 roe,
+                shape,
             } => {
                 let target = target_of(&target);
                 let next_id = BpId(before.layer.next_id);
                 let base = 0x10_0000 + 0x100 * next_id.0 as u64;
-                let attr = attr_for(base, rw, 0, disabled);
+                let attr = attr_for(base, rw, shape, disabled);
                 let members: BTreeSet<u32> = if target == Target::AllCpus {
                     m.online.clone()
                 } else {
