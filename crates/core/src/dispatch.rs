@@ -1,5 +1,4 @@
-//! Raw exception status → hit breakpoints → stray filter → step-over → deliver
-//! (owner: the layer work).
+//! Raw exception status → hit breakpoints → stray filter → step-over → deliver.
 //!
 //! [`crate::layer::Layer::handle_exception`] runs here. It takes **only the
 //! faulting CPU's install table lock**, never the global books, so a hit on

@@ -1,8 +1,8 @@
-//! The event buffer (owner: the slots/events work): per-CPU rings of records.
+//! The event buffer: per-CPU rings of records.
 //! One record format for every source: simulator hits, KVM exits and perf
 //! samples all become [`Record`]s.
 //!
-//! API contract (keep these signatures):
+//! The API:
 //! - `Events::new(cpus, capacity_per_cpu)`; `push(cpu, Record) -> bool` (false = lost,
 //!   counted, and a `Lost{count}` record is emitted once room returns); never allocates
 //!   after `new`.

@@ -1,4 +1,4 @@
-//! Which breakpoint sits in which register of which CPU (owner: the layer work).
+//! Which breakpoint sits in which register of which CPU.
 //!
 //! Each CPU has one [`CpuTable`]: for every pool, which [`BpId`] and which
 //! parsed [`ArchBp`] occupy each hardware slot, plus the task the layer last

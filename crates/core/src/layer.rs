@@ -1,4 +1,4 @@
-//! The public API (owner: the layer work): register / modify / enable /
+//! The public API: register / modify / enable /
 //! disable / unregister, context switch and hotplug hooks, the exception
 //! entry point, and the debugger (kgdb) try-path.
 //!

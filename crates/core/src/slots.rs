@@ -1,6 +1,6 @@
-//! Slot booking (owner: the slots work). See the issue for the semantics.
+//! Slot booking: is there room for this breakpoint on every CPU it may run on?
 //!
-//! API contract the layer relies on (keep these signatures):
+//! The layer relies on:
 //! - `Slots::new(possible_cpus, [inst_slots, data_slots])`
 //! - `reserve(pool, target, weight) -> Result<(), Error>` for `Task`, `TaskOnCpu`,
 //!   `Cpu` targets (wide requests are booked per CPU as `Target::Cpu` by the fan-out).
