@@ -19,7 +19,7 @@
 //! 5. delivery: callback, per-breakpoint counter, `Record::Sample`.
 //!
 //! ## Synchronous unregister
-//! Each breakpoint has an in-flight counter ([`Shared`]). Delivery increments
+//! Each breakpoint has an in-flight counter (`Shared`). Delivery increments
 //! it, then checks the *dying* flag; unregister sets *dying*, uninstalls, then
 //! waits for the counter to reach zero. Both sides use `SeqCst`, so either
 //! delivery sees *dying* and backs out, or unregister sees the increment and

@@ -1,6 +1,6 @@
 //! Which breakpoint sits in which register of which CPU.
 //!
-//! Each CPU has one [`CpuTable`]: for every pool, which [`BpId`] and which
+//! Each CPU has one `CpuTable`: for every pool, which [`BpId`] and which
 //! parsed [`ArchBp`] occupy each hardware slot, plus the task the layer last
 //! saw running there and the hits waiting for a step-over to complete.
 //!
