@@ -119,6 +119,9 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
     };
     let launched = matches!(plan.target, TargetKind::Launch(_));
     let mut b = Watcher::builder().target(target).mode(mode);
+    if mode != Mode::Count {
+        b = b.ring_pages(ring_pages_for_cli());
+    }
     for (wi, attr) in &plan.pieces {
         let w = &plan.watches[*wi];
         let name = if plan.pieces.iter().filter(|p| p.0 == *wi).count() > 1 {
@@ -416,6 +419,28 @@ struct HitSink<'a> {
     json_names: Vec<String>,
 }
 
+/// Hits drained from the rings at one time: each hit without its slices,
+/// with the range of its callchain in `arena`.
+#[derive(Default)]
+struct Batch {
+    hits: Vec<(WatchHit<'static>, usize, usize)>,
+    arena: Vec<u64>,
+}
+
+impl Batch {
+    /// Empty the buffers, then take every pending hit from `w`.
+    fn collect(&mut self, w: &Watcher) {
+        self.hits.clear();
+        self.arena.clear();
+        let (hits, arena) = (&mut self.hits, &mut self.arena);
+        w.drain(|h| {
+            let a = arena.len();
+            arena.extend_from_slice(h.callchain);
+            hits.push((h_owned(h), a, arena.len()));
+        });
+    }
+}
+
 /// A hit without its borrowed slices (they are re-attached from an arena).
 fn h_owned(h: &WatchHit<'_>) -> WatchHit<'static> {
     WatchHit {
@@ -667,36 +692,109 @@ fn run_sampling(
     let stop = stop_flag();
     let mut status = Status::new();
     let mut last_refresh = Instant::now();
-    let end = loop {
-        // The rings wake us only when a quarter full; poll often so hits
-        // show (and values are read) soon after they happen.
-        let _ = s
-            .watcher
-            .poll(Some(Duration::from_millis(if values { 5 } else { 20 })));
-        let mut cleared = false;
-        sink.drain_with(&s.watcher, &mut || {
-            status.clear();
-            cleared = true;
-        });
-        let _ = sink.out.flush();
-        if let Some(e) = sink.err.take() {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                break End::Stopped;
+    // Without `--values`, a drain thread at raised priority empties the rings
+    // and hands batches over an unbounded channel, so neither symbolizing nor
+    // a slow stdout ever delays the drain (and nothing is dropped here: a
+    // consumer that falls behind costs memory, not hits). With `--values` the
+    // watched bytes must be read right after each drain, so that loop stays
+    // on this thread.
+    let threaded = !values;
+    let finishing = AtomicBool::new(false);
+    let watcher = &s.watcher;
+    let end = std::thread::scope(|sc| -> Result<End, CliError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
+        if threaded {
+            let finishing = &finishing;
+            sc.spawn(move || {
+                let _ = Watcher::boost_current_thread();
+                loop {
+                    let last = finishing.load(Ordering::SeqCst);
+                    if !last {
+                        // The rings wake us at an eighth full; the timeout
+                        // keeps slow trickles of hits timely.
+                        let _ = watcher.poll(Some(Duration::from_millis(5)));
+                    }
+                    let mut b = back_rx.try_recv().unwrap_or_default();
+                    b.collect(watcher);
+                    if !b.hits.is_empty() && tx.send(b).is_err() {
+                        break;
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            });
+        } else {
+            drop(tx);
+        }
+        let mut end = None;
+        loop {
+            let mut cleared = false;
+            if threaded {
+                // Handle every batch ready now (waiting up to 20 ms for one;
+                // at the end, every batch until the drain thread hangs up).
+                let mut next = if end.is_some() {
+                    rx.recv().ok()
+                } else {
+                    rx.recv_timeout(Duration::from_millis(20)).ok()
+                };
+                while let Some(b) = next {
+                    sink.process(b, &mut || {
+                        status.clear();
+                        cleared = true;
+                    });
+                    let _ = back_tx.send(Batch {
+                        hits: std::mem::take(&mut sink.batch),
+                        arena: std::mem::take(&mut sink.arena),
+                    });
+                    if end.is_some() {
+                        next = rx.recv().ok();
+                    } else {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if end.is_some() {
+                    // The drain thread has made its last pass and hung up.
+                    break;
+                }
+            } else {
+                let _ = watcher.poll(Some(Duration::from_millis(5)));
+                sink.drain_with(watcher, &mut || {
+                    status.clear();
+                    cleared = true;
+                });
             }
-            return Err(CliError::new(format!("cannot write output: {e}")));
+            let _ = sink.out.flush();
+            if let Some(e) = sink.err.take() {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    end = Some(End::Stopped);
+                } else {
+                    finishing.store(true, Ordering::SeqCst);
+                    return Err(CliError::new(format!("cannot write output: {e}")));
+                }
+            }
+            if end.is_none() {
+                status.update(sink.agg.hits, watcher.lost(), cleared);
+                if last_refresh.elapsed() > Duration::from_secs(1) {
+                    last_refresh = Instant::now();
+                    sink.refresh_maps();
+                }
+                if stop.load(Ordering::SeqCst) {
+                    end = Some(End::Stopped);
+                } else if let Some(e) = s.ended() {
+                    end = Some(End::Exited(e));
+                }
+            }
+            if end.is_some() {
+                finishing.store(true, Ordering::SeqCst);
+                if !threaded {
+                    break;
+                }
+            }
         }
-        status.update(sink.agg.hits, s.watcher.lost(), cleared);
-        if last_refresh.elapsed() > Duration::from_secs(1) {
-            last_refresh = Instant::now();
-            sink.refresh_maps();
-        }
-        if stop.load(Ordering::SeqCst) {
-            break End::Stopped;
-        }
-        if let Some(e) = s.ended() {
-            break End::Exited(e);
-        }
-    };
+        Ok(end.unwrap_or(End::Stopped))
+    })?;
     // Final drain: everything the kernel wrote before the end.
     sink.drain(&s.watcher);
     let exit = match end {
@@ -765,15 +863,20 @@ impl HitSink<'_> {
     /// [`Self::drain`], calling `before_output` once before the first hit
     /// is printed (to clear the status line), and only if there is one.
     fn drain_with(&mut self, w: &Watcher, before_output: &mut dyn FnMut()) {
-        let mut batch = std::mem::take(&mut self.batch);
-        let mut arena = std::mem::take(&mut self.arena);
-        batch.clear();
-        arena.clear();
-        w.drain(|h| {
-            let a = arena.len();
-            arena.extend_from_slice(h.callchain);
-            batch.push((h_owned(h), a, arena.len()));
-        });
+        let mut b = Batch {
+            hits: std::mem::take(&mut self.batch),
+            arena: std::mem::take(&mut self.arena),
+        };
+        b.collect(w);
+        self.process(b, before_output);
+    }
+
+    /// Handle one drained [`Batch`]; its buffers are kept for reuse.
+    fn process(&mut self, b: Batch, before_output: &mut dyn FnMut()) {
+        let Batch {
+            hits: mut batch,
+            arena,
+        } = b;
         batch.sort_by_key(|(h, _, _)| h.time);
         if self.print && !batch.is_empty() {
             before_output();
@@ -842,6 +945,42 @@ impl HitSink<'_> {
             }
         }
     }
+}
+
+/// The CLI's ring size per CPU, in pages. The library's 512 KiB holds about
+/// 15 ms of hits at 300k/s, so a drain thread that misses a beat loses records;
+/// the CLI asks for 8 MiB. Root (or `CAP_IPC_LOCK`) is not bound by
+/// `perf_event_mlock_kb`; others get the largest power of two that fits it
+/// (the kernel's per-user budget, per CPU), with a note on stderr.
+fn ring_pages_for_cli() -> usize {
+    const WANT: usize = 2048;
+    const DEFAULT: usize = 128;
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return WANT;
+    }
+    let page_kb = (hwbreak_linux::ring::page_size() / 1024).max(1);
+    let Some(kb) = std::fs::read_to_string("/proc/sys/kernel/perf_event_mlock_kb")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return DEFAULT;
+    };
+    // One header page per ring comes out of the same budget.
+    let fit = (kb / page_kb).saturating_sub(1);
+    if fit >= WANT {
+        return WANT;
+    }
+    let pages = if fit == 0 {
+        1
+    } else {
+        1usize << (usize::BITS - 1 - fit.leading_zeros())
+    };
+    eprintln!(
+        "hwbreak: sampling ring {} KiB per CPU (perf_event_mlock_kb = {kb} for non-root); at high hit rates records may be lost: raise kernel.perf_event_mlock_kb or run as root",
+        pages * page_kb
+    );
+    pages
 }
 
 /// The program to launch exists and is executable (checked before anything
