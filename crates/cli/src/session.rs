@@ -663,7 +663,7 @@ fn push_micros(s: &mut Vec<u8>, ns: u64) {
         return;
     }
     let mut digits = 6;
-    while frac % 10 == 0 {
+    while frac.is_multiple_of(10) {
         frac /= 10;
         digits -= 1;
     }
