@@ -1045,21 +1045,28 @@ fn ring_pages_for_cli() -> usize {
     else {
         return DEFAULT;
     };
-    // One header page per ring comes out of the same budget.
-    let fit = (kb / page_kb).saturating_sub(1);
-    if fit >= WANT {
-        return WANT;
+    let pages = ring_pages_within(kb, page_kb, WANT);
+    if pages < WANT {
+        eprintln!(
+            "hwbreak: sampling ring {} KiB per CPU (perf_event_mlock_kb = {kb} for non-root); at high hit rates records may be lost: raise kernel.perf_event_mlock_kb or run as root",
+            pages * page_kb
+        );
     }
-    let pages = if fit == 0 {
+    pages
+}
+
+/// The largest power-of-two ring (in pages, at most `want`) whose pages plus
+/// the ring's header page fit `mlock_kb` KiB; at least 1.
+fn ring_pages_within(mlock_kb: usize, page_kb: usize, want: usize) -> usize {
+    let fit = (mlock_kb / page_kb.max(1)).saturating_sub(1);
+    if fit >= want {
+        return want;
+    }
+    if fit == 0 {
         1
     } else {
         1usize << (usize::BITS - 1 - fit.leading_zeros())
-    };
-    eprintln!(
-        "hwbreak: sampling ring {} KiB per CPU (perf_event_mlock_kb = {kb} for non-root); at high hit rates records may be lost: raise kernel.perf_event_mlock_kb or run as root",
-        pages * page_kb
-    );
-    pages
+    }
 }
 
 /// The program to launch exists and is executable (checked before anything
@@ -1116,6 +1123,17 @@ mod tests {
             assert_eq!(d, format!("{v}").as_bytes());
             assert_eq!(x, format!("{v:#x}").as_bytes());
         }
+    }
+
+    #[test]
+    fn non_root_ring_is_the_largest_power_of_two_within_perf_event_mlock_kb() {
+        // The kernel default 516 KiB = 128 data pages + the header page.
+        assert_eq!(ring_pages_within(516, 4, 2048), 128);
+        assert_eq!(ring_pages_within(515, 4, 2048), 64);
+        assert_eq!(ring_pages_within(8196, 4, 2048), 2048);
+        assert_eq!(ring_pages_within(1 << 30, 4, 2048), 2048);
+        assert_eq!(ring_pages_within(4, 4, 2048), 1);
+        assert_eq!(ring_pages_within(0, 4, 2048), 1);
     }
 
     #[test]
