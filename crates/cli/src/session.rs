@@ -772,13 +772,18 @@ fn run_sampling(
     let mut status = Status::new();
     let mut last_refresh = Instant::now();
     // Without `--values`, a drain thread at raised priority empties the rings
-    // and hands batches over an unbounded channel, so neither symbolizing nor
-    // a slow stdout ever delays the drain (and nothing is dropped here: a
-    // consumer that falls behind costs memory, not hits). With `--values` the
-    // watched bytes must be read right after each drain, so that loop stays
-    // on this thread.
+    // and hands batches over a channel, so neither symbolizing nor a slow
+    // stdout delays the drain. The queue is bounded by hits, not dropped from:
+    // past `QUEUE_CAP` hits waiting (a reader far slower than the target,
+    // ~100 MB queued) the drain thread waits, the rings fill, and the kernel
+    // counts what it cannot record, which the summary reports as lost. With
+    // `--values` the watched bytes must be read right after each drain, so
+    // that loop stays on this thread.
+    const QUEUE_CAP: usize = 1 << 20;
     let threaded = !values;
     let finishing = AtomicBool::new(false);
+    let queued = std::sync::atomic::AtomicUsize::new(0);
+    let queued = &queued;
     let watcher = &s.watcher;
     let end = std::thread::scope(|sc| -> Result<End, CliError> {
         let (tx, rx) = std::sync::mpsc::channel::<Batch>();
@@ -794,10 +799,18 @@ fn run_sampling(
                         // keeps slow trickles of hits timely.
                         let _ = watcher.poll(Some(Duration::from_millis(5)));
                     }
+                    if !last && queued.load(Ordering::Relaxed) > QUEUE_CAP {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
                     let mut b = back_rx.try_recv().unwrap_or_default();
                     b.collect(watcher);
-                    if !b.hits.is_empty() && tx.send(b).is_err() {
-                        break;
+                    let n = b.hits.len();
+                    if n > 0 {
+                        queued.fetch_add(n, Ordering::Relaxed);
+                        if tx.send(b).is_err() {
+                            break;
+                        }
                     }
                     if last {
                         break;
@@ -819,10 +832,12 @@ fn run_sampling(
                     rx.recv_timeout(Duration::from_millis(20)).ok()
                 };
                 while let Some(b) = next {
+                    let n = b.hits.len();
                     sink.process(b, &mut || {
                         status.clear();
                         cleared = true;
                     });
+                    queued.fetch_sub(n, Ordering::Relaxed);
                     let _ = back_tx.send(Batch {
                         hits: std::mem::take(&mut sink.batch),
                         arena: std::mem::take(&mut sink.arena),
