@@ -706,7 +706,12 @@ fn run_sampling(
         user_regs_stack: false,
     };
     let mut s = open(t, mode, json || output.is_some())?;
-    let _ = Watcher::boost_current_thread();
+    if values {
+        // This thread drains the rings itself (see below); otherwise only the
+        // drain thread is boosted, and formatting competes with the target
+        // as an equal.
+        let _ = Watcher::boost_current_thread();
+    }
     let maps = s.maps.take().unwrap_or(Maps {
         pid: s.pid,
         modules: Vec::new(),
