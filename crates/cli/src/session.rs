@@ -15,7 +15,6 @@ use hwbreak_linux::symbols::{read_maps, ValueKind};
 use hwbreak_linux::watch::{Mode, Target, WatchHit, Watcher};
 use serde::Serialize;
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -119,6 +118,9 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
     };
     let launched = matches!(plan.target, TargetKind::Launch(_));
     let mut b = Watcher::builder().target(target).mode(mode);
+    if mode != Mode::Count {
+        b = b.ring_pages(ring_pages_for_cli());
+    }
     for (wi, attr) in &plan.pieces {
         let w = &plan.watches[*wi];
         let name = if plan.pieces.iter().filter(|p| p.0 == *wi).count() > 1 {
@@ -411,9 +413,31 @@ struct HitSink<'a> {
     batch: Vec<(WatchHit<'static>, usize, usize)>,
     arena: Vec<u64>,
     frames_buf: Vec<std::rc::Rc<crate::frames::Rendered>>,
-    line_buf: String,
+    line_buf: Vec<u8>,
     /// Each watch's name as a JSON string, escaped once.
     json_names: Vec<String>,
+}
+
+/// Hits drained from the rings at one time: each hit without its slices,
+/// with the range of its callchain in `arena`.
+#[derive(Default)]
+struct Batch {
+    hits: Vec<(WatchHit<'static>, usize, usize)>,
+    arena: Vec<u64>,
+}
+
+impl Batch {
+    /// Empty the buffers, then take every pending hit from `w`.
+    fn collect(&mut self, w: &Watcher) {
+        self.hits.clear();
+        self.arena.clear();
+        let (hits, arena) = (&mut self.hits, &mut self.arena);
+        w.drain(|h| {
+            let a = arena.len();
+            arena.extend_from_slice(h.callchain);
+            hits.push((h_owned(h), a, arena.len()));
+        });
+    }
 }
 
 /// A hit without its borrowed slices (they are re-attached from an arena).
@@ -480,7 +504,6 @@ impl HitSink<'_> {
         };
         self.sym
             .stack_rendered(&self.stack_buf[..depth], exact, &mut frames);
-        let t = h.time.saturating_sub(first) as f64 / 1e9;
         let fmt = |v: Option<u64>| v.map(|v| format_value(v, w.len, w.kind));
         let (old_s, new_s) = (fmt(old), fmt(value));
         let r = if self.json {
@@ -488,40 +511,49 @@ impl HitSink<'_> {
             // hot path (the schema is in docs/CLI.md).
             let mut line = std::mem::take(&mut self.line_buf);
             line.clear();
-            let _ = write!(
-                line,
-                "{{\"type\":\"hit\",\"t\":{},\"time_ns\":{},\"tid\":{},\"pid\":{},\"cpu\":{},\"watch\":{},\"access\":\"{}\",\"addr\":\"{:#x}\"",
-                (t * 1e6).round() / 1e6,
-                h.time,
-                h.tid,
-                h.pid,
-                h.cpu,
-                self.json_names[wi],
-                w.access.short(),
-                h.addr
-            );
+            line.extend_from_slice(b"{\"type\":\"hit\",\"t\":");
+            push_micros(&mut line, h.time.saturating_sub(first));
+            line.extend_from_slice(b",\"time_ns\":");
+            push_u64(&mut line, h.time);
+            line.extend_from_slice(b",\"tid\":");
+            push_u64(&mut line, h.tid.into());
+            line.extend_from_slice(b",\"pid\":");
+            push_u64(&mut line, h.pid.into());
+            line.extend_from_slice(b",\"cpu\":");
+            push_u64(&mut line, h.cpu.into());
+            line.extend_from_slice(b",\"watch\":");
+            line.extend_from_slice(self.json_names[wi].as_bytes());
+            line.extend_from_slice(b",\"access\":\"");
+            line.extend_from_slice(w.access.short().as_bytes());
+            line.extend_from_slice(b"\",\"addr\":\"");
+            push_hex(&mut line, h.addr);
+            line.push(b'"');
             if let Some(o) = &old_s {
                 let _ = write!(line, ",\"old\":\"{o}\"");
             }
             if let Some(n) = &new_s {
                 let _ = write!(line, ",\"new\":\"{n}\"");
             }
-            let _ = write!(line, ",\"ip\":\"{:#x}\",\"at\":{}", h.ip, frames[0].json);
+            line.extend_from_slice(b",\"ip\":\"");
+            push_hex(&mut line, h.ip);
+            line.extend_from_slice(b"\",\"at\":");
+            line.extend_from_slice(frames[0].json.as_bytes());
             if !self.no_stack {
-                line.push_str(",\"stack\":[");
+                line.extend_from_slice(b",\"stack\":[");
                 for (k, f) in frames[1..].iter().enumerate() {
                     if k > 0 {
-                        line.push(',');
+                        line.push(b',');
                     }
-                    line.push_str(&f.json);
+                    line.extend_from_slice(f.json.as_bytes());
                 }
-                line.push(']');
+                line.push(b']');
             }
-            line.push_str("}\n");
-            let r = self.out.write_all(line.as_bytes());
+            line.extend_from_slice(b"}\n");
+            let r = self.out.write_all(&line);
             self.line_buf = line;
             r
         } else {
+            let t = h.time.saturating_sub(first) as f64 / 1e9;
             let comm = self.comm.entry(h.tid).or_insert_with(|| {
                 let pid = if h.pid != 0 { h.pid } else { h.tid };
                 std::fs::read_to_string(format!("/proc/{pid}/task/{}/comm", h.tid))
@@ -572,6 +604,78 @@ impl HitSink<'_> {
     }
 }
 
+// Integer writers for the per-hit JSON line: `write!` goes through
+// `core::fmt` (padding, dynamic dispatch), which was the larger part of the
+// per-hit CPU; these produce the same text as `{}` and `{:#x}`. (Hand-written
+// rather than a new dependency: a few lines, tested below.)
+
+/// Append `v` in decimal.
+fn push_u64(s: &mut Vec<u8>, mut v: u64) {
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    while v >= 100 {
+        let d = (v % 100) as usize * 2;
+        v /= 100;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    }
+    if v >= 10 {
+        let d = v as usize * 2;
+        i -= 2;
+        buf[i..i + 2].copy_from_slice(&PAIRS[d..d + 2]);
+    } else {
+        i -= 1;
+        buf[i] = b'0' + v as u8;
+    }
+    s.extend_from_slice(&buf[i..]);
+}
+
+/// Append `v` as `{:#x}` does (`0x` and lowercase digits, no padding).
+fn push_hex(s: &mut Vec<u8>, mut v: u64) {
+    let mut buf = [0u8; 18];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+        if v == 0 {
+            break;
+        }
+    }
+    i -= 2;
+    buf[i] = b'0';
+    buf[i + 1] = b'x';
+    s.extend_from_slice(&buf[i..]);
+}
+
+/// Append `ns` nanoseconds as seconds rounded to the microsecond, as the f64
+/// `(ns / 1e9 * 1e6).round() / 1e6` prints (`0`, `1.5`, `0.000123`).
+fn push_micros(s: &mut Vec<u8>, ns: u64) {
+    let us = ns / 1000 + u64::from(ns % 1000 >= 500);
+    push_u64(s, us / 1_000_000);
+    let mut frac = us % 1_000_000;
+    if frac == 0 {
+        return;
+    }
+    let mut digits = 6;
+    while frac.is_multiple_of(10) {
+        frac /= 10;
+        digits -= 1;
+    }
+    s.push(b'.');
+    let mut buf = [b'0'; 6];
+    for k in (0..digits).rev() {
+        buf[k] = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    s.extend_from_slice(&buf[..digits]);
+}
+
 /// Run `hwbreak watch`.
 pub fn watch(a: &WatchArgs) -> Result<(), CliError> {
     run_sampling(&a.target, a.json, a.no_stack, a.values, a.top, None)
@@ -602,7 +706,12 @@ fn run_sampling(
         user_regs_stack: false,
     };
     let mut s = open(t, mode, json || output.is_some())?;
-    let _ = Watcher::boost_current_thread();
+    if values {
+        // This thread drains the rings itself (see below); otherwise only the
+        // drain thread is boosted, and formatting competes with the target
+        // as an equal.
+        let _ = Watcher::boost_current_thread();
+    }
     let maps = s.maps.take().unwrap_or(Maps {
         pid: s.pid,
         modules: Vec::new(),
@@ -656,7 +765,7 @@ fn run_sampling(
         batch: Vec::new(),
         arena: Vec::new(),
         frames_buf: Vec::new(),
-        line_buf: String::new(),
+        line_buf: Vec::with_capacity(1024),
         json_names: s
             .plan
             .watches
@@ -667,36 +776,124 @@ fn run_sampling(
     let stop = stop_flag();
     let mut status = Status::new();
     let mut last_refresh = Instant::now();
-    let end = loop {
-        // The rings wake us only when a quarter full; poll often so hits
-        // show (and values are read) soon after they happen.
-        let _ = s
-            .watcher
-            .poll(Some(Duration::from_millis(if values { 5 } else { 20 })));
-        let mut cleared = false;
-        sink.drain_with(&s.watcher, &mut || {
-            status.clear();
-            cleared = true;
-        });
-        let _ = sink.out.flush();
-        if let Some(e) = sink.err.take() {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                break End::Stopped;
+    // Without `--values`, a drain thread at raised priority empties the rings
+    // and hands batches over a channel, so neither symbolizing nor a slow
+    // stdout delays the drain. The queue is bounded by hits, not dropped from:
+    // past `QUEUE_CAP` hits waiting (a reader far slower than the target,
+    // ~100 MB queued) the drain thread waits, the rings fill, and the kernel
+    // counts what it cannot record, which the summary reports as lost. With
+    // `--values` the watched bytes must be read right after each drain, so
+    // that loop stays on this thread.
+    const QUEUE_CAP: usize = 1 << 20;
+    let threaded = !values;
+    let finishing = AtomicBool::new(false);
+    let queued = std::sync::atomic::AtomicUsize::new(0);
+    let queued = &queued;
+    let watcher = &s.watcher;
+    let end = std::thread::scope(|sc| -> Result<End, CliError> {
+        let (tx, rx) = std::sync::mpsc::channel::<Batch>();
+        let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
+        if threaded {
+            let finishing = &finishing;
+            sc.spawn(move || {
+                let _ = Watcher::boost_current_thread();
+                loop {
+                    let last = finishing.load(Ordering::SeqCst);
+                    if !last {
+                        // The rings wake us at an eighth full; the timeout
+                        // keeps slow trickles of hits timely.
+                        let _ = watcher.poll(Some(Duration::from_millis(5)));
+                    }
+                    if !last && queued.load(Ordering::Relaxed) > QUEUE_CAP {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
+                    }
+                    let mut b = back_rx.try_recv().unwrap_or_default();
+                    b.collect(watcher);
+                    let n = b.hits.len();
+                    if n > 0 {
+                        queued.fetch_add(n, Ordering::Relaxed);
+                        if tx.send(b).is_err() {
+                            break;
+                        }
+                    }
+                    if last {
+                        break;
+                    }
+                }
+            });
+        } else {
+            drop(tx);
+        }
+        let mut end = None;
+        loop {
+            let mut cleared = false;
+            if threaded {
+                // Handle every batch ready now (waiting up to 20 ms for one;
+                // at the end, every batch until the drain thread hangs up).
+                let mut next = if end.is_some() {
+                    rx.recv().ok()
+                } else {
+                    rx.recv_timeout(Duration::from_millis(20)).ok()
+                };
+                while let Some(b) = next {
+                    let n = b.hits.len();
+                    sink.process(b, &mut || {
+                        status.clear();
+                        cleared = true;
+                    });
+                    queued.fetch_sub(n, Ordering::Relaxed);
+                    let _ = back_tx.send(Batch {
+                        hits: std::mem::take(&mut sink.batch),
+                        arena: std::mem::take(&mut sink.arena),
+                    });
+                    if end.is_some() {
+                        next = rx.recv().ok();
+                    } else {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if end.is_some() {
+                    // The drain thread has made its last pass and hung up.
+                    break;
+                }
+            } else {
+                let _ = watcher.poll(Some(Duration::from_millis(5)));
+                sink.drain_with(watcher, &mut || {
+                    status.clear();
+                    cleared = true;
+                });
             }
-            return Err(CliError::new(format!("cannot write output: {e}")));
+            let _ = sink.out.flush();
+            if let Some(e) = sink.err.take() {
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    end = Some(End::Stopped);
+                } else {
+                    finishing.store(true, Ordering::SeqCst);
+                    return Err(CliError::new(format!("cannot write output: {e}")));
+                }
+            }
+            if end.is_none() {
+                status.update(sink.agg.hits, watcher.lost(), cleared);
+                if last_refresh.elapsed() > Duration::from_secs(1) {
+                    last_refresh = Instant::now();
+                    sink.refresh_maps();
+                }
+                if stop.load(Ordering::SeqCst) {
+                    end = Some(End::Stopped);
+                } else if let Some(e) = s.ended() {
+                    end = Some(End::Exited(e));
+                }
+            }
+            if end.is_some() {
+                finishing.store(true, Ordering::SeqCst);
+                if !threaded {
+                    break;
+                }
+            }
         }
-        status.update(sink.agg.hits, s.watcher.lost(), cleared);
-        if last_refresh.elapsed() > Duration::from_secs(1) {
-            last_refresh = Instant::now();
-            sink.refresh_maps();
-        }
-        if stop.load(Ordering::SeqCst) {
-            break End::Stopped;
-        }
-        if let Some(e) = s.ended() {
-            break End::Exited(e);
-        }
-    };
+        Ok(end.unwrap_or(End::Stopped))
+    })?;
     // Final drain: everything the kernel wrote before the end.
     sink.drain(&s.watcher);
     let exit = match end {
@@ -765,15 +962,20 @@ impl HitSink<'_> {
     /// [`Self::drain`], calling `before_output` once before the first hit
     /// is printed (to clear the status line), and only if there is one.
     fn drain_with(&mut self, w: &Watcher, before_output: &mut dyn FnMut()) {
-        let mut batch = std::mem::take(&mut self.batch);
-        let mut arena = std::mem::take(&mut self.arena);
-        batch.clear();
-        arena.clear();
-        w.drain(|h| {
-            let a = arena.len();
-            arena.extend_from_slice(h.callchain);
-            batch.push((h_owned(h), a, arena.len()));
-        });
+        let mut b = Batch {
+            hits: std::mem::take(&mut self.batch),
+            arena: std::mem::take(&mut self.arena),
+        };
+        b.collect(w);
+        self.process(b, before_output);
+    }
+
+    /// Handle one drained [`Batch`]; its buffers are kept for reuse.
+    fn process(&mut self, b: Batch, before_output: &mut dyn FnMut()) {
+        let Batch {
+            hits: mut batch,
+            arena,
+        } = b;
         batch.sort_by_key(|(h, _, _)| h.time);
         if self.print && !batch.is_empty() {
             before_output();
@@ -844,6 +1046,49 @@ impl HitSink<'_> {
     }
 }
 
+/// The CLI's ring size per CPU, in pages. The library's 512 KiB holds about
+/// 15 ms of hits at 300k/s, so a drain thread that misses a beat loses records;
+/// the CLI asks for 8 MiB. Root (or `CAP_IPC_LOCK`) is not bound by
+/// `perf_event_mlock_kb`; others get the largest power of two that fits it
+/// (the kernel's per-user budget, per CPU), with a note on stderr.
+fn ring_pages_for_cli() -> usize {
+    const WANT: usize = 2048;
+    const DEFAULT: usize = 128;
+    // SAFETY: geteuid takes no arguments and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return WANT;
+    }
+    let page_kb = (hwbreak_linux::ring::page_size() / 1024).max(1);
+    let Some(kb) = std::fs::read_to_string("/proc/sys/kernel/perf_event_mlock_kb")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+    else {
+        return DEFAULT;
+    };
+    let pages = ring_pages_within(kb, page_kb, WANT);
+    if pages < WANT {
+        eprintln!(
+            "hwbreak: sampling ring {} KiB per CPU (perf_event_mlock_kb = {kb} for non-root); at high hit rates records may be lost: raise kernel.perf_event_mlock_kb or run as root",
+            pages * page_kb
+        );
+    }
+    pages
+}
+
+/// The largest power-of-two ring (in pages, at most `want`) whose pages plus
+/// the ring's header page fit `mlock_kb` KiB; at least 1.
+fn ring_pages_within(mlock_kb: usize, page_kb: usize, want: usize) -> usize {
+    let fit = (mlock_kb / page_kb.max(1)).saturating_sub(1);
+    if fit >= want {
+        return want;
+    }
+    if fit == 0 {
+        1
+    } else {
+        1usize << (usize::BITS - 1 - fit.leading_zeros())
+    }
+}
+
 /// The program to launch exists and is executable (checked before anything
 /// is printed or opened, so the error is the only line).
 fn check_program(prog: &str) -> Result<(), CliError> {
@@ -865,5 +1110,73 @@ fn check_program(prog: &str) -> Result<(), CliError> {
             "cannot launch `{prog}`: no such executable{}; check the path after `--`",
             if prog.contains('/') { "" } else { " in $PATH" }
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_writers_print_what_core_fmt_prints() {
+        let vals = [
+            0u64,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            4096,
+            0x7fff_ffff_ffff,
+            99,
+            100,
+            101,
+            12_345_678_901,
+            u32::MAX as u64,
+            u64::MAX,
+        ];
+        for v in vals {
+            let (mut d, mut x) = (Vec::new(), Vec::new());
+            push_u64(&mut d, v);
+            push_hex(&mut x, v);
+            assert_eq!(d, format!("{v}").as_bytes());
+            assert_eq!(x, format!("{v:#x}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn non_root_ring_is_the_largest_power_of_two_within_perf_event_mlock_kb() {
+        // The kernel default 516 KiB = 128 data pages + the header page.
+        assert_eq!(ring_pages_within(516, 4, 2048), 128);
+        assert_eq!(ring_pages_within(515, 4, 2048), 64);
+        assert_eq!(ring_pages_within(8196, 4, 2048), 2048);
+        assert_eq!(ring_pages_within(1 << 30, 4, 2048), 2048);
+        assert_eq!(ring_pages_within(4, 4, 2048), 1);
+        assert_eq!(ring_pages_within(0, 4, 2048), 1);
+    }
+
+    #[test]
+    fn micros_print_as_the_rounded_f64_seconds_did() {
+        let vals = [
+            0u64,
+            499,
+            500,
+            1_000,
+            123_456,
+            1_000_000,
+            1_500_000_000,
+            1_000_000_499,
+            2_000_010_000,
+            59_999_999_999,
+            3_600_123_456_789,
+        ];
+        for ns in vals {
+            let mut s = Vec::new();
+            push_micros(&mut s, ns);
+            let t = ns as f64 / 1e9;
+            let want = format!("{}", (t * 1e6).round() / 1e6);
+            assert_eq!(String::from_utf8_lossy(&s), want, "ns = {ns}");
+        }
     }
 }

@@ -340,7 +340,7 @@ fn event_attr(w: &Watch, mode: Mode, task_events: bool, first: bool, ring_bytes:
         a = a
             .sample_type(st)
             .sample_id_all(true)
-            .wakeup_watermark((ring_bytes / 4).max(1));
+            .wakeup_watermark((ring_bytes / 8).max(1));
         if st & b::PERF_SAMPLE_CALLCHAIN as u64 != 0 {
             a = a.sample_max_stack(max_stack());
             a.raw_mut().set_exclude_callchain_kernel(1);
@@ -616,7 +616,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             let _ = (st, regs);
             let mut da = EventAttr::dummy();
             da.raw_mut().set_watermark(1);
-            da.raw_mut().wakeup_watermark = (ring_bytes / 4).max(1);
+            da.raw_mut().wakeup_watermark = (ring_bytes / 8).max(1);
             let ev = Event::open(&da, 0, cpu, None)
                 .map_err(|e| Error::sys(format!("open the ring owner on CPU {cpu}"), e))?;
             let ring = Ring::new(ev, ring_pages, layout).map_err(|e| {
