@@ -12,26 +12,17 @@ use hwbreak_core::Access;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
+/// This binary's executable file mappings, from the library's maps reader.
 fn self_modules() -> Vec<Module> {
-    std::fs::read_to_string("/proc/self/maps")
+    hwbreak_linux::symbols::read_maps(std::process::id() as i32)
         .unwrap()
-        .lines()
-        .filter_map(|l| {
-            let mut it = l.split_whitespace();
-            let range = it.next()?;
-            let perms = it.next()?;
-            let off = u64::from_str_radix(it.next()?, 16).ok()?;
-            let path = it.nth(2)?;
-            if !perms.contains('x') || !path.starts_with('/') {
-                return None;
-            }
-            let (a, b) = range.split_once('-')?;
-            Some(Module {
-                start: u64::from_str_radix(a, 16).ok()?,
-                end: u64::from_str_radix(b, 16).ok()?,
-                file_offset: off,
-                path: path.to_string(),
-            })
+        .into_iter()
+        .filter(|m| m.is_file() && m.is_exec())
+        .map(|m| Module {
+            start: m.start,
+            end: m.end,
+            file_offset: m.offset,
+            path: m.path,
         })
         .collect()
 }

@@ -1,94 +1,60 @@
-//! Symbolize addresses from a record file's module map, without the process.
+//! Symbolize through the library's [`Symbolizer`] over a record file's
+//! module map: works without the process (`report`, and `watch`'s summary
+//! after the target exits).
 //!
-//! Each address is mapped to `(file, file offset)` through the stored
-//! mappings, and blazesym reads that file's symbols and DWARF line tables.
-//! Addresses of one file go to blazesym in one batch.
+//! The library does the work (blazesym over each mapped file's symbols and
+//! DWARF line tables, one batch per file, cached by IP); this module only
+//! converts the record file's [`Module`]s to [`MapEntry`]s and the library's
+//! frames to the CLI's [`Frame`].
 
 use crate::frames::{Frame, Symbolize};
 use crate::recfile::Module;
-use blazesym::symbolize::source::{Elf, Source};
-use blazesym::symbolize::{Input, Symbolized, Symbolizer};
-use std::collections::BTreeMap;
+use hwbreak_linux::symbols::{self, MapEntry, Symbolizer};
 
-/// Symbolizes through a stored module map.
-pub struct OfflineSymbolizer {
-    modules: Vec<Module>,
-    sym: Symbolizer,
-}
-
-impl OfflineSymbolizer {
-    /// Use these mappings (any order).
-    pub fn new(modules: &[Module]) -> Self {
-        let mut modules = modules.to_vec();
-        modules.sort_by_key(|m| m.start);
-        OfflineSymbolizer {
-            modules,
-            sym: Symbolizer::new(),
-        }
-    }
-
-    /// Add mappings seen later (a library loaded since).
-    pub fn add_modules(&mut self, more: &[Module]) {
-        self.modules.extend_from_slice(more);
-        self.modules.sort_by_key(|m| m.start);
-    }
-
-    fn module_of(&self, ip: u64) -> Option<usize> {
-        let i = self.modules.partition_point(|m| m.start <= ip);
-        let i = i.checked_sub(1)?;
-        (ip < self.modules[i].end).then_some(i)
+/// A record file's module as a maps entry. A record file keeps only
+/// executable file mappings, so the entry is marked a file (nonzero inode).
+pub fn map_entry(m: &Module) -> MapEntry {
+    MapEntry {
+        start: m.start,
+        end: m.end,
+        perms: "r-xp".into(),
+        offset: m.file_offset,
+        inode: 1,
+        path: m.path.clone(),
+        deleted: false,
     }
 }
 
-/// Convert one blazesym answer into our frame.
-pub fn frame_from(ip: u64, s: &Symbolized<'_>, module: Option<(&str, u64)>) -> Frame {
-    let mut f = Frame::unknown(ip);
-    if let Some((path, off)) = module {
-        f.module = Some(path.to_string());
-        f.module_offset = Some(off);
-    }
-    if let Symbolized::Sym(sym) = s {
-        f.function = Some(sym.name.to_string());
-        f.offset = Some(sym.offset as u64);
-        if let Some(ci) = &sym.code_info {
-            f.file = Some(ci.to_path().display().to_string());
-            f.line = ci.line;
-        }
-    }
-    f
+/// A symbolizer over these mappings (any order).
+pub fn symbolizer(modules: &[Module]) -> Symbolizer {
+    Symbolizer::from_maps(modules.iter().map(map_entry).collect())
 }
 
-impl Symbolize for OfflineSymbolizer {
+/// Add mappings seen later (a library loaded since).
+pub fn add_modules(sym: &mut Symbolizer, more: &[Module]) {
+    sym.add_maps(more.iter().map(map_entry).collect());
+}
+
+/// The library's frame as the CLI's: the offset only with a function name,
+/// the module and its offset only for an address in a recorded module.
+pub fn frame_from(f: &symbols::Frame) -> Frame {
+    Frame {
+        ip: f.ip,
+        function: f.function.as_deref().map(str::to_string),
+        offset: f.function.is_some().then_some(f.offset),
+        file: f.file.as_deref().map(str::to_string),
+        line: f.line,
+        module: f.module.as_deref().map(str::to_string),
+        module_offset: f.module_offset,
+    }
+}
+
+impl Symbolize for Symbolizer {
     fn symbolize(&mut self, ips: &[u64]) -> Vec<Frame> {
-        let mut out: Vec<Frame> = ips.iter().map(|&ip| Frame::unknown(ip)).collect();
-        let mut by_module: BTreeMap<usize, Vec<(usize, u64)>> = BTreeMap::new();
-        for (i, &ip) in ips.iter().enumerate() {
-            if let Some(m) = self.module_of(ip) {
-                let md = &self.modules[m];
-                by_module
-                    .entry(m)
-                    .or_default()
-                    .push((i, ip - md.start + md.file_offset));
-            }
-        }
-        for (m, items) in by_module {
-            let md = &self.modules[m];
-            let offs: Vec<u64> = items.iter().map(|x| x.1).collect();
-            let src = Source::Elf(Elf::new(&md.path));
-            let res = self.sym.symbolize(&src, Input::FileOffset(&offs));
-            for (k, (i, off)) in items.iter().enumerate() {
-                out[*i] = match &res {
-                    Ok(v) => frame_from(ips[*i], &v[k], Some((&md.path, *off))),
-                    Err(_) => {
-                        let mut f = Frame::unknown(ips[*i]);
-                        f.module = Some(md.path.clone());
-                        f.module_offset = Some(*off);
-                        f
-                    }
-                };
-            }
-        }
-        out
+        Symbolizer::symbolize(self, ips)
+            .iter()
+            .map(frame_from)
+            .collect()
     }
 }
 
@@ -96,27 +62,17 @@ impl Symbolize for OfflineSymbolizer {
 mod tests {
     use super::*;
 
-    /// This test binary's own mappings, read from /proc/self/maps.
+    /// This test binary's own executable file mappings.
     fn self_modules() -> Vec<Module> {
-        std::fs::read_to_string("/proc/self/maps")
+        symbols::read_maps(std::process::id() as i32)
             .unwrap()
-            .lines()
-            .filter_map(|l| {
-                let mut it = l.split_whitespace();
-                let range = it.next()?;
-                let perms = it.next()?;
-                let off = u64::from_str_radix(it.next()?, 16).ok()?;
-                let path = it.nth(2)?;
-                if !perms.contains('x') || !path.starts_with('/') {
-                    return None;
-                }
-                let (a, b) = range.split_once('-')?;
-                Some(Module {
-                    start: u64::from_str_radix(a, 16).ok()?,
-                    end: u64::from_str_radix(b, 16).ok()?,
-                    file_offset: off,
-                    path: path.to_string(),
-                })
+            .into_iter()
+            .filter(|m| m.is_file() && m.is_exec())
+            .map(|m| Module {
+                start: m.start,
+                end: m.end,
+                file_offset: m.offset,
+                path: m.path,
             })
             .collect()
     }
@@ -129,10 +85,25 @@ mod tests {
     #[test]
     fn own_function_is_found_through_the_module_map() {
         let ip = a_function_to_find();
-        let mut s = OfflineSymbolizer::new(&self_modules());
-        let f = &s.symbolize(&[ip, 1])[..];
+        let mut s = symbolizer(&self_modules());
+        let f = &Symbolize::symbolize(&mut s, &[ip, 1])[..];
         let name = f[0].function.clone().unwrap_or_default();
         assert!(name.contains("a_function_to_find"), "{:?}", f[0]);
+        assert!(f[0].offset.is_some() && f[0].module_offset.is_some());
         assert_eq!(f[1], Frame::unknown(1));
+    }
+
+    #[test]
+    fn modules_added_later_are_used() {
+        let ip = a_function_to_find();
+        let mut s = symbolizer(&[]);
+        assert_eq!(Symbolize::symbolize(&mut s, &[ip])[0], Frame::unknown(ip));
+        add_modules(&mut s, &self_modules());
+        let f = &Symbolize::symbolize(&mut s, &[ip])[0];
+        assert!(f
+            .function
+            .as_deref()
+            .unwrap_or_default()
+            .contains("a_function_to_find"));
     }
 }

@@ -7,7 +7,7 @@
 use crate::cli::ReportArgs;
 use crate::error::CliError;
 use crate::frames::{FrameCache, Symbolize};
-use crate::offline::OfflineSymbolizer;
+use crate::offline;
 use crate::recfile::{Hit, Reader};
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use std::io::{BufReader, Write};
@@ -51,7 +51,7 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
 /// Returns the totals and the number of frames shown.
 pub fn analyse(path: &std::path::Path, top: usize) -> Result<(Agg, usize), CliError> {
     let (header, agg) = aggregate(path)?;
-    let mut sym = FrameCache::new(OfflineSymbolizer::new(&header.modules));
+    let mut sym = FrameCache::new(offline::symbolizer(&header.modules));
     let view = SummaryView {
         agg: &agg,
         duration_s: 0.0,
@@ -69,7 +69,7 @@ pub fn analyse(path: &std::path::Path, top: usize) -> Result<(Agg, usize), CliEr
 /// Run `hwbreak report`.
 pub fn run(args: &ReportArgs) -> Result<(), CliError> {
     let (header, agg) = aggregate(&args.file)?;
-    let sym = OfflineSymbolizer::new(&header.modules);
+    let sym = offline::symbolizer(&header.modules);
     print(&agg, args.top, args.json, FrameCache::new(sym), &header)
 }
 

@@ -6,12 +6,12 @@
 use crate::cli::{RecordArgs, StatArgs, TargetArgs, WatchArgs};
 use crate::error::CliError;
 use crate::frames::FrameCache;
-use crate::offline::OfflineSymbolizer;
+use crate::offline;
 use crate::plan::{self, format_value, Plan, TargetKind};
 use crate::recfile;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use hwbreak_core::Access;
-use hwbreak_linux::symbols::{read_maps, ValueKind};
+use hwbreak_linux::symbols::{read_maps, Symbolizer, ValueKind};
 use hwbreak_linux::watch::{Mode, Target, WatchHit, Watcher};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -397,7 +397,7 @@ impl Status {
 struct HitSink<'a> {
     s: &'a Session,
     agg: Agg,
-    sym: FrameCache<OfflineSymbolizer>,
+    sym: FrameCache<Symbolizer>,
     maps: Maps,
     values: bool,
     last_value: Vec<Option<u64>>,
@@ -745,7 +745,7 @@ fn run_sampling(
     let mut sink = HitSink {
         s: &s,
         agg: Agg::new(watch_totals(&s.plan)),
-        sym: FrameCache::new(OfflineSymbolizer::new(&first_maps)),
+        sym: FrameCache::new(offline::symbolizer(&first_maps)),
         maps,
         values,
         last_value: if values {
@@ -1035,7 +1035,7 @@ impl HitSink<'_> {
         if new.is_empty() {
             return;
         }
-        self.sym.inner_mut().add_modules(&new);
+        offline::add_modules(self.sym.inner_mut(), &new);
         if let Some(r) = &mut self.rec {
             for m in &new {
                 if let Err(e) = r.w.module(m) {

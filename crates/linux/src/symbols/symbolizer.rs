@@ -34,6 +34,8 @@ pub struct Frame {
     pub line: Option<u32>,
     /// The ELF file (or `[vdso]`, `[heap]`...) holding `ip`.
     pub module: Option<Arc<str>>,
+    /// `ip`'s offset within `module`'s file (file mappings only).
+    pub module_offset: Option<u64>,
 }
 
 impl fmt::Display for Frame {
@@ -138,6 +140,20 @@ impl Symbolizer {
             cache: HashMap::default(),
             strings: HashMap::new(),
         }
+    }
+
+    /// Add mappings seen later (a library loaded since the snapshot), for a
+    /// symbolizer made by [`Symbolizer::from_maps`]. Addresses they cover that
+    /// were already looked up (and found in no mapping) are looked up again.
+    pub fn add_maps(&mut self, more: Vec<MapEntry>) {
+        for m in more.iter().filter(|m| m.is_file()) {
+            self.open
+                .entry(m.path.clone())
+                .or_insert_with(|| PathBuf::from(&m.path));
+        }
+        self.cache
+            .retain(|ip, _| !more.iter().any(|m| m.contains(*ip)));
+        self.maps.extend(more);
     }
 
     /// The current maps snapshot (save it with a recording for [`Symbolizer::from_maps`]).
@@ -249,10 +265,11 @@ impl Symbolizer {
                 .symbolize(&src, Input::FileOffset(&offs))
                 .unwrap_or_default();
             let module = intern(&mut self.strings, &path);
-            for (k, &(ip, _)) in pairs.iter().enumerate() {
+            for (k, &(ip, off)) in pairs.iter().enumerate() {
                 let mut f = Frame {
                     ip,
                     module: Some(module.clone()),
+                    module_offset: Some(off),
                     ..Frame::default()
                 };
                 if let Some(Symbolized::Sym(s)) = syms.get(k) {
@@ -276,4 +293,39 @@ fn intern(strings: &mut HashMap<String, Arc<str>>, s: &str) -> Arc<str> {
     let a: Arc<str> = Arc::from(s);
     strings.insert(s.to_string(), a.clone());
     a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[inline(never)]
+    fn a_function_to_find() -> u64 {
+        a_function_to_find as fn() -> u64 as usize as u64
+    }
+
+    #[test]
+    fn added_maps_symbolize_an_address_first_seen_unmapped() {
+        let ip = a_function_to_find();
+        let mut s = Symbolizer::from_maps(Vec::new());
+        assert_eq!(
+            s.symbolize_one(ip),
+            Frame {
+                ip,
+                ..Frame::default()
+            }
+        );
+        let own: Vec<MapEntry> = read_maps(std::process::id() as i32)
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.is_file() && m.is_exec())
+            .collect();
+        let text = own.iter().find(|m| m.contains(ip)).unwrap().clone();
+        s.add_maps(own);
+        let f = s.symbolize_one(ip);
+        let name = f.function.as_deref().unwrap_or_default();
+        assert!(name.contains("a_function_to_find"), "{f:?}");
+        assert_eq!(f.module.as_deref(), Some(text.path.as_str()));
+        assert_eq!(f.module_offset, Some(ip - text.start + text.offset));
+    }
 }
