@@ -14,16 +14,12 @@ use std::path::{Path, PathBuf};
 
 /// This binary's executable file mappings, from the library's maps reader.
 fn self_modules() -> Vec<Module> {
-    hwbreak_linux::symbols::read_maps(std::process::id() as i32)
+    let pid = std::process::id() as i32;
+    hwbreak_linux::symbols::read_maps(pid)
         .unwrap()
-        .into_iter()
+        .iter()
         .filter(|m| m.is_file() && m.is_exec())
-        .map(|m| Module {
-            start: m.start,
-            end: m.end,
-            file_offset: m.offset,
-            path: m.path,
-        })
+        .map(|m| hwbreak::offline::module(m, pid))
         .collect()
 }
 

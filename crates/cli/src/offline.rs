@@ -11,6 +11,23 @@ use crate::frames::{Frame, Symbolize};
 use crate::recfile::Module;
 use hwbreak_linux::symbols::{self, MapEntry, Symbolizer};
 
+/// A maps entry as a record file's module: the reverse of [`map_entry`].
+/// A mapping whose file was deleted is named by its `/proc/PID/map_files`
+/// link, which stays readable while the process lives.
+pub fn module(m: &MapEntry, pid: i32) -> Module {
+    let path = if m.deleted {
+        format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)
+    } else {
+        m.path.clone()
+    };
+    Module {
+        start: m.start,
+        end: m.end,
+        file_offset: m.offset,
+        path,
+    }
+}
+
 /// A record file's module as a maps entry. A record file keeps only
 /// executable file mappings, so the entry is marked a file (nonzero inode).
 pub fn map_entry(m: &Module) -> MapEntry {
@@ -64,16 +81,12 @@ mod tests {
 
     /// This test binary's own executable file mappings.
     fn self_modules() -> Vec<Module> {
-        symbols::read_maps(std::process::id() as i32)
+        let pid = std::process::id() as i32;
+        symbols::read_maps(pid)
             .unwrap()
-            .into_iter()
+            .iter()
             .filter(|m| m.is_file() && m.is_exec())
-            .map(|m| Module {
-                start: m.start,
-                end: m.end,
-                file_offset: m.offset,
-                path: m.path,
-            })
+            .map(|m| module(m, pid))
             .collect()
     }
 

@@ -60,17 +60,7 @@ impl Maps {
             {
                 continue;
             }
-            let path = if m.deleted {
-                format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end)
-            } else {
-                m.path.clone()
-            };
-            let md = recfile::Module {
-                start: m.start,
-                end: m.end,
-                file_offset: m.offset,
-                path,
-            };
+            let md = crate::offline::module(m, pid);
             self.modules.push(md.clone());
             new.push(md);
         }
