@@ -26,13 +26,7 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
         .header
         .watches
         .iter()
-        .map(|w| WatchTotal {
-            name: w.name.clone(),
-            addr: w.addr,
-            len: w.len,
-            access: w.access.short(),
-            hits: 0,
-        })
+        .map(|w| WatchTotal::new(&w.name, w.addr, w.len, w.access))
         .collect();
     let mut agg = Agg::new(watches);
     let mut hit = Hit::default();

@@ -254,13 +254,7 @@ fn describe_exit(s: std::process::ExitStatus) -> String {
 fn watch_totals(plan: &Plan) -> Vec<WatchTotal> {
     plan.watches
         .iter()
-        .map(|w| WatchTotal {
-            name: w.name.clone(),
-            addr: w.addr,
-            len: w.len,
-            access: w.access.short(),
-            hits: 0,
-        })
+        .map(|w| WatchTotal::new(&w.name, w.addr, w.len, w.access))
         .collect()
 }
 

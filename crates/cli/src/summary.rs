@@ -22,6 +22,19 @@ pub struct WatchTotal {
     pub hits: u64,
 }
 
+impl WatchTotal {
+    /// A watch with no hits yet.
+    pub fn new(name: &str, addr: u64, len: u64, access: hwbreak_core::Access) -> Self {
+        WatchTotal {
+            name: name.to_string(),
+            addr,
+            len,
+            access: access.short(),
+            hits: 0,
+        }
+    }
+}
+
 /// Running totals.
 #[derive(Debug, Default)]
 pub struct Agg {
