@@ -1,5 +1,7 @@
 //! Every error path: a clear error naming the rule, and nothing left behind.
 mod common;
+mod nobody;
+
 use common::*;
 use hwbreak_core::arch::ArchError;
 use hwbreak_core::{Access, BpAttr};
@@ -309,40 +311,16 @@ fn child_permission_check() {
 #[test]
 fn unprivileged_user_gets_permission_error_against_root_process() {
     let _g = slots();
-    // SAFETY: a libc call with no preconditions beyond valid pointers to live locals.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP: needs root to run a check as `nobody` against a root process");
-        return;
-    }
     let t = Target::spawn("writers", &["1", "0", "0", "0"]);
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
-        .args([
-            "--exact",
-            "child_permission_check",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("HWBREAK_PERM_PID", t.pid.to_string())
-        .env("HWBREAK_PERM_ADDR", format!("{:x}", t.addr))
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            println!("SKIP: cannot run setpriv ({e})");
-            return;
-        }
-    };
-    let so = String::from_utf8_lossy(&out.stdout);
-    let se = String::from_utf8_lossy(&out.stderr);
-    if !so.contains("running 1 test") {
-        println!("SKIP: the test binary cannot run as nobody: {so}{se}");
+    let Some(so) = nobody::run_as_nobody(
+        "child_permission_check",
+        &[
+            ("HWBREAK_PERM_PID", t.pid.to_string()),
+            ("HWBREAK_PERM_ADDR", format!("{:x}", t.addr)),
+        ],
+    ) else {
         return;
-    }
-    assert!(out.status.success(), "child failed:\n{so}\n{se}");
+    };
     assert!(so.contains("PROCESS: permission denied"), "{so}");
     assert!(so.contains("perf_event_paranoid"), "{so}");
     assert!(so.contains("ALLCPUS: permission denied"), "{so}");

@@ -4,6 +4,8 @@
 
 mod symbols_common;
 
+mod nobody;
+
 use hwbreak_linux::symbols::{Resolver, SymbolError, Symbolizer, ValueKind};
 use symbols_common::{c_targets, demo_bin, start};
 
@@ -696,40 +698,14 @@ fn child_symbols_permission_check() {
 
 #[test]
 fn unprivileged_user_cannot_read_a_root_process() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        println!("SKIP: needs root to run a check as `nobody` against a root process");
-        return;
-    }
     let dir = need_c!();
     let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
-    let exe = std::env::current_exe().unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(&exe)
-        .args([
-            "--exact",
-            "child_symbols_permission_check",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("HWBREAK_SYM_PERM_PID", t.pid().to_string())
-        .output();
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => {
-            println!("SKIP: cannot run setpriv ({e})");
-            return;
-        }
-    };
-    let so = String::from_utf8_lossy(&out.stdout);
-    let se = String::from_utf8_lossy(&out.stderr);
-    if !so.contains("running 1 test") {
-        println!("SKIP: the test binary cannot run as nobody: {so}{se}");
+    let Some(so) = nobody::run_as_nobody(
+        "child_symbols_permission_check",
+        &[("HWBREAK_SYM_PERM_PID", t.pid().to_string())],
+    ) else {
         return;
-    }
-    assert!(out.status.success(), "child failed:\n{so}\n{se}");
+    };
     assert!(so.contains("RESOLVER: permission denied"), "{so}");
     assert!(so.contains("ptrace_scope"), "{so}");
     assert!(so.contains("SYMBOLIZER: permission denied"), "{so}");
