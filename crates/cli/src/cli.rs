@@ -132,7 +132,10 @@ pub struct TargetArgs {
     /// What to watch: LOCATION[/LEN][:ACCESS], e.g. STATE.hits, table[3]/4:rw, 0x601040/8:w.
     #[arg(value_name = "SPEC", required = true)]
     pub specs: Vec<String>,
-    /// Launch this command and watch it from its first instruction.
+    /// Launch this command and watch it from its first instruction. With a SPEC in a
+    /// shared library (libfoo.so:x, or a name the executable does not define), from its
+    /// entry point instead: writes made before it, by ld.so and library constructors,
+    /// are not seen.
     #[arg(last = true, value_name = "CMD")]
     pub command: Vec<String>,
 }

@@ -22,6 +22,7 @@ pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod frames;
+pub mod launch_lib;
 pub mod offline;
 pub mod plan;
 pub mod recfile;

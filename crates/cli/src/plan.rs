@@ -5,7 +5,7 @@ use crate::cli::TargetArgs;
 use crate::error::CliError;
 use crate::spec::{self, Location, Spec};
 use hwbreak_core::{Access, BpAttr};
-use hwbreak_linux::symbols::{split_into_slots, Resolver, ValueKind};
+use hwbreak_linux::symbols::{split_into_slots, Resolved, Resolver, SymbolError, ValueKind};
 
 /// Where a PIE executable is loaded when address randomisation is off
 /// (x86-64 `ELF_ET_DYN_BASE` = 2/3 of the 47-bit user space, page aligned).
@@ -111,14 +111,35 @@ fn symbol_error(e: impl std::fmt::Display) -> CliError {
     CliError::new(e.to_string())
 }
 
+/// A plan, or a launched command whose SPECs resolve only once it is loaded.
+#[derive(Debug, Clone)]
+pub enum Planned {
+    /// Every SPEC resolved: open the watches.
+    Ready(Plan),
+    /// A launched command with a SPEC in a shared library (`libfoo.so:x`, or
+    /// a name its executable does not define): start it stopped at its entry
+    /// point with [`crate::launch_lib::start`], which plans it with
+    /// [`plan_loaded`].
+    AtEntry(Vec<String>),
+}
+
 /// Parse every SPEC, resolve it for the target, and split it over slots.
-pub fn plan(t: &TargetArgs) -> Result<Plan, CliError> {
+/// A launched command is resolved in its executable before it starts; when
+/// that cannot be done, the answer is [`Planned::AtEntry`].
+pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
     let target = target_of(t)?;
-    let specs: Vec<Spec> = t
-        .specs
+    let specs = parse_specs(t)?;
+    let launch = match &target {
+        TargetKind::Launch(cmd) => Some(cmd),
+        _ => None,
+    };
+    // A library's variables get their address once ld.so has mapped it.
+    let in_library = specs
         .iter()
-        .map(|s| spec::parse(s))
-        .collect::<Result<_, _>>()?;
+        .any(|s| matches!(&s.location, Location::Symbol { module: Some(_), .. }));
+    if let (Some(cmd), true) = (launch, in_library) {
+        return Ok(Planned::AtEntry(cmd.clone()));
+    }
     let needs_symbols = specs
         .iter()
         .any(|s| matches!(s.location, Location::Symbol { .. }));
@@ -142,12 +163,85 @@ pub fn plan(t: &TargetArgs) -> Result<Plan, CliError> {
     } else {
         None
     };
+    let mut resolved = Vec::new();
+    for s in &specs {
+        let r = match (&s.location, &resolver) {
+            (Location::Symbol { .. }, Some(r)) => match r.resolve(&s.location_text()) {
+                Ok(res) => Some(res),
+                // Not in the executable: it may be in a library it loads,
+                // which is known once the program is loaded.
+                Err(SymbolError::NotFound { .. }) if launch.is_some() => {
+                    return Ok(Planned::AtEntry(launch.cloned().unwrap_or_default()));
+                }
+                Err(e) => return Err(symbol_error(e)),
+            },
+            _ => None,
+        };
+        resolved.push(r);
+    }
+    build(target, t, &specs, resolved).map(Planned::Ready)
+}
+
+/// Plan a launched command that is loaded: process `pid` (launched from
+/// `t`'s command) stopped at its entry point, every library it needs mapped
+/// where it will stay. SPECs resolve from `/proc/PID/maps` as with `-p`.
+pub fn plan_loaded(t: &TargetArgs, pid: i32) -> Result<Plan, CliError> {
+    let target = target_of(t)?;
+    let specs = parse_specs(t)?;
+    let program = t.command.first().map(String::as_str).unwrap_or("?");
+    let r = Resolver::for_pid(pid).map_err(symbol_error)?;
+    let mut resolved = Vec::new();
+    for s in &specs {
+        resolved.push(match &s.location {
+            Location::Symbol { .. } => {
+                Some(r.resolve(&s.location_text()).map_err(|e| match e {
+                    SymbolError::NoModule { module, loaded, .. } => CliError::new(format!(
+                        "no library '{module}' is loaded by `{program}` at its entry point; loaded: {loaded}. Check the library's name; a library the program opens later with dlopen() is not loaded yet at its entry point: start the program, then attach with -p PID once it is loaded"
+                    )),
+                    // Name the command, not the pid of a process about to be killed.
+                    SymbolError::NotFound {
+                        name,
+                        searched,
+                        suggestions,
+                    } => symbol_error(SymbolError::NotFound {
+                        name,
+                        searched: searched.replacen(
+                            &format!("process {pid}"),
+                            &format!("`{program}`"),
+                            1,
+                        ),
+                        suggestions,
+                    }),
+                    e => symbol_error(e),
+                })?)
+            }
+            Location::Addr(_) => None,
+        });
+    }
+    build(target, t, &specs, resolved)
+}
+
+fn parse_specs(t: &TargetArgs) -> Result<Vec<Spec>, CliError> {
+    Ok(t.specs
+        .iter()
+        .map(|s| spec::parse(s))
+        .collect::<Result<_, _>>()?)
+}
+
+/// From resolved SPECs (`resolved[i]` is SPEC i's symbol, `None` for an
+/// address) to watches and slot pieces.
+fn build(
+    target: TargetKind,
+    t: &TargetArgs,
+    specs: &[Spec],
+    resolved: Vec<Option<Resolved>>,
+) -> Result<Plan, CliError> {
     let mut watches = Vec::new();
-    for (s, text) in specs.iter().zip(&t.specs) {
-        watches.push(resolve_one(s, text, resolver.as_ref(), &target)?);
+    for ((s, text), res) in specs.iter().zip(&t.specs).zip(resolved) {
+        watches.push(resolve_one(s, text, res));
     }
     let mut pieces = Vec::new();
-    for (i, (w, s)) in watches.iter().zip(&specs).enumerate() {
+    for (i, (w, s)) in watches.iter().zip(specs).enumerate() {
         if w.access == Access::Execute {
             pieces.push((i, BpAttr::exec(w.addr)));
             continue;
@@ -192,78 +286,66 @@ pub fn plan(t: &TargetArgs) -> Result<Plan, CliError> {
     })
 }
 
-fn resolve_one(
-    s: &Spec,
-    text: &str,
-    resolver: Option<&Resolver>,
-    target: &TargetKind,
-) -> Result<PlannedWatch, CliError> {
-    match &s.location {
-        Location::Addr(a) => {
-            let access = s.access.unwrap_or(if s.perf_form {
-                Access::ReadWrite
-            } else {
-                Access::Write
-            });
-            let default_len = if s.perf_form { 4 } else { 8 };
-            let len = if access == Access::Execute {
-                1
-            } else {
-                s.len.unwrap_or(default_len)
-            };
-            Ok(PlannedWatch {
-                name: text.to_string(),
-                addr: *a,
-                len,
-                access,
-                kind: if access == Access::Execute {
-                    ValueKind::Code
-                } else {
-                    ValueKind::Unsigned
-                },
-                type_name: None,
-                rebased: false,
-            })
-        }
-        Location::Symbol { module, .. } => {
-            let r = resolver.expect("resolver for symbols");
-            if module.is_some() && matches!(target, TargetKind::Launch(_)) {
-                return Err(CliError::usage(format!(
-                    "`{text}`: a shared library's variables get their address only once the library is loaded; start the program, then attach with `hwbreak ... -p PID {text}`"
-                )));
-            }
-            let loc = s.location_text();
-            let res = r.resolve(&loc).map_err(symbol_error)?;
-            let access = s.access.unwrap_or(if res.is_function() {
-                Access::Execute
-            } else {
-                Access::Write
-            });
-            let len = if access == Access::Execute {
-                1
-            } else {
-                s.len.unwrap_or(res.len)
-            };
-            let (addr, rebased) = if res.needs_rebase {
-                (res.addr.wrapping_add(NO_ASLR_PIE_BASE), true)
-            } else {
-                (res.addr, false)
-            };
-            let kind = if access == Access::Execute {
+/// One SPEC's watch: `res` is its resolved symbol (`None` for an address).
+fn resolve_one(s: &Spec, text: &str, res: Option<Resolved>) -> PlannedWatch {
+    let Some(res) = res else {
+        let a = match s.location {
+            Location::Addr(a) => a,
+            Location::Symbol { .. } => unreachable!("every symbol SPEC is resolved first"),
+        };
+        let access = s.access.unwrap_or(if s.perf_form {
+            Access::ReadWrite
+        } else {
+            Access::Write
+        });
+        let default_len = if s.perf_form { 4 } else { 8 };
+        let len = if access == Access::Execute {
+            1
+        } else {
+            s.len.unwrap_or(default_len)
+        };
+        return PlannedWatch {
+            name: text.to_string(),
+            addr: a,
+            len,
+            access,
+            kind: if access == Access::Execute {
                 ValueKind::Code
             } else {
-                res.value_kind
-            };
-            Ok(PlannedWatch {
-                name: res.name.clone(),
-                addr,
-                len,
-                access,
-                kind,
-                type_name: res.type_name.clone(),
-                rebased,
-            })
-        }
+                ValueKind::Unsigned
+            },
+            type_name: None,
+            rebased: false,
+        };
+    };
+    let access = s.access.unwrap_or(if res.is_function() {
+        Access::Execute
+    } else {
+        Access::Write
+    });
+    let len = if access == Access::Execute {
+        1
+    } else {
+        s.len.unwrap_or(res.len)
+    };
+    let (addr, rebased) = if res.needs_rebase {
+        (res.addr.wrapping_add(NO_ASLR_PIE_BASE), true)
+    } else {
+        (res.addr, false)
+    };
+    let kind = if access == Access::Execute {
+        ValueKind::Code
+    } else {
+        res.value_kind
+    };
+    PlannedWatch {
+        name: res.name,
+        addr,
+        len,
+        access,
+        kind,
+        type_name: res.type_name,
+        rebased,
     }
 }
 
@@ -369,7 +451,9 @@ mod tests {
     fn raw_address_defaults_follow_the_form() {
         let mut a = args(Some(std::process::id() as i32), false, &[]);
         a.specs = vec!["0x1000".into(), "mem:0x2000".into(), "0x3000:x".into()];
-        let p = plan(&a).unwrap();
+        let Planned::Ready(p) = plan(&a).unwrap() else {
+            panic!("an attached target is planned at once")
+        };
         assert_eq!((p.watches[0].len, p.watches[0].access), (8, Access::Write));
         assert_eq!(
             (p.watches[1].len, p.watches[1].access),

@@ -7,7 +7,8 @@ use crate::cli::{RecordArgs, StatArgs, TargetArgs, WatchArgs};
 use crate::error::CliError;
 use crate::frames::FrameCache;
 use crate::offline;
-use crate::plan::{self, format_value, Plan, TargetKind};
+use crate::launch_lib;
+use crate::plan::{self, format_value, Plan, Planned, TargetKind};
 use crate::recfile;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use hwbreak_core::Access;
@@ -92,18 +93,23 @@ struct Session {
 }
 
 fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Session, CliError> {
-    let plan = plan::plan(t)?;
-    let target = match &plan.target {
-        TargetKind::Pid(p) => Target::Process(*p),
-        TargetKind::Tid(t) => Target::Thread(*t),
-        TargetKind::AllCpus => Target::AllCpus,
-        TargetKind::Launch(cmd) => {
-            let mut c = std::process::Command::new(&cmd[0]);
-            c.args(&cmd[1..]);
-            if child_stdout_to_stderr {
-                c.stdout(std::io::stderr());
-            }
-            Target::Launch(c)
+    // A SPEC in a shared library: the command starts stopped at its entry
+    // point and is watched as a process from there (see crate::launch_lib).
+    let (plan, at_entry) = match plan::plan(t)? {
+        Planned::Ready(p) => (p, None),
+        Planned::AtEntry(cmd) => {
+            check_program(&cmd[0])?;
+            let (p, s) = launch_lib::start(t, &cmd, child_stdout_to_stderr)?;
+            (p, Some(s))
+        }
+    };
+    let target = match (&plan.target, &at_entry) {
+        (_, Some(s)) => Target::Process(s.pid()),
+        (TargetKind::Pid(p), _) => Target::Process(*p),
+        (TargetKind::Tid(t), _) => Target::Thread(*t),
+        (TargetKind::AllCpus, _) => Target::AllCpus,
+        (TargetKind::Launch(cmd), _) => {
+            Target::Launch(launch_lib::command(cmd, child_stdout_to_stderr))
         }
     };
     let launched = matches!(plan.target, TargetKind::Launch(_));
@@ -153,6 +159,9 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
     };
     let raw_maps = pid.and_then(|p| read_maps(p).ok()).unwrap_or_default();
     maps.refresh();
+    if let Some(s) = at_entry {
+        s.resume_into(&watcher)?;
+    }
     if let (true, Some(p)) = (launched, pid) {
         if let Err(e) = plan::verify_rebased(&plan, &raw_maps, p) {
             // SAFETY: kill takes integers; p is our own child.

@@ -185,7 +185,15 @@ pub struct StoppedAtEntry {
     entry: u64,
 }
 
-fn wait_stop(pid: i32) -> io::Result<i32> {
+/// How the child came back from `waitpid`.
+enum Stop {
+    /// Stopped with this signal.
+    Signal(i32),
+    /// Exited or was killed (the raw wait status); it is reaped.
+    Ended(i32),
+}
+
+fn wait_stop(pid: i32) -> io::Result<Stop> {
     loop {
         let mut st = 0;
         // SAFETY: waitpid writes one int to `st`, a live local.
@@ -198,12 +206,24 @@ fn wait_stop(pid: i32) -> io::Result<i32> {
             return Err(e);
         }
         if libc::WIFSTOPPED(st) {
-            return Ok(libc::WSTOPSIG(st));
+            return Ok(Stop::Signal(libc::WSTOPSIG(st)));
         }
-        return Err(io::Error::other(format!(
-            "the program exited before reaching its entry point (status {st:#x})"
-        )));
+        return Ok(Stop::Ended(st));
     }
+}
+
+/// Why a program that never reached its entry point ended, from its wait status.
+fn ended_before_entry(st: i32) -> io::Error {
+    let how = if libc::WIFEXITED(st) {
+        format!("exited with status {}", libc::WEXITSTATUS(st))
+    } else if libc::WIFSIGNALED(st) {
+        format!("was killed by signal {}", libc::WTERMSIG(st))
+    } else {
+        format!("ended (wait status {st:#x})")
+    };
+    io::Error::other(format!(
+        "it {how} before reaching its entry point, so nothing was watched: the dynamic loader failed (a shared library missing or not loadable: see its message above) or a library constructor ended it"
+    ))
 }
 
 fn cont(pid: i32, sig: i32) -> io::Result<()> {
@@ -277,7 +297,7 @@ impl StoppedAtEntry {
             entry: 0,
         };
         // The post-exec SIGTRAP.
-        let sig = wait_stop(pid).map_err(err)?;
+        let sig = me.wait_stop().map_err(err)?;
         if sig != libc::SIGTRAP {
             return Err(err(io::Error::other(format!(
                 "unexpected stop signal {sig} after exec"
@@ -288,7 +308,7 @@ impl StoppedAtEntry {
         bps.set(0, &hwbreak_core::BpAttr::exec(me.entry))?;
         cont(pid, 0).map_err(err)?;
         loop {
-            let sig = wait_stop(pid).map_err(err)?;
+            let sig = me.wait_stop().map_err(err)?;
             if sig == libc::SIGTRAP && bps.hit_slots()?.0 & 1 != 0 {
                 break;
             }
@@ -298,6 +318,19 @@ impl StoppedAtEntry {
         bps.clear(0)?;
         bps.clear_status()?;
         Ok(me)
+    }
+
+    /// Wait for the child's next stop; its stop signal. If it ended instead,
+    /// it is reaped here: forget it (Drop must not signal a reaped pid, which
+    /// may already belong to another process) and say why it ended.
+    fn wait_stop(&mut self) -> io::Result<i32> {
+        match wait_stop(self.pid)? {
+            Stop::Signal(sig) => Ok(sig),
+            Stop::Ended(st) => {
+                self.child = None;
+                Err(ended_before_entry(st))
+            }
+        }
     }
 
     /// The child's pid.

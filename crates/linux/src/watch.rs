@@ -1182,6 +1182,22 @@ impl Watcher {
         Ok(s)
     }
 
+    /// Take charge of a command started outside the watcher, so that
+    /// [`Watcher::wait`], [`Watcher::try_wait`] and the `take_child_*`
+    /// methods work as for [`Target::Launch`]. For a command stopped at its
+    /// entry point by [`crate::launch::StoppedAtEntry`]: open the watcher on
+    /// `Target::Process(pid)`, call `resume()`, and adopt the `Child` it
+    /// returns. Gives `child` back, untouched, if this watcher already has
+    /// one or does not watch `child`'s process.
+    pub fn adopt_child(&self, child: Child) -> std::result::Result<(), Child> {
+        let mut c = self.child.lock().unwrap();
+        if c.is_some() || self.pid != Some(child.id() as i32) {
+            return Err(child);
+        }
+        *c = Some(child);
+        Ok(())
+    }
+
     /// For a launched command: take its stdin (if it was `Stdio::piped()`).
     pub fn take_child_stdin(&self) -> Option<std::process::ChildStdin> {
         self.child.lock().unwrap().as_mut()?.stdin.take()
