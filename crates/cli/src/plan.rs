@@ -134,9 +134,15 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
         _ => None,
     };
     // A library's variables get their address once ld.so has mapped it.
-    let in_library = specs
-        .iter()
-        .any(|s| matches!(&s.location, Location::Symbol { module: Some(_), .. }));
+    let in_library = specs.iter().any(|s| {
+        matches!(
+            &s.location,
+            Location::Symbol {
+                module: Some(_),
+                ..
+            }
+        )
+    });
     if let (Some(cmd), true) = (launch, in_library) {
         return Ok(Planned::AtEntry(cmd.clone()));
     }

@@ -6,8 +6,8 @@
 use crate::cli::{RecordArgs, StatArgs, TargetArgs, WatchArgs};
 use crate::error::CliError;
 use crate::frames::FrameCache;
-use crate::offline;
 use crate::launch_lib;
+use crate::offline;
 use crate::plan::{self, format_value, Plan, Planned, TargetKind};
 use crate::recfile;
 use crate::summary::{Agg, SummaryView, WatchTotal};

@@ -439,15 +439,6 @@ fn stat_attached_counts_a_shared_library_global() {
 }
 
 #[test]
-fn library_global_of_a_command_not_started_yet_says_to_attach() {
-    let o = run(hwbreak()
-        .args(["stat", "libwatchme.so:watchme_value", "--"])
-        .arg(c_targets().join("uselib"))
-        .arg("10"));
-    assert_clean_error(&o, "attach");
-}
-
-#[test]
 fn stat_attached_to_demo_counts_early_and_late_threads() {
     let _g = slots();
     let t = Waiting::start(Command::new(demo()).args([

@@ -1187,14 +1187,13 @@ impl Watcher {
     /// methods work as for [`Target::Launch`]. For a command stopped at its
     /// entry point by [`crate::launch::StoppedAtEntry`]: open the watcher on
     /// `Target::Process(pid)`, call `resume()`, and adopt the `Child` it
-    /// returns. Gives `child` back, untouched, if this watcher already has
-    /// one or does not watch `child`'s process.
+    /// returns. Gives `child` back, untouched, if this watcher does not
+    /// watch `child`'s process.
     pub fn adopt_child(&self, child: Child) -> std::result::Result<(), Child> {
-        let mut c = self.child.lock().unwrap();
-        if c.is_some() || self.pid != Some(child.id() as i32) {
+        if self.pid != Some(child.id() as i32) {
             return Err(child);
         }
-        *c = Some(child);
+        *self.child.lock().unwrap() = Some(child);
         Ok(())
     }
 
