@@ -3,6 +3,14 @@
 
 long watchme_value;
 struct watchme_pair watchme_pair;
+/* Set by the library's constructor, which ld.so runs before the program's
+ * entry point: a write that a watch armed at the entry point cannot see. */
+int watchme_init;
+
+__attribute__((constructor)) static void watchme_constructor(void)
+{
+    watchme_init = 1;
+}
 
 __attribute__((noinline)) void watchme_touch(long v)
 {

@@ -225,6 +225,65 @@ fn threads_a_command_creates_after_its_entry_point_are_counted_exactly() {
 }
 
 #[test]
+fn a_library_constructor_write_is_not_watched_at_the_entry_point_but_is_by_its_raw_address() {
+    let _g = slots();
+    // libwatchme.so's constructor sets watchme_init once, before the entry point.
+    let o = run(hwbreak()
+        .args(["stat", "--json", "libwatchme.so:watchme_init", "--"])
+        .arg(targets().join("uselib"))
+        .arg("5"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(
+        j["watches"][0]["hits"], 0,
+        "armed after the constructor: {j}"
+    );
+    // Launched commands run without ASLR: the library loads there again,
+    // and a raw address is armed from the first instruction.
+    let addr = j["watches"][0]["addr"].as_str().unwrap();
+    let o = run(hwbreak()
+        .args(["watch", "--json", &format!("{addr}/4"), "--"])
+        .arg(targets().join("uselib"))
+        .arg("5"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // The program is gone before hwbreak reads the library's mapping, so
+    // place the constructor with nm: load base = watchme_init's address
+    // minus its file address.
+    let nm = Command::new("nm")
+        .arg("-S")
+        .arg(targets().join("libwatchme.so"))
+        .output()
+        .expect("run nm");
+    let nm = String::from_utf8_lossy(&nm.stdout);
+    let sym = |name: &str| -> (u64, u64) {
+        let f: Vec<&str> = nm
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")))
+            .unwrap_or_else(|| panic!("no {name} in nm output:\n{nm}"))
+            .split_whitespace()
+            .collect();
+        let hex = |s: &str| u64::from_str_radix(s, 16).unwrap();
+        (hex(f[0]), hex(f[1]))
+    };
+    let base =
+        u64::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap() - sym("watchme_init").0;
+    let (ctor, size) = sym("watchme_constructor");
+    let ctor = base + ctor..=base + ctor + size;
+    // x86 reports the instruction after the store: inside the constructor.
+    let ips: Vec<u64> = json_lines(&o.stdout)
+        .iter()
+        .filter(|h| h["type"] == "hit")
+        .map(|h| {
+            u64::from_str_radix(h["ip"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+        })
+        .collect();
+    assert!(
+        ips.iter().any(|ip| ctor.contains(ip)),
+        "the constructor's write ({ctor:#x?}) is among the hits at {ips:#x?}"
+    );
+}
+
+#[test]
 fn ctrl_c_ends_a_command_launched_at_its_entry_point_and_summarizes() {
     let _g = slots();
     let (_d, exe) = private_uselib(false);
