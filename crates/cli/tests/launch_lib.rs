@@ -180,6 +180,30 @@ fn watch_json_on_a_library_global_prints_one_hit_per_write_and_lost_0() {
 }
 
 #[test]
+fn record_then_report_of_a_library_global_has_every_hit_and_its_writer() {
+    let _g = slots();
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("lib.hwb");
+    let o = run(hwbreak()
+        .args(["record", "-o"])
+        .arg(&file)
+        .args(["libwatchme.so:watchme_value", "--"])
+        .arg(targets().join("uselib"))
+        .arg("450"));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(hwbreak().args(["report", "--json"]).arg(&file));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(j["hits"], 450, "{j}");
+    assert_eq!(j["lost"], 0, "{j}");
+    // The library was mapped when the record began: its writer is named.
+    assert_eq!(
+        j["top_stacks"][0]["frames"][0]["function"], "watchme_touch",
+        "{j}"
+    );
+}
+
+#[test]
 fn a_copy_relocated_library_global_is_watched_where_the_writes_go() {
     let _g = slots();
     // usecopy names watchme_value, so the linker moved it into the executable.
