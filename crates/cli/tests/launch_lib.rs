@@ -180,6 +180,44 @@ fn watch_json_on_a_library_global_prints_one_hit_per_write_and_lost_0() {
 }
 
 #[test]
+fn all_four_slots_take_library_globals_of_a_command_launched_at_its_entry_point() {
+    let _g = slots();
+    let o = run(hwbreak().args(["slots", "--json"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let free = json_lines(&o.stdout)[0]["fresh_task_free"]
+        .as_u64()
+        .unwrap();
+    if free < 4 {
+        eprintln!("SKIP all_four_slots_take_library_globals_...: only {free} slots free for a new task (another perf user holds CPU-wide breakpoints)");
+        return;
+    }
+    let o = run(hwbreak()
+        .args(["stat", "--json"])
+        .args([
+            "libwatchme.so:watchme_value",
+            "libwatchme.so:watchme_pair.left",
+            "libwatchme.so:watchme_pair.right",
+            "libwatchme.so:watchme_init",
+            "--",
+        ])
+        .arg(targets().join("uselib"))
+        .arg("60"));
+    assert_eq!(
+        o.code, 0,
+        "stopping at the entry holds no slot: {}",
+        o.stderr
+    );
+    let hits: Vec<u64> = json_lines(&o.stdout)[0]["watches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["hits"].as_u64().unwrap())
+        .collect();
+    // watchme_touch writes the value and pair.right; the rest stay as they were.
+    assert_eq!(hits, vec![60, 0, 60, 0]);
+}
+
+#[test]
 fn record_then_report_of_a_library_global_has_every_hit_and_its_writer() {
     let _g = slots();
     let d = tempfile::tempdir().unwrap();

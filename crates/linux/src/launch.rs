@@ -175,9 +175,13 @@ impl Drop for Gated {
 /// spawned it (ptrace requests only work from the tracer thread).
 ///
 /// How: `PTRACE_TRACEME` before `exec`; the kernel stops the child with
-/// `SIGTRAP` after `exec`; we read `AT_ENTRY` from `/proc/PID/auxv`, put an
-/// execute breakpoint there in DR0 ([`crate::ptrace`]), continue, and clear
-/// DR0 at the stop. Dropping it without `resume` kills the child.
+/// `SIGTRAP` after `exec`; we read `AT_ENTRY` from `/proc/PID/auxv`, write
+/// an `int3` over its first byte, continue, and at the trap put the byte
+/// back and set the IP to the entry again (what gdb's `start` does). Not a
+/// hardware execute breakpoint: the kernel keeps a ptrace debug register
+/// booked for the thread until it execs or exits, even once DR7 disables
+/// it, so the program's main thread would be left 3 of its 4 slots.
+/// Dropping it without `resume` kills the child.
 #[derive(Debug)]
 pub struct StoppedAtEntry {
     child: Option<Child>,
@@ -234,6 +238,82 @@ fn cont(pid: i32, sig: i32) -> io::Result<()> {
             pid,
             std::ptr::null_mut::<libc::c_void>(),
             sig as usize as *mut libc::c_void,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// x86's one-byte breakpoint instruction.
+const INT3: u64 = 0xcc;
+
+/// The stopped tracee's word at `addr` (`PTRACE_PEEKTEXT`).
+fn peek_text(pid: i32, addr: u64) -> io::Result<u64> {
+    // SAFETY: errno is thread-local; PEEKTEXT returns the word, so -1 is only
+    // an error if errno says so.
+    unsafe { *libc::__errno_location() = 0 };
+    // SAFETY: PTRACE_PEEKTEXT takes integers and writes nothing of ours.
+    let v = unsafe {
+        libc::ptrace(
+            libc::PTRACE_PEEKTEXT,
+            pid,
+            addr as *mut libc::c_void,
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    let e = io::Error::last_os_error();
+    if v == -1 && e.raw_os_error() != Some(0) {
+        return Err(e);
+    }
+    Ok(v as u64)
+}
+
+/// Write the stopped tracee's word at `addr` (`PTRACE_POKETEXT`; the kernel
+/// writes through a read-only text mapping into a private copy of the page).
+fn poke_text(pid: i32, addr: u64, word: u64) -> io::Result<()> {
+    // SAFETY: PTRACE_POKETEXT takes integers only.
+    if unsafe {
+        libc::ptrace(
+            libc::PTRACE_POKETEXT,
+            pid,
+            addr as *mut libc::c_void,
+            word as *mut libc::c_void,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn get_regs(pid: i32) -> io::Result<libc::user_regs_struct> {
+    // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+    let mut regs: libc::user_regs_struct = unsafe { std::mem::zeroed() };
+    // SAFETY: PTRACE_GETREGS writes one user_regs_struct to `regs`, a live local.
+    if unsafe {
+        libc::ptrace(
+            libc::PTRACE_GETREGS,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            &mut regs as *mut libc::user_regs_struct as *mut libc::c_void,
+        )
+    } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(regs)
+}
+
+fn set_regs(pid: i32, regs: &libc::user_regs_struct) -> io::Result<()> {
+    // SAFETY: PTRACE_SETREGS reads one user_regs_struct from `regs`, a live reference.
+    if unsafe {
+        libc::ptrace(
+            libc::PTRACE_SETREGS,
+            pid,
+            std::ptr::null_mut::<libc::c_void>(),
+            regs as *const libc::user_regs_struct as *mut libc::c_void,
         )
     } < 0
     {
@@ -304,19 +384,31 @@ impl StoppedAtEntry {
             ))));
         }
         me.entry = auxv_entry(pid).map_err(err)?;
-        let mut bps = crate::ptrace::PtraceBreakpoints::new(pid);
-        bps.set(0, &hwbreak_core::BpAttr::exec(me.entry))?;
+        let entry = me.entry;
+        // One int3 over the entry's first byte, in the aligned word holding it
+        // (an aligned word never crosses a page).
+        let word_at = entry & !7;
+        let shift = (entry & 7) * 8;
+        let word = peek_text(pid, word_at).map_err(err)?;
+        let patched = (word & !(0xff << shift)) | (INT3 << shift);
+        poke_text(pid, word_at, patched).map_err(err)?;
         cont(pid, 0).map_err(err)?;
-        loop {
+        let mut regs = loop {
             let sig = me.wait_stop().map_err(err)?;
-            if sig == libc::SIGTRAP && bps.hit_slots()?.0 & 1 != 0 {
-                break;
+            if sig == libc::SIGTRAP {
+                let regs = get_regs(pid).map_err(err)?;
+                // int3 traps after itself.
+                if regs.rip == entry + 1 {
+                    break regs;
+                }
             }
             // A signal for the program (the loader may get one): deliver it.
             cont(pid, if sig == libc::SIGTRAP { 0 } else { sig }).map_err(err)?;
-        }
-        bps.clear(0)?;
-        bps.clear_status()?;
+        };
+        // Put the byte back and rewind to the entry: as if never stopped.
+        poke_text(pid, word_at, word).map_err(err)?;
+        regs.rip = entry;
+        set_regs(pid, &regs).map_err(err)?;
         Ok(me)
     }
 

@@ -123,3 +123,44 @@ fn dropping_a_command_stopped_at_entry_kills_and_reaps_it() {
         "killed and reaped, not left stopped or a zombie"
     );
 }
+
+#[test]
+fn a_command_stopped_at_entry_leaves_all_four_slots_to_the_watcher() {
+    let Some(dir) = symbols_common::c_targets() else {
+        return;
+    };
+    let _g = slots();
+    let mut cmd = Command::new(dir.join("uselib"));
+    cmd.arg("50").stdout(Stdio::null());
+    let stopped = StoppedAtEntry::spawn(cmd, false).unwrap();
+    let r = Resolver::for_pid(stopped.pid()).unwrap();
+    let mut b = Watcher::builder().target(Target::Process(stopped.pid()));
+    for name in [
+        "watchme_value",
+        "watchme_pair.left",
+        "watchme_pair.right",
+        "watchme_init",
+    ] {
+        let v = r.resolve(&format!("libwatchme.so:{name}")).unwrap();
+        b = b.watch(name, BpAttr::write(v.addr, v.len));
+    }
+    // Another perf user's CPU-wide breakpoints take slots from every task:
+    // skip if a fresh process cannot get all four either.
+    let mut fresh = Command::new("sleep").arg("30").spawn().unwrap();
+    let probe = (0..4).fold(
+        Watcher::builder().target(Target::Process(fresh.id() as i32)),
+        |b, i| b.watch(format!("probe{i}"), BpAttr::write(0x1000 + 8 * i, 8)),
+    );
+    let free = common::all_slots(probe.check_mapped(false).open()).is_some();
+    fresh.kill().unwrap();
+    fresh.wait().unwrap();
+    if !free {
+        return;
+    }
+    // How it stopped at its entry must not hold a debug register of the program.
+    let w = b.open().unwrap();
+    w.adopt_child(stopped.resume().unwrap()).unwrap();
+    assert!(w.wait().unwrap().success());
+    // watchme_touch writes the value and pair.right; the rest stay as they were.
+    assert_eq!(w.counts().unwrap(), vec![50, 0, 50, 0]);
+}
