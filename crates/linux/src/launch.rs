@@ -218,16 +218,20 @@ fn wait_stop(pid: i32) -> io::Result<Stop> {
 
 /// Why a program that never reached its entry point ended, from its wait status.
 fn ended_before_entry(st: i32) -> io::Error {
-    let how = if libc::WIFEXITED(st) {
-        format!("exited with status {}", libc::WEXITSTATUS(st))
+    let msg = if libc::WIFEXITED(st) {
+        format!(
+            "it exited with status {} before reaching its entry point, so nothing was watched: the dynamic loader failed (a shared library missing or not loadable: see its message above) or a library constructor ended it",
+            libc::WEXITSTATUS(st)
+        )
     } else if libc::WIFSIGNALED(st) {
-        format!("was killed by signal {}", libc::WTERMSIG(st))
+        format!(
+            "it was killed by signal {} before reaching its entry point, so nothing was watched",
+            libc::WTERMSIG(st)
+        )
     } else {
-        format!("ended (wait status {st:#x})")
+        format!("it ended before reaching its entry point (wait status {st:#x})")
     };
-    io::Error::other(format!(
-        "it {how} before reaching its entry point, so nothing was watched: the dynamic loader failed (a shared library missing or not loadable: see its message above) or a library constructor ended it"
-    ))
+    io::Error::other(msg)
 }
 
 fn cont(pid: i32, sig: i32) -> io::Result<()> {

@@ -110,6 +110,22 @@ fn a_command_that_ends_before_its_entry_point_is_a_clear_error_and_is_reaped() {
 }
 
 #[test]
+fn a_signal_before_the_entry_point_is_delivered_and_its_death_is_a_clear_error() {
+    let Some(dir) = symbols_common::c_targets() else {
+        return;
+    };
+    // libwatchme.so's constructor raises SIGTERM: delivered, not swallowed.
+    let mut cmd = Command::new(dir.join("uselib"));
+    cmd.arg("3").env("WATCHME_DIE", libc::SIGTERM.to_string());
+    let e = StoppedAtEntry::spawn(cmd, false).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("killed by signal {}", libc::SIGTERM)),
+        "{e}"
+    );
+    assert!(e.contains("before reaching its entry point"), "{e}");
+}
+
+#[test]
 fn dropping_a_command_stopped_at_entry_kills_and_reaps_it() {
     let Some(dir) = symbols_common::c_targets() else {
         return;
