@@ -171,8 +171,30 @@ impl Drop for Gated {
 /// A launched command stopped at its ELF entry point (`AT_ENTRY`), traced by
 /// the calling thread: resolve symbols in it (its libraries are mapped),
 /// open a [`crate::watch::Watcher`] on `Target::Process(pid)`, then
-/// [`StoppedAtEntry::resume`]. Call every method from the thread that
-/// spawned it (ptrace requests only work from the tracer thread).
+/// [`StoppedAtEntry::resume`] and hand the `Child` to
+/// [`crate::watch::Watcher::adopt_child`]. Call every method from the
+/// thread that spawned it (ptrace requests only work from the tracer
+/// thread). Not watched: what ran before the entry point, ld.so and the
+/// libraries' constructors.
+///
+/// ```no_run
+/// use hwbreak_core::BpAttr;
+/// use hwbreak_linux::launch::StoppedAtEntry;
+/// use hwbreak_linux::symbols::Resolver;
+/// use hwbreak_linux::watch::{Target, Watcher};
+/// let mut cmd = std::process::Command::new("./uselib");
+/// cmd.arg("1000");
+/// let stopped = StoppedAtEntry::spawn(cmd, true)?;
+/// let v = Resolver::for_pid(stopped.pid())?.resolve("libwatchme.so:watchme_value")?;
+/// let w = Watcher::builder()
+///     .target(Target::Process(stopped.pid()))
+///     .watch("watchme_value", BpAttr::write(v.addr, v.len))
+///     .open()?;
+/// w.adopt_child(stopped.resume()?).expect("the watched process");
+/// w.wait()?;
+/// assert_eq!(w.counts()?, vec![1000]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 ///
 /// How: `PTRACE_TRACEME` before `exec`; the kernel stops the child with
 /// `SIGTRAP` after `exec`; we read `AT_ENTRY` from `/proc/PID/auxv`, write
