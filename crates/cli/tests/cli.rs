@@ -901,3 +901,111 @@ fn help_teaches_with_examples() {
     let o = run(hwbreak().args(["watch", "--help"]));
     assert!(o.stdout.contains("Examples:"), "{}", o.stdout);
 }
+
+// ------------------------------------------------------------ stacks
+
+/// `watch --json` on the demo with extra flags; the JSON lines.
+fn watch_demo_json(extra: &[&str]) -> Vec<serde_json::Value> {
+    let o = run(hwbreak()
+        .args(["watch", "--json"])
+        .args(extra)
+        .args(["STATE.hits", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "5",
+            "--delay-ms",
+            "1",
+            "--late-after-ms",
+            "2",
+        ]));
+    assert_eq!(o.code, 0, "{extra:?}: {}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    let want = expected(&o.stderr, "hits");
+    assert_eq!(
+        lines.last().unwrap()["hits"].as_u64(),
+        Some(want),
+        "{extra:?}"
+    );
+    lines
+}
+
+#[test]
+fn copied_stacks_match_the_kernel_walk_and_a_short_copy_is_flagged_as_cut() {
+    let _g = slots();
+    let top = |lines: &[serde_json::Value]| -> Vec<String> {
+        lines.last().unwrap()["top_stacks"][0]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["function"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    let kernel = watch_demo_json(&["--kernel-stack"]);
+    let copied = watch_demo_json(&["--stack-bytes", "8192"]);
+    for lines in [&kernel, &copied] {
+        let s = lines.last().unwrap();
+        assert_eq!(s["stacks_cut"], 0, "{s}");
+        assert!(lines.iter().all(|l| l.get("stack_truncated").is_none()));
+    }
+    assert_eq!(top(&kernel), top(&copied), "the same frames either way");
+    assert!(top(&copied).iter().any(|f| f.contains("worker")));
+
+    // 8 bytes hold no frame: every hit is flagged, and so is the summary.
+    let short = watch_demo_json(&["--stack-bytes", "8"]);
+    let s = short.last().unwrap();
+    let hits: Vec<_> = short.iter().filter(|l| l["type"] == "hit").collect();
+    assert_eq!(s["stacks_cut"], s["hits"], "{s}");
+    assert!(hits.iter().all(|h| h["stack_truncated"] == true));
+    assert_eq!(s["top_stacks"][0]["truncated"], true, "{s}");
+    assert!(
+        !top(&short).iter().any(|f| f.contains("worker")),
+        "8 bytes cannot reach the caller: {:?}",
+        top(&short)
+    );
+
+    // The text output says where a stack is cut, and why, once per hit.
+    let o = run(hwbreak()
+        .args(["watch", "--stack-bytes", "8", "STATE.hits", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "2",
+            "--delay-ms",
+            "1",
+            "--late-after-ms",
+            "2",
+        ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // Without --json the demo's own lines share stdout with the hits.
+    let want = expected(&o.stdout, "hits") as usize;
+    assert_eq!(
+        o.stdout.matches("deeper frames not copied").count(),
+        want + 1,
+        "one per hit and one in the top stack:\n{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("raise --stack-bytes"), "{}", o.stdout);
+}
+
+#[test]
+fn a_stack_copy_the_kernel_cannot_take_is_refused_with_the_rule() {
+    for (args, needle) in [
+        (vec!["--stack-bytes", "12"], "multiple of 8"),
+        (vec!["--stack-bytes", "70000"], "65528"),
+        (vec!["--stack-bytes", "lots"], "not a byte count"),
+        (
+            vec!["--stack-bytes", "64", "--kernel-stack"],
+            "cannot be used with",
+        ),
+        (vec!["--no-stack", "--kernel-stack"], "cannot be used with"),
+    ] {
+        let o = run(hwbreak()
+            .arg("watch")
+            .args(&args)
+            .args(["0x1000/8:w", "-p", "1"]));
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains(needle), "{args:?}: {}", o.stderr);
+        assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    }
+}
