@@ -2014,21 +2014,18 @@ mod tests {
         assert!(rows[4].note.as_deref().unwrap().contains("favours it"));
     }
 
+    /// A bpftrace printf row of N = 1000, judged as the bench judges it.
+    fn bpftrace_printf(name: &'static str) -> Contender {
+        contender(name, 1000, Goal::HwbreakFasterPerDelivered(HW_WATCH, 1.0))
+    }
+
     /// raw C, hwbreak watch at 1000 hits/s, and two bpftrace printf rows.
     fn bpftrace_plan() -> Vec<Contender> {
         vec![
             contender("raw-c", 1000, Goal::Baseline),
             contender(HW_WATCH, 1000, Goal::RateVsRaw(0.85)),
-            contender(
-                "bpftrace printf",
-                1000,
-                Goal::HwbreakFasterPerDelivered(HW_WATCH, 1.0),
-            ),
-            contender(
-                "bpftrace printf 4096pg",
-                1000,
-                Goal::HwbreakFasterPerDelivered(HW_WATCH, 1.0),
-            ),
+            bpftrace_printf("bpftrace printf"),
+            bpftrace_printf("bpftrace printf 4096pg"),
         ]
     }
 
@@ -2283,11 +2280,7 @@ mod tests {
         let plan = vec![
             contender("raw-c", 1000, Goal::Baseline),
             contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
-            contender(
-                "bpftrace printf",
-                1000,
-                Goal::HwbreakFasterPerDelivered(HW_WATCH, 1.0),
-            ),
+            bpftrace_printf("bpftrace printf"),
         ];
         let rows = judge(
             &plan,
