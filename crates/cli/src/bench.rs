@@ -2056,6 +2056,10 @@ mod tests {
         assert!(note.contains("per delivered hit"), "{note}");
         assert!(note.contains("1.43x"), "{note}");
         assert!(lossy.target.contains("per delivered hit"));
+        let j = serde_json::to_value(lossy).unwrap();
+        assert_eq!(j["per_delivered_hit"], true);
+        assert_eq!(j["verdict"], "PASS lossy");
+        assert!((j["lost_share"].as_f64().unwrap() - 0.86).abs() < 1e-9);
         let whole = &rows[3];
         assert_eq!(whole.verdict, "MISS");
         assert!(!whole.per_delivered_hit && whole.lost_share.is_none());
