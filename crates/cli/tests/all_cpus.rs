@@ -136,6 +136,22 @@ fn watch_all_cpus_json_gives_one_hit_per_write_from_the_writer_and_a_summary_wit
         free0,
         "the CPU-wide slot is freed"
     );
+
+    // The text form: one line per hit, then the summary, after SIGINT too.
+    let bg = Background::start(hwbreak().args(["watch", "--no-stack", "-a", &spec]));
+    let pid = write_n_times(&exe, 7);
+    bg.interrupt();
+    let o = bg.finish();
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let hit_lines = o
+        .stdout
+        .lines()
+        .filter(|l| l.contains(&format!("tid {pid} ")) && l.contains(&spec))
+        .count();
+    assert_eq!(hit_lines, 7, "{}", o.stdout);
+    assert!(o.stdout.contains("summary: 7 hits"), "{}", o.stdout);
+    assert!(o.stdout.contains("lost: 0"), "{}", o.stdout);
+    assert_eq!(free_slots_for_new_process(), free0);
 }
 
 #[test]
