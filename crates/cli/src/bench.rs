@@ -15,8 +15,8 @@
 //! | `gdb watch` | `commands; silent; continue; end` (smaller N) | hwbreak watch ≥ 20 × gdb |
 //! | `perf record+script` | `mem:ADDR/8:w -g`, then `perf script` | hwbreak watch no slower end to end |
 //! | `bpftrace count` | `watchpoint:` + `count()` | none (information) |
-//! | `bpftrace printf` | `watchpoint:` + `printf` + `ustack` | hwbreak watch faster per hit |
-//! | `bpftrace printf 4096pg` | the same with `BPFTRACE_PERF_RB_PAGES=4096` | hwbreak watch faster per hit |
+//! | `bpftrace printf` | `watchpoint:` + `printf` + `ustack` | hwbreak watch faster per delivered hit |
+//! | `bpftrace printf 4096pg` | the same with `BPFTRACE_PERF_RB_PAGES=4096` | hwbreak watch faster per delivered hit |
 //!
 //! Rules: a contender whose tool is missing is skipped with the reason; a
 //! contender whose count differs from N is reported `WRONG`, never fast; every
@@ -30,6 +30,13 @@
 //! second, which stays steady on a busy machine; `--metric cpu` judges on it.
 //! A peer that miscounts is never called fast, but hwbreak is still compared
 //! with it (`PASS*`/`MISS*`): its time covers less work, which favours it.
+//! bpftrace's printing peer drops hits when its perf buffer overflows (most
+//! of them at the default 64 pages), so it is judged per *delivered* hit:
+//! its hits/s is the hits it printed over its time net of start-up, hwbreak
+//! watch's is N over its own, and the verdict says `lossy` (`PASS lossy`,
+//! `MISS lossy`, `FLAKY lossy`) with the loss in the note. A run that crashes
+//! (bpftrace aborts now and then on RLIMIT_MEMLOCK or `read_symlink`) is not
+//! counted, and makes the row `FLAKY`.
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -380,6 +387,17 @@ struct Count {
     note: Option<String>,
 }
 
+impl Count {
+    /// Hits from a contender that says nothing of losses.
+    fn exact(hits: u64) -> Count {
+        Count {
+            hits,
+            lost: None,
+            note: None,
+        }
+    }
+}
+
 /// What came out of one step.
 #[derive(Debug, Default)]
 struct StepOutput {
@@ -403,6 +421,11 @@ enum Goal {
     RateVsRaw(f64),
     /// The named hwbreak row's hits/s ≥ factor × this peer's.
     HwbreakFaster(&'static str, f64),
+    /// The same, for a peer that may drop hits (bpftrace's perf buffer
+    /// overflows): its rate is taken over the hits it delivered, net of its
+    /// start-up, so that losing hits never makes it look fast. A lossy run is
+    /// still marked (`PASS lossy`, `MISS lossy`) and its loss is in the note.
+    HwbreakFasterPerDelivered(&'static str, f64),
     /// The named hwbreak row's end-to-end time ≤ this peer's (same N).
     HwbreakNoSlowerEndToEnd(&'static str),
     /// This row's end-to-end time ≤ seconds.
@@ -417,6 +440,9 @@ impl Goal {
             Goal::Baseline => "baseline".into(),
             Goal::RateVsRaw(f) => format!(">= {f}x raw C"),
             Goal::HwbreakFaster(hw, f) => format!("{hw} >= {f}x this"),
+            Goal::HwbreakFasterPerDelivered(hw, f) => {
+                format!("{hw} >= {f}x this per delivered hit")
+            }
             Goal::HwbreakNoSlowerEndToEnd(hw) => format!("{hw} e2e <= this"),
             Goal::MaxSeconds(s) => format!("<= {s} s"),
             Goal::Info => "(none)".into(),
@@ -649,7 +675,7 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
             "bpftrace printf",
             "bpftrace_printf.bt",
             parse_bpftrace_printf as Parser,
-            Goal::HwbreakFaster(HW_WATCH, 1.0),
+            Goal::HwbreakFasterPerDelivered(HW_WATCH, 1.0),
             Some(is_bpftrace_hit_line as fn(&str) -> bool),
             None,
         ),
@@ -657,7 +683,7 @@ fn plan(env: &Env, args: &BenchArgs) -> Vec<Contender> {
             "bpftrace printf 4096pg",
             "bpftrace_printf.bt",
             parse_bpftrace_printf as Parser,
-            Goal::HwbreakFaster(HW_WATCH, 1.0),
+            Goal::HwbreakFasterPerDelivered(HW_WATCH, 1.0),
             Some(is_bpftrace_hit_line as fn(&str) -> bool),
             Some(4096),
         ),
@@ -762,11 +788,7 @@ fn parse_raw_count(outs: &[StepOutput]) -> std::result::Result<Count, String> {
         .find_map(|w| w.strip_prefix("hits="))
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no hits= in raw_count output: {:?}", outs[0].stdout))?;
-    Ok(Count {
-        hits,
-        lost: None,
-        note: None,
-    })
+    Ok(Count::exact(hits))
 }
 
 /// All JSON objects found one per line in `text`.
@@ -796,12 +818,13 @@ fn is_summary(v: &serde_json::Value) -> bool {
         || v.get("type").and_then(|t| t.as_str()) == Some("summary")
 }
 
-/// `hwbreak stat --json`: the whole output as JSON (or JSON lines), total hits.
-fn parse_hwbreak_stat(outs: &[StepOutput]) -> std::result::Result<Count, String> {
-    if let Some(e) = first_error(outs) {
-        return Err(e);
-    }
-    let text = outs[0].stdout.trim();
+/// The JSON of an hwbreak `--json` output (one document, or JSON lines) and
+/// the first hit total in it; `what` names the command for the error.
+fn json_total(
+    text: &str,
+    what: &str,
+) -> std::result::Result<(Vec<serde_json::Value>, u64), String> {
+    let text = text.trim();
     let values = match serde_json::from_str::<serde_json::Value>(text) {
         Ok(v) => vec![v],
         Err(_) => json_lines(text),
@@ -809,17 +832,17 @@ fn parse_hwbreak_stat(outs: &[StepOutput]) -> std::result::Result<Count, String>
     let hits = values
         .iter()
         .find_map(|v| find_u64(v, &["total", "hits", "count"]))
-        .ok_or_else(|| {
-            format!(
-                "no hit count in `hwbreak stat --json` output: {:?}",
-                clip(text)
-            )
-        })?;
-    Ok(Count {
-        hits,
-        lost: None,
-        note: None,
-    })
+        .ok_or_else(|| format!("no hit total in `{what}` output: {:?}", clip(text)))?;
+    Ok((values, hits))
+}
+
+/// `hwbreak stat --json`: the whole output as JSON (or JSON lines), total hits.
+fn parse_hwbreak_stat(outs: &[StepOutput]) -> std::result::Result<Count, String> {
+    if let Some(e) = first_error(outs) {
+        return Err(e);
+    }
+    let (_, hits) = json_total(&outs[0].stdout, "hwbreak stat --json")?;
+    Ok(Count::exact(hits))
 }
 
 /// A stdout line of `hwbreak watch --json` that is a hit object
@@ -856,20 +879,7 @@ fn parse_hwbreak_report(outs: &[StepOutput]) -> std::result::Result<Count, Strin
     if let Some(e) = first_error(outs) {
         return Err(e);
     }
-    let text = outs[1].stdout.trim();
-    let values = match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v) => vec![v],
-        Err(_) => json_lines(text),
-    };
-    let hits = values
-        .iter()
-        .find_map(|v| find_u64(v, &["total", "hits", "count"]))
-        .ok_or_else(|| {
-            format!(
-                "no total in `hwbreak report --json` output: {:?}",
-                clip(text)
-            )
-        })?;
+    let (values, hits) = json_total(&outs[1].stdout, "hwbreak report --json")?;
     let lost = values.iter().find_map(|v| find_u64(v, &["lost"]));
     Ok(Count {
         hits,
@@ -899,11 +909,7 @@ fn parse_gdb(outs: &[StepOutput]) -> std::result::Result<Count, String> {
         })
         // gdb prints no "already hit" line for a watchpoint that never fired.
         .unwrap_or(0);
-    Ok(Count {
-        hits,
-        lost: None,
-        note: None,
-    })
+    Ok(Count::exact(hits))
 }
 
 /// A `perf script -F comm,tid,time,event,ip,sym` sample header line (the
@@ -939,11 +945,7 @@ fn parse_bpftrace_count(outs: &[StepOutput]) -> std::result::Result<Count, Strin
         .lines()
         .find_map(|l| l.trim().strip_prefix("@hits:")?.trim().parse().ok())
         .unwrap_or(0);
-    Ok(Count {
-        hits,
-        lost: None,
-        note: None,
-    })
+    Ok(Count::exact(hits))
 }
 
 fn is_bpftrace_hit_line(line: &str) -> bool {
@@ -1136,6 +1138,9 @@ struct Measured {
     startup_cpu: Option<f64>,
     /// Untimed setup seconds of the fastest run (e.g. `record` before `report`).
     setup: Option<f64>,
+    /// Every completed N run: (hits delivered, timed seconds, CPU seconds),
+    /// for rates per delivered hit (each run's hits over that run's time).
+    delivered: Vec<(u64, f64, f64)>,
     runs: u32,
 }
 
@@ -1151,6 +1156,7 @@ impl Measured {
             best_cpu: None,
             startup_cpu: None,
             setup: None,
+            delivered: Vec::new(),
             runs: 0,
         }
     }
@@ -1210,6 +1216,7 @@ impl Measured {
                 .collect::<Vec<_>>()
                 .join(" && ");
         }
+        self.delivered.push((count.hits, timed, cpu));
         // A miscount in any round is kept: it is a miscount.
         let wrong = |c: &Count| c.hits != n || c.lost.unwrap_or(0) > 0;
         if !self.count.as_ref().is_some_and(wrong) {
@@ -1235,6 +1242,13 @@ struct Row {
     n: u64,
     hits: Option<u64>,
     lost: Option<u64>,
+    /// The share of the N writes this row did not deliver as hits (reported
+    /// lost or vanished), when it delivered fewer than N.
+    lost_share: Option<f64>,
+    /// This row lost hits and its hits/s (and CPU rate) are over the hits it
+    /// delivered, not over N: the per-delivered-hit comparison of
+    /// [`Goal::HwbreakFasterPerDelivered`].
+    per_delivered_hit: bool,
     /// End-to-end seconds of the fastest run (timed steps only).
     seconds: Option<f64>,
     /// Seconds of the fastest N = 0 run, subtracted for hits/s.
@@ -1257,7 +1271,9 @@ struct Row {
     target: String,
     /// The figure the target is checked on (a ratio, or seconds for `<= s`).
     value: Option<f64>,
-    /// PASS, MISS, WRONG (miscount or loss), ERROR, SKIP, baseline, or n/a.
+    /// PASS, MISS (`*`: against a miscounting peer; ` lossy`: against a peer
+    /// that lost hits, per delivered hit), WRONG (miscount or loss), FLAKY
+    /// (some runs failed), ERROR, SKIP, baseline, or n/a.
     verdict: String,
     note: Option<String>,
     runs: u32,
@@ -1293,7 +1309,10 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
         // A peer that miscounted did less work than N hits in its time, so
         // hwbreak can still be compared with it, marked `*`.
         let starred = rows[i].verdict == "WRONG" && peer_goal;
-        if !rows[i].verdict.is_empty() && !starred {
+        // A peer judged per delivered hit that lost some: compared on the
+        // rate of the hits it delivered (set in base_row), marked `lossy`.
+        let lossy = rows[i].per_delivered_hit;
+        if !rows[i].verdict.is_empty() && !starred && !lossy {
             continue;
         }
         let mut own = rows[i].clone();
@@ -1307,10 +1326,12 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
                 (Some(r), Some(b)) => (Some(r / b), Some(r / b >= f), None),
                 _ => (None, None, Some("raw-c")),
             },
-            Goal::HwbreakFaster(hw, f) => match (rate_of(&rows, hw), rate(row)) {
-                (Some(h), Some(r)) => (Some(h / r), Some(h / r >= f), None),
-                _ => (None, None, Some(hw)),
-            },
+            Goal::HwbreakFaster(hw, f) | Goal::HwbreakFasterPerDelivered(hw, f) => {
+                match (rate_of(&rows, hw), rate(row)) {
+                    (Some(h), Some(r)) => (Some(h / r), Some(h / r >= f), None),
+                    _ => (None, None, Some(hw)),
+                }
+            }
             Goal::HwbreakNoSlowerEndToEnd(hw) => match (secs_of(&rows, hw), row.seconds) {
                 (Some((h, hn)), Some(s)) if hn == row.n => (Some(s / h), Some(h <= s), None),
                 _ => (None, None, Some(hw)),
@@ -1318,13 +1339,17 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
             Goal::MaxSeconds(max) => (row.seconds, row.seconds.map(|s| s <= max), None),
             Goal::Info => (None, None, None),
         };
-        let star = if starred { "*" } else { "" };
+        let mark = match (starred, lossy) {
+            (true, _) => "*",
+            (_, true) => " lossy",
+            _ => "",
+        };
         let verdict = match (goal, pass) {
             (Goal::Baseline, _) => "baseline".to_string(),
             (Goal::Info, _) => "info".to_string(),
-            (_, Some(true)) => format!("PASS{star}"),
-            (_, Some(false)) => format!("MISS{star}"),
-            (_, None) if starred => "WRONG".to_string(),
+            (_, Some(true)) => format!("PASS{mark}"),
+            (_, Some(false)) => format!("MISS{mark}"),
+            (_, None) if starred || lossy => "WRONG".to_string(),
             (_, None) => "n/a".to_string(),
         };
         rows[i].value = value;
@@ -1334,10 +1359,26 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
                 "*: judged against this peer anyway: it did less work than N hits in its time, which favours it".into(),
             );
         }
-        // A row whose runs failed in some rounds is FLAKY, whatever its
-        // figures; a miscount (WRONG, or a starred comparison) says more.
-        rows[i].verdict = if results[i].failures.is_empty() || starred {
+        if let (true, Some(v)) = (lossy, value) {
+            add_note(
+                &mut rows[i].note,
+                format!(
+                    "lossy: delivered {} of {} hits ({:.1}% lost), so judged per delivered hit: its hits/s = hits delivered / (e2e s - start s) of its best run, and {} is {v:.2}x that",
+                    row.hits.unwrap_or(0),
+                    row.n,
+                    100.0 * row.lost_share.unwrap_or(0.0),
+                    goal_hwbreak_row(goal).unwrap_or("hwbreak"),
+                ),
+            );
+        }
+        // A row whose runs failed in some rounds (a crash, such as bpftrace's
+        // RLIMIT_MEMLOCK or read_symlink aborts) is FLAKY, whatever its
+        // figures, and keeps its `lossy` mark; a miscount that could not be
+        // compared (WRONG), or a starred comparison, says more.
+        rows[i].verdict = if results[i].failures.is_empty() || starred || verdict == "WRONG" {
             verdict
+        } else if lossy {
+            "FLAKY lossy".to_string()
         } else {
             "FLAKY".to_string()
         };
@@ -1360,6 +1401,16 @@ fn judge(plan: &[Contender], results: &[Measured], metric: Metric) -> Vec<Row> {
         r.cpu_ratio_vs_raw = r.hits_per_cpu_sec.zip(raw_cpu).map(|(h, b)| h / b);
     }
     rows
+}
+
+/// The hwbreak row a peer's goal compares with.
+fn goal_hwbreak_row(goal: Goal) -> Option<&'static str> {
+    match goal {
+        Goal::HwbreakFaster(hw, _)
+        | Goal::HwbreakFasterPerDelivered(hw, _)
+        | Goal::HwbreakNoSlowerEndToEnd(hw) => Some(hw),
+        _ => None,
+    }
 }
 
 /// Appends `more` to a row's note.
@@ -1387,6 +1438,8 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         n: c.n,
         hits: m.count.as_ref().map(|k| k.hits),
         lost: m.count.as_ref().and_then(|k| k.lost),
+        lost_share: None,
+        per_delivered_hit: false,
         seconds: m.best,
         startup_seconds: m.startup,
         setup_seconds: m.setup.filter(|s| *s > 0.0),
@@ -1457,6 +1510,13 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
             let _ = write!(why, "; {} vanished without a loss report", c.n - accounted);
         }
         add_note(&mut row.note, why);
+        if count.hits < c.n {
+            row.lost_share = Some((c.n - count.hits) as f64 / c.n as f64);
+        }
+        if matches!(c.goal, Goal::HwbreakFasterPerDelivered(..)) && (1..c.n).contains(&count.hits) {
+            (row.hits_per_sec, row.hits_per_cpu_sec) = delivered_rates(c, m);
+            row.per_delivered_hit = true;
+        }
         return row;
     }
     if c.name == "hwbreak report" {
@@ -1472,6 +1532,29 @@ fn base_row(c: &Contender, m: &Measured) -> Row {
         return row;
     }
     row
+}
+
+/// The best (wall, CPU) rates of a peer over the hits it delivered: for each
+/// run, its hits over its own time net of the fastest N = 0 run (the peer's
+/// best figure, so the comparison never favours hwbreak); a run that
+/// delivered more than N is not a delivery rate and is left out.
+fn delivered_rates(c: &Contender, m: &Measured) -> (Option<f64>, Option<f64>) {
+    let net = |t: f64, start: Option<f64>| match start {
+        Some(st) if c.net_of_startup && t > st => t - st,
+        _ => t,
+    };
+    let best = |f: &dyn Fn(&(u64, f64, f64)) -> f64| {
+        m.delivered
+            .iter()
+            .filter(|d| d.0 <= c.n)
+            .map(f)
+            .filter(|r| r.is_finite())
+            .reduce(f64::max)
+    };
+    (
+        best(&|&(h, t, _)| h as f64 / net(t, m.startup)),
+        best(&|&(h, _, cpu)| h as f64 / net(cpu, m.startup_cpu)),
+    )
 }
 
 /// Where and how the bench ran.
@@ -1629,6 +1712,8 @@ fn render_table(c: &Conditions, rows: &[Row], perf_bench: &[PerfBench]) -> Strin
     }
     s.push('\n');
     s.push_str("hits/s = N / (e2e s - start s), start s = the same command with N = 0.\n");
+    s.push_str("A row that lost hits shows no rate, except where it is judged per delivered hit (bpftrace printf):\n");
+    s.push_str("  there hits/s = hits delivered / (e2e s - start s), its verdict says `lossy`, and its note gives the loss.\n");
     s.push_str("cpu s = user + system CPU of the contender's process tree (target included); hits/cpu-s nets out its N = 0 run too.\n");
     let _ = writeln!(
         s,
@@ -1894,6 +1979,7 @@ mod tests {
         });
         m.best = Some(best);
         m.startup = Some(startup);
+        m.delivered = vec![(hits, best, 0.0)];
         m.runs = 1;
         m
     }
@@ -1905,7 +1991,11 @@ mod tests {
             contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
             contender(HW_WATCH, 1000, Goal::RateVsRaw(0.85)),
             contender("gdb watch", 100, Goal::HwbreakFaster(HW_WATCH, 20.0)),
-            contender("bpftrace printf", 1000, Goal::HwbreakFaster(HW_WATCH, 1.0)),
+            contender(
+                "perf record+script",
+                1000,
+                Goal::HwbreakFaster(HW_WATCH, 1.0),
+            ),
         ];
         let results = vec![
             measured(1000, None, 1.1, 0.1),      // 1000 hits/s
@@ -1922,6 +2012,202 @@ mod tests {
         assert!(rows[4].hits_per_sec.is_none() && rows[4].ratio_vs_raw.is_none());
         assert!(rows[4].note.as_deref().unwrap().contains("lost"));
         assert!(rows[4].note.as_deref().unwrap().contains("favours it"));
+    }
+
+    /// A bpftrace printf row of N = 1000, judged as the bench judges it.
+    fn bpftrace_printf(name: &'static str) -> Contender {
+        contender(name, 1000, Goal::HwbreakFasterPerDelivered(HW_WATCH, 1.0))
+    }
+
+    /// raw C, hwbreak watch at 1000 hits/s, and two bpftrace printf rows.
+    fn bpftrace_plan() -> Vec<Contender> {
+        vec![
+            contender("raw-c", 1000, Goal::Baseline),
+            contender(HW_WATCH, 1000, Goal::RateVsRaw(0.85)),
+            bpftrace_printf("bpftrace printf"),
+            bpftrace_printf("bpftrace printf 4096pg"),
+        ]
+    }
+
+    #[test]
+    fn a_lossy_peer_is_judged_per_delivered_hit_and_marked_lossy() {
+        let rows = judge(
+            &bpftrace_plan(),
+            &[
+                measured(1000, None, 1.1, 0.1),      // 1000 hits/s
+                measured(1000, Some(0), 1.05, 0.05), // 1000 hits/s
+                // 140 of 1000 delivered in 0.2 s net: 700 delivered hits/s
+                // (per write it would be 5000/s, and hwbreak a MISS).
+                measured(140, Some(860), 0.3, 0.1),
+                // Nothing lost: the ordinary comparison, 2000 hits/s.
+                measured(1000, Some(0), 0.6, 0.1),
+            ],
+            Metric::Wall,
+        );
+        let lossy = &rows[2];
+        assert_eq!(lossy.verdict, "PASS lossy");
+        assert!((lossy.hits_per_sec.unwrap() - 700.0).abs() < 1e-6);
+        assert!((lossy.value.unwrap() - 1000.0 / 700.0).abs() < 1e-6);
+        assert!(lossy.per_delivered_hit);
+        assert!((lossy.lost_share.unwrap() - 0.86).abs() < 1e-9);
+        let note = lossy.note.as_deref().unwrap();
+        assert!(note.contains("86.0% lost"), "{note}");
+        assert!(note.contains("reported 860 lost"), "{note}");
+        assert!(note.contains("per delivered hit"), "{note}");
+        assert!(note.contains("1.43x"), "{note}");
+        assert!(lossy.target.contains("per delivered hit"));
+        let j = serde_json::to_value(lossy).unwrap();
+        assert_eq!(j["per_delivered_hit"], true);
+        assert_eq!(j["verdict"], "PASS lossy");
+        assert!((j["lost_share"].as_f64().unwrap() - 0.86).abs() < 1e-9);
+        let whole = &rows[3];
+        assert_eq!(whole.verdict, "MISS");
+        assert!(!whole.per_delivered_hit && whole.lost_share.is_none());
+        assert!((whole.value.unwrap() - 0.5).abs() < 1e-9);
+        // The table shows the delivered rate, the loss and the mark.
+        let t = render_table(&conditions(), &rows, &[]);
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("bpftrace printf  "))
+            .unwrap();
+        assert!(
+            line.contains(" 700 ") && line.contains("PASS lossy"),
+            "{line}"
+        );
+        assert!(t.contains("hits delivered / (e2e s - start s)"), "{t}");
+    }
+
+    #[test]
+    fn a_lossy_peer_s_rate_is_each_run_s_hits_over_that_run_s_time() {
+        let mut m = measured(100, Some(900), 0.2, 0.1);
+        // Round 1: 100 hits in 0.1 s net (1000/s); round 2: 300 in 0.4 s (750/s).
+        m.delivered = vec![(100, 0.2, 0.0), (300, 0.5, 0.0)];
+        m.runs = 2;
+        let rows = judge(
+            &bpftrace_plan()[..3],
+            &[
+                measured(1000, None, 1.1, 0.1),
+                measured(1000, Some(0), 1.05, 0.05),
+                m,
+            ],
+            Metric::Wall,
+        );
+        assert!((rows[2].hits_per_sec.unwrap() - 1000.0).abs() < 1e-6);
+        assert_eq!(rows[2].verdict, "PASS lossy");
+    }
+
+    #[test]
+    fn a_peer_that_counts_more_than_n_or_delivers_nothing_stays_wrong() {
+        let rows = judge(
+            &bpftrace_plan(),
+            &[
+                measured(1000, None, 1.1, 0.1),
+                measured(1000, Some(0), 1.05, 0.05),
+                measured(1001, Some(0), 0.3, 0.1),
+                measured(0, Some(1000), 0.3, 0.1),
+            ],
+            Metric::Wall,
+        );
+        for r in &rows[2..] {
+            assert_eq!(r.verdict, "WRONG", "{r:?}");
+            assert!(r.hits_per_sec.is_none() && r.value.is_none(), "{r:?}");
+            assert!(!r.per_delivered_hit);
+        }
+        assert_eq!(rows[3].lost_share, Some(1.0));
+    }
+
+    /// A bpftrace crash (it aborts now and then: RLIMIT_MEMLOCK, or a
+    /// `read_symlink` of a gone process) through the real run path: the run
+    /// does not count, and the row is FLAKY, keeping its lossy mark.
+    #[test]
+    fn a_bpftrace_crash_in_one_round_makes_the_row_flaky() {
+        let crash = || {
+            vec![Step::counting(
+                vec![
+                    os("sh"),
+                    os("-c"),
+                    os("echo 'hit tid=1 ns=1'; echo 'terminate called: filesystem error: read_symlink' >&2; kill -ABRT $$"),
+                ],
+                is_bpftrace_hit_line,
+            )]
+        };
+        let lossy_run = || {
+            vec![Step::counting(
+                vec![
+                    os("sh"),
+                    os("-c"),
+                    os("printf 'hit tid=1 ns=1\\nhit tid=1 ns=2\\nLost 998 events\\n'"),
+                ],
+                is_bpftrace_hit_line,
+            )]
+        };
+        let mut m = Measured::new(None);
+        m.record_run(crash(), parse_bpftrace_printf, 1000, false, 60);
+        assert_eq!(m.runs, 0, "a crashed run is not a run");
+        assert!(m.failures[0].contains("read_symlink"), "{:?}", m.failures);
+        m.record_run(lossy_run(), parse_bpftrace_printf, 1000, false, 60);
+        m.record_run(
+            vec![Step::timed(vec![os("true")])],
+            parse_bpftrace_printf,
+            0,
+            true,
+            60,
+        );
+        assert_eq!(m.count.as_ref().unwrap().hits, 2);
+        assert_eq!(m.count.as_ref().unwrap().lost, Some(998));
+        let plan = &bpftrace_plan()[..3];
+        let rows = judge(
+            plan,
+            &[
+                measured(1000, None, 1.1, 0.1),
+                measured(1000, Some(0), 1.05, 0.05),
+                m,
+            ],
+            Metric::Wall,
+        );
+        assert_eq!(rows[2].verdict, "FLAKY lossy");
+        let note = rows[2].note.as_deref().unwrap();
+        assert!(
+            note.contains("1 run(s) failed") && note.contains("99.8% lost"),
+            "{note}"
+        );
+        // Every round crashed: no figure at all.
+        let mut all = Measured::new(None);
+        all.record_run(crash(), parse_bpftrace_printf, 1000, false, 60);
+        let rows = judge(
+            plan,
+            &[
+                measured(1000, None, 1.1, 0.1),
+                measured(1000, Some(0), 1.05, 0.05),
+                all,
+            ],
+            Metric::Wall,
+        );
+        assert_eq!(rows[2].verdict, "ERROR");
+    }
+
+    fn conditions() -> Conditions {
+        Conditions {
+            kernel: "6.1".into(),
+            cpu: "test".into(),
+            cpus: 2,
+            loadavg_before: String::new(),
+            loadavg_after: String::new(),
+            n: 1000,
+            gdb_n: 100,
+            threads: 1,
+            repeat: 1,
+            metric: Metric::Wall,
+            watch_address: "0x406000".into(),
+        }
+    }
+
+    #[test]
+    fn report_json_total_and_lost_are_read_through_the_shared_json_reader() {
+        let c = parse_hwbreak_report(&[out(""), out(r#"{"total":5,"lost":0}"#)]).unwrap();
+        assert_eq!((c.hits, c.lost), (5, Some(0)));
+        let e = parse_hwbreak_report(&[out(""), out("oops")]).unwrap_err();
+        assert!(e.contains("`hwbreak report --json`"), "{e}");
     }
 
     #[test]
@@ -1998,7 +2284,7 @@ mod tests {
         let plan = vec![
             contender("raw-c", 1000, Goal::Baseline),
             contender(HW_STAT, 1000, Goal::RateVsRaw(0.97)),
-            contender("bpftrace printf", 1000, Goal::HwbreakFaster(HW_WATCH, 1.0)),
+            bpftrace_printf("bpftrace printf"),
         ];
         let rows = judge(
             &plan,

@@ -32,6 +32,16 @@ pub struct Frame {
     pub module_offset: Option<u64>,
 }
 
+/// A stack entry that marks a cut stack: it follows the last frame that was
+/// walked when the stack went on above the copied bytes
+/// ([`hwbreak_linux::watch::WatchHit::stack_truncated`]). No return address
+/// can take this value: it is in the kernel's half of the address space.
+pub const CUT: u64 = u64::MAX - 1;
+
+/// What the [`CUT`] marker reads as.
+pub const CUT_TEXT: &str =
+    "… deeper frames not copied (raise --stack-bytes, or use --kernel-stack)";
+
 /// Serialize a u64 as a `0x...` string (JSON numbers lose precision past 2^53).
 pub fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&format!("{v:#x}"))
@@ -46,8 +56,16 @@ impl Frame {
         }
     }
 
+    /// Whether this is the [`CUT`] marker rather than a frame.
+    pub fn is_cut(&self) -> bool {
+        self.ip == CUT
+    }
+
     /// `function+0xoff (file:line)`, or `module+0xoff`, or the raw address.
     pub fn text(&self) -> String {
+        if self.is_cut() {
+            return CUT_TEXT.to_string();
+        }
         let mut s = String::new();
         match (&self.function, &self.module) {
             (Some(f), _) => {
@@ -138,10 +156,20 @@ pub struct Rendered {
 impl<S: Symbolize> FrameCache<S> {
     /// Wrap a symbolizer.
     pub fn new(inner: S) -> Self {
-        FrameCache {
-            inner,
-            map: FxHashMap::default(),
+        let mut map = FxHashMap::default();
+        // The cut marker is never looked up: it is no address.
+        for exact in [false, true] {
+            let f = Frame::unknown(CUT);
+            map.insert(
+                (CUT, exact),
+                Rc::new(Rendered {
+                    text: f.text(),
+                    json: serde_json::to_string(&f).unwrap_or_default(),
+                    frame: Rc::new(f),
+                }),
+            );
         }
+        FrameCache { inner, map }
     }
 
     /// The wrapped symbolizer.
@@ -208,6 +236,15 @@ impl<S: Symbolize> FrameCache<S> {
             .enumerate()
             .map(|(i, &ip)| self.get(ip, i == 0 && exact_ip).frame.clone())
             .collect()
+    }
+
+    /// Whether the return address `ip` lies in `main` or in a thread's
+    /// runtime entry ([`is_runtime_entry`]): the frames above it are the
+    /// runtime's, so a stack cut there lacks nothing that is shown.
+    pub fn is_entry(&mut self, ip: u64) -> bool {
+        self.fill(&[ip], false);
+        let f = &self.get(ip, false).frame;
+        f.function.as_deref() == Some("main") || is_runtime_entry(f)
     }
 
     /// [`Self::stack`] with rendered text and JSON, into a reused buffer

@@ -19,7 +19,8 @@
 //!   count u32 (≤ 65536), then per mapping:
 //!   start u64, end u64, file_offset u64, path_len u16, path (UTF-8)
 //! records, until the trailer; each starts with a kind byte
-//!   hit     kind 1, 48 bytes then nframes × u64 (return addresses, innermost first)
+//!   hit     kind 1, 48 bytes then nframes × u64 (return addresses, innermost first;
+//!           a last frame of `frames::CUT` marks a stack cut at the copied bytes)
 //!     0 kind u8  1 flags u8 (bit 0: value valid)  2 watch u16  4 tid u32
 //!     8 time_ns u64  16 ip u64  24 addr u64  32 value u64  40 cpu u32
 //!     44 nframes u16 (≤ 4096)  46 reserved u16

@@ -13,7 +13,7 @@ use crate::recfile;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use hwbreak_core::Access;
 use hwbreak_linux::symbols::{read_maps, Symbolizer, ValueKind};
-use hwbreak_linux::watch::{Mode, Target, WatchHit, Watcher};
+use hwbreak_linux::watch::{Callchain, Mode, Target, WatchHit, Watcher};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -465,9 +465,18 @@ impl HitSink<'_> {
                 .copied()
                 .filter(|&a| !hwbreak_linux::record::is_context_marker(a) && a != 0),
         );
+        // A stack cut above `main` (or a thread's entry) lacks only runtime
+        // frames, which are never shown: not worth a warning.
+        if h.stack_truncated && !self.sym.is_entry(*self.stack_buf.last().unwrap_or(&0)) {
+            self.stack_buf.push(crate::frames::CUT);
+        }
         self.agg.add(wi, h.tid, h.time, h.ip, &self.stack_buf[1..]);
         let first = *self.first_ns.get_or_insert(h.time);
-        if self.stack_buf.iter().any(|&ip| !self.maps.covers(ip)) {
+        if self
+            .stack_buf
+            .iter()
+            .any(|&ip| ip != crate::frames::CUT && !self.maps.covers(ip))
+        {
             self.refresh_maps();
         }
         if let Some(rec) = &mut self.rec {
@@ -533,13 +542,21 @@ impl HitSink<'_> {
             line.extend_from_slice(frames[0].json.as_bytes());
             if !self.no_stack {
                 line.extend_from_slice(b",\"stack\":[");
+                let mut cut = false;
                 for (k, f) in frames[1..].iter().enumerate() {
+                    if f.frame.is_cut() {
+                        cut = true;
+                        continue;
+                    }
                     if k > 0 {
                         line.push(b',');
                     }
                     line.extend_from_slice(f.json.as_bytes());
                 }
                 line.push(b']');
+                if cut {
+                    line.extend_from_slice(b",\"stack_truncated\":true");
+                }
             }
             line.extend_from_slice(b"}\n");
             let r = self.out.write_all(&line);
@@ -671,18 +688,32 @@ fn push_micros(s: &mut Vec<u8>, ns: u64) {
 
 /// Run `hwbreak watch`.
 pub fn watch(a: &WatchArgs) -> Result<(), CliError> {
-    run_sampling(&a.target, a.json, a.no_stack, a.values, a.top, None)
+    run_sampling(
+        &a.target,
+        a.json,
+        a.stack.callchain(),
+        a.values,
+        a.top,
+        None,
+    )
 }
 
 /// Run `hwbreak record`.
 pub fn record(a: &RecordArgs) -> Result<(), CliError> {
-    run_sampling(&a.target, false, a.no_stack, a.values, 5, Some(&a.output))
+    run_sampling(
+        &a.target,
+        false,
+        a.stack.callchain(),
+        a.values,
+        5,
+        Some(&a.output),
+    )
 }
 
 fn run_sampling(
     t: &TargetArgs,
     json: bool,
-    no_stack: bool,
+    callchain: Callchain,
     values: bool,
     top: usize,
     output: Option<&std::path::Path>,
@@ -694,8 +725,9 @@ fn run_sampling(
         })?),
         None => None,
     };
+    let no_stack = callchain == Callchain::Off;
     let mode = Mode::Sample {
-        callchain: !no_stack,
+        callchain,
         user_regs_stack: false,
     };
     let mut s = open(t, mode, json || output.is_some())?;

@@ -48,6 +48,8 @@ pub struct Agg {
     pub hits: u64,
     /// Records the kernel dropped.
     pub lost: u64,
+    /// Hits whose stack was cut (it ends with [`crate::frames::CUT`]).
+    pub stacks_cut: u64,
     /// First and last hit time (perf clock, ns).
     pub first_ns: Option<u64>,
     /// Last hit time.
@@ -72,6 +74,9 @@ impl Agg {
         *self.per_thread.entry(tid).or_default() += 1;
         self.first_ns.get_or_insert(time_ns);
         self.last_ns = self.last_ns.max(time_ns);
+        if stack.last() == Some(&crate::frames::CUT) {
+            self.stacks_cut += 1;
+        }
         self.key.clear();
         self.key.push(watch as u64);
         self.key.push(ip);
@@ -128,6 +133,8 @@ pub struct SummaryJson<'a> {
     pub hits: u64,
     /// Records the kernel dropped; 0 means none was.
     pub lost: u64,
+    /// Hits whose stack went deeper than the copied stack bytes and is cut.
+    pub stacks_cut: u64,
     /// Wall-clock seconds watched (or the span of hits, for `report`).
     pub duration_s: f64,
     /// Per watch.
@@ -159,6 +166,9 @@ pub struct StackJson {
     pub hits: u64,
     /// IP first, then return addresses.
     pub frames: Vec<crate::frames::Frame>,
+    /// The stack went on above the copied bytes: `frames` is its innermost part.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
 }
 
 /// Everything needed to print a summary.
@@ -238,13 +248,20 @@ impl SummaryView<'_> {
                     .map(|w| w.name.clone())
                     .unwrap_or_default(),
                 hits: st.hits,
-                frames: st.frames.iter().map(|f| (**f).clone()).collect(),
+                frames: st
+                    .frames
+                    .iter()
+                    .filter(|f| !f.is_cut())
+                    .map(|f| (**f).clone())
+                    .collect(),
+                truncated: st.frames.iter().any(|f| f.is_cut()),
             })
             .collect();
         SummaryJson {
             kind: "summary",
             hits: self.agg.hits,
             lost: self.agg.lost,
+            stacks_cut: self.agg.stacks_cut,
             duration_s: (self.duration_s * 1000.0).round() / 1000.0,
             watches: &self.agg.watches,
             threads: self
@@ -278,6 +295,13 @@ impl SummaryView<'_> {
         )?;
         if let Some(e) = &self.target_exit {
             writeln!(out, "target {e}")?;
+        }
+        if a.stacks_cut > 0 {
+            writeln!(
+                out,
+                "{} of the stacks were deeper than the copied stack bytes and are cut (raise --stack-bytes, or use --kernel-stack)",
+                a.stacks_cut
+            )?;
         }
         let wn = a
             .watches

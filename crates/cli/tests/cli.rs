@@ -6,41 +6,13 @@
 //! test checks afterwards, with `hwbreak slots -p PID`, that the target has
 //! all four slots free again: no breakpoint was left behind.
 
+mod common;
+
+use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
-
-static SLOTS: Mutex<()> = Mutex::new(());
-
-fn slots() -> MutexGuard<'static, ()> {
-    SLOTS.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn hwbreak() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hwbreak"))
-}
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The C targets, built once into a temporary directory.
-fn c_targets() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("hwbreak-cli-tests-{}", std::process::id()));
-        let st = Command::new("make")
-            .args(["-s", "-C"])
-            .arg(workspace().join("testdata/targets"))
-            .arg(format!("OUT={}", dir.display()))
-            .status()
-            .expect("run make");
-        assert!(st.success(), "building the C targets failed");
-        dir
-    })
-}
+use std::sync::OnceLock;
 
 /// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
 fn demo() -> &'static Path {
@@ -58,21 +30,6 @@ fn demo() -> &'static Path {
     })
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(cmd: &mut Command) -> Out {
-    let o = cmd.stdin(Stdio::null()).output().expect("run hwbreak");
-    Out {
-        code: o.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
 /// `expect NAME=N ...` from a target's output.
 fn expected(text: &str, name: &str) -> u64 {
     let line = text
@@ -84,13 +41,6 @@ fn expected(text: &str, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {line}"))
         .parse()
         .unwrap()
-}
-
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l}: {e}")))
-        .collect()
 }
 
 fn hits_of(v: &serde_json::Value, watch: &str) -> u64 {
@@ -182,98 +132,6 @@ impl Drop for Waiting {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Start hwbreak in the background and wait until its watches are open
-/// (the "watching ..." banner on stderr).
-struct Background {
-    child: Child,
-    stderr_lines: std::sync::mpsc::Receiver<String>,
-    stderr_all: std::sync::Arc<Mutex<String>>,
-}
-
-impl Background {
-    fn start(cmd: &mut Command) -> Background {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hwbreak");
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let all = std::sync::Arc::new(Mutex::new(String::new()));
-        let all2 = all.clone();
-        std::thread::spawn(move || {
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                all2.lock().unwrap().push_str(&(l.clone() + "\n"));
-                let _ = tx.send(l);
-            }
-        });
-        let b = Background {
-            child,
-            stderr_lines: rx,
-            stderr_all: all,
-        };
-        let t0 = Instant::now();
-        loop {
-            match b.stderr_lines.recv_timeout(Duration::from_secs(60)) {
-                Ok(l) if l.contains("watching") => break,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "hwbreak never opened its watches; stderr: {}",
-                    b.stderr_all.lock().unwrap()
-                ),
-            }
-            assert!(t0.elapsed() < Duration::from_secs(60));
-        }
-        b
-    }
-
-    fn interrupt(&self) {
-        // SAFETY: kill takes integers; the pid is our own live child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-    }
-
-    fn finish(mut self) -> Out {
-        let mut stdout = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut stdout)
-            .unwrap();
-        let st = self.child.wait().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        let stderr = self.stderr_all.lock().unwrap().clone();
-        Out {
-            code: st.code().unwrap_or(-1),
-            stdout,
-            stderr,
-        }
-    }
-}
-
-/// Free slots for watches on `pid`, as `hwbreak slots` reports them.
-fn free_slots(pid: i32) -> u64 {
-    let o = run(hwbreak().args(["slots", "--json", "-p", &pid.to_string()]));
-    assert_eq!(o.code, 0, "slots failed: {}", o.stderr);
-    json_lines(&o.stdout)[0]["free"].as_u64().unwrap()
-}
-
-/// An error exit: non-zero, exactly one line on stderr, no panic or Debug dump.
-fn assert_clean_error(o: &Out, needle: &str) {
-    assert_ne!(o.code, 0, "expected failure; stdout: {}", o.stdout);
-    let lines: Vec<&str> = o.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "want one line, got: {}", o.stderr);
-    assert!(lines[0].starts_with("hwbreak: "), "{}", o.stderr);
-    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
-    assert!(!o.stderr.contains(" { "), "Debug dump? {}", o.stderr);
-    assert!(
-        o.stderr.to_lowercase().contains(&needle.to_lowercase()),
-        "want {needle:?} in: {}",
-        o.stderr
-    );
 }
 
 fn counter_waiting() -> Waiting {
@@ -891,4 +749,112 @@ fn help_teaches_with_examples() {
     );
     let o = run(hwbreak().args(["watch", "--help"]));
     assert!(o.stdout.contains("Examples:"), "{}", o.stdout);
+}
+
+// ------------------------------------------------------------ stacks
+
+/// `watch --json` on the demo with extra flags; the JSON lines.
+fn watch_demo_json(extra: &[&str]) -> Vec<serde_json::Value> {
+    let o = run(hwbreak()
+        .args(["watch", "--json"])
+        .args(extra)
+        .args(["STATE.hits", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "5",
+            "--delay-ms",
+            "1",
+            "--late-after-ms",
+            "2",
+        ]));
+    assert_eq!(o.code, 0, "{extra:?}: {}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    let want = expected(&o.stderr, "hits");
+    assert_eq!(
+        lines.last().unwrap()["hits"].as_u64(),
+        Some(want),
+        "{extra:?}"
+    );
+    lines
+}
+
+#[test]
+fn copied_stacks_match_the_kernel_walk_and_a_short_copy_is_flagged_as_cut() {
+    let _g = slots();
+    let top = |lines: &[serde_json::Value]| -> Vec<String> {
+        lines.last().unwrap()["top_stacks"][0]["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["function"].as_str().unwrap_or("?").to_string())
+            .collect()
+    };
+    let kernel = watch_demo_json(&["--kernel-stack"]);
+    let copied = watch_demo_json(&["--stack-bytes", "8192"]);
+    for lines in [&kernel, &copied] {
+        let s = lines.last().unwrap();
+        assert_eq!(s["stacks_cut"], 0, "{s}");
+        assert!(lines.iter().all(|l| l.get("stack_truncated").is_none()));
+    }
+    assert_eq!(top(&kernel), top(&copied), "the same frames either way");
+    assert!(top(&copied).iter().any(|f| f.contains("worker")));
+
+    // 8 bytes hold no frame: every hit is flagged, and so is the summary.
+    let short = watch_demo_json(&["--stack-bytes", "8"]);
+    let s = short.last().unwrap();
+    let hits: Vec<_> = short.iter().filter(|l| l["type"] == "hit").collect();
+    assert_eq!(s["stacks_cut"], s["hits"], "{s}");
+    assert!(hits.iter().all(|h| h["stack_truncated"] == true));
+    assert_eq!(s["top_stacks"][0]["truncated"], true, "{s}");
+    assert!(
+        !top(&short).iter().any(|f| f.contains("worker")),
+        "8 bytes cannot reach the caller: {:?}",
+        top(&short)
+    );
+
+    // The text output says where a stack is cut, and why, once per hit.
+    let o = run(hwbreak()
+        .args(["watch", "--stack-bytes", "8", "STATE.hits", "--"])
+        .arg(demo())
+        .args([
+            "--iterations",
+            "2",
+            "--delay-ms",
+            "1",
+            "--late-after-ms",
+            "2",
+        ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // Without --json the demo's own lines share stdout with the hits.
+    let want = expected(&o.stdout, "hits") as usize;
+    assert_eq!(
+        o.stdout.matches("deeper frames not copied").count(),
+        want + 1,
+        "one per hit and one in the top stack:\n{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("raise --stack-bytes"), "{}", o.stdout);
+}
+
+#[test]
+fn a_stack_copy_the_kernel_cannot_take_is_refused_with_the_rule() {
+    for (args, needle) in [
+        (vec!["--stack-bytes", "12"], "multiple of 8"),
+        (vec!["--stack-bytes", "70000"], "65528"),
+        (vec!["--stack-bytes", "lots"], "not a byte count"),
+        (
+            vec!["--stack-bytes", "64", "--kernel-stack"],
+            "cannot be used with",
+        ),
+        (vec!["--no-stack", "--kernel-stack"], "cannot be used with"),
+    ] {
+        let o = run(hwbreak()
+            .arg("watch")
+            .args(&args)
+            .args(["0x1000/8:w", "-p", "1"]));
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains(needle), "{args:?}: {}", o.stderr);
+        assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    }
 }

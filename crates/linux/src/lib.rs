@@ -5,7 +5,7 @@
 //! real debug registers through `perf_event_open(PERF_TYPE_BREAKPOINT)`.
 //!
 //! ```
-//! use hwbreak_linux::watch::{Mode, Target, Watcher};
+//! use hwbreak_linux::watch::{Callchain, Mode, Target, Watcher};
 //! use hwbreak_core::BpAttr;
 //! use std::sync::atomic::{AtomicU64, Ordering};
 //!
@@ -16,7 +16,7 @@
 //! let w = Watcher::builder()
 //!     .target(Target::Process(std::process::id() as i32))
 //!     .watch("COUNTER", BpAttr::write(COUNTER.as_ptr() as u64, 8))
-//!     .mode(Mode::Sample { callchain: true, user_regs_stack: false })
+//!     .mode(Mode::Sample { callchain: Callchain::Kernel, user_regs_stack: false })
 //!     .open()?;
 //! std::thread::spawn(|| COUNTER.store(1, Ordering::Relaxed)).join().unwrap();
 //! COUNTER.store(2, Ordering::Relaxed);
@@ -75,6 +75,7 @@ mod selfattach;
 pub mod sigtrap;
 pub mod symbols;
 pub mod threads;
+pub mod unwind;
 pub mod watch;
 
 pub use error::{Error, Result};

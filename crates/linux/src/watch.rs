@@ -2,13 +2,13 @@
 //! every CPU, or a command we launch; count hits or sample them.
 //!
 //! ```no_run
-//! use hwbreak_linux::watch::{Mode, Target, Watcher};
+//! use hwbreak_linux::watch::{Callchain, Mode, Target, Watcher};
 //! use hwbreak_core::BpAttr;
 //! # let (pid, addr) = (1234, 0x5555_5555_8010u64);
 //! let w = Watcher::builder()
 //!     .target(Target::Process(pid))
 //!     .watch("counter", BpAttr::write(addr, 8))
-//!     .mode(Mode::Sample { callchain: true, user_regs_stack: false })
+//!     .mode(Mode::Sample { callchain: Callchain::Kernel, user_regs_stack: false })
 //!     .open()?;
 //! w.poll(Some(std::time::Duration::from_millis(100)))?;
 //! w.drain(|hit| println!("{} tid {} ip {:#x}", w.watch_name(hit.watch_idx), hit.tid, hit.ip));
@@ -82,12 +82,74 @@ pub enum Mode {
     Count,
     /// A record per hit, read with [`Watcher::drain`].
     Sample {
-        /// Record a frame-pointer callchain.
-        callchain: bool,
-        /// Record user registers and 8 KiB of user stack, for DWARF unwinding.
+        /// Whether and how to record the callchain.
+        callchain: Callchain,
+        /// Record every user register and at least 8 KiB of user stack, for
+        /// DWARF unwinding.
         user_regs_stack: bool,
     },
 }
+
+/// How a sampled hit gets its callchain ([`WatchHit::callchain`]). Both give
+/// the same frames (the IP, then return addresses from the frame pointers);
+/// they differ in cost and in depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Callchain {
+    /// No callchain.
+    Off,
+    /// The kernel walks the frame pointers at the hit
+    /// (`PERF_SAMPLE_CALLCHAIN`, up to `perf_event_max_stack` frames). The
+    /// walk ends by reading the outermost frame, which is 0 in glibc
+    /// programs, so it takes a (caught) page fault at every hit: about
+    /// 0.5 µs on this VM.
+    Kernel,
+    /// The kernel copies BP, SP, IP and `stack_bytes` of the user stack
+    /// (`PERF_SAMPLE_REGS_USER` + `PERF_SAMPLE_STACK_USER`) and the drain
+    /// walks the frame pointers in the copy ([`crate::unwind`]): no fault,
+    /// but frames above the copy are cut, and the hit says so
+    /// ([`WatchHit::stack_truncated`]). `stack_bytes` is a multiple of 8,
+    /// at most [`MAX_STACK_BYTES`].
+    Copied {
+        /// User stack bytes copied from SP upwards per hit.
+        stack_bytes: u32,
+    },
+}
+
+impl Callchain {
+    /// Copy this many stack bytes by default: enough for the innermost
+    /// frames of most code (about 6-10 frames of 48-80 bytes), and cheap
+    /// (docs/PERFORMANCE.md, "Where a sampled hit's time goes").
+    pub const DEFAULT_STACK_BYTES: u32 = 512;
+
+    /// [`Callchain::Copied`] with [`Callchain::DEFAULT_STACK_BYTES`].
+    pub const COPIED: Callchain = Callchain::Copied {
+        stack_bytes: Self::DEFAULT_STACK_BYTES,
+    };
+}
+
+/// The most user stack a sample may copy: the kernel refuses
+/// `sample_stack_user >= USHRT_MAX` (`perf_copy_attr`), and it must be a
+/// multiple of 8.
+pub const MAX_STACK_BYTES: u32 = 65528;
+
+/// Whether the kernel can copy `n` bytes of user stack per sample; the
+/// error names the rule and a size that works.
+pub fn check_stack_bytes(n: u32) -> std::result::Result<(), String> {
+    if n == 0 || !n.is_multiple_of(8) || n > MAX_STACK_BYTES {
+        return Err(format!(
+            "stack copy of {n} bytes: the kernel copies a multiple of 8 bytes, from 8 to {MAX_STACK_BYTES} (e.g. {})",
+            (n.div_ceil(8) * 8).clamp(8, MAX_STACK_BYTES)
+        ));
+    }
+    Ok(())
+}
+
+/// Perf's x86-64 register numbers (`PERF_REG_X86_*`) for the registers the
+/// frame-pointer walk needs.
+const PERF_REG_X86_BP: u32 = 6;
+const PERF_REG_X86_SP: u32 = 7;
+const PERF_REG_X86_IP: u32 = 8;
+const FP_WALK_REGS_MASK: u64 = 1 << PERF_REG_X86_BP | 1 << PERF_REG_X86_SP | 1 << PERF_REG_X86_IP;
 
 /// A named watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,10 +180,32 @@ pub struct WatchHit<'a> {
     pub addr: u64,
     /// Return addresses, innermost first (frame pointers), without context markers.
     pub callchain: &'a [u64],
-    /// User registers (perf order: AX BX CX DX SI DI BP SP IP FLAGS CS SS R8..R15).
+    /// Whether the callchain was cut: with [`Callchain::Copied`], the stack
+    /// went on above the copied bytes. Always false for the kernel's walk.
+    pub stack_truncated: bool,
+    /// User registers: those in `regs_mask`, in perf's order (AX BX CX DX
+    /// SI DI BP SP IP FLAGS CS SS, then R8..R15 from bit 16). Read one with
+    /// [`WatchHit::user_reg`].
     pub regs: &'a [u64],
-    /// User stack bytes from SP upwards.
+    /// Which `PERF_REG_X86_*` registers `regs` holds.
+    pub regs_mask: u64,
+    /// User stack bytes copied from SP upwards (only the valid part).
     pub stack: &'a [u8],
+}
+
+impl WatchHit<'_> {
+    /// User register `PERF_REG_X86_*` number `reg`, if it was recorded.
+    pub fn user_reg(&self, reg: u32) -> Option<u64> {
+        user_reg(self.regs, self.regs_mask, reg)
+    }
+}
+
+fn user_reg(regs: &[u64], mask: u64, reg: u32) -> Option<u64> {
+    if reg >= 64 || mask & (1 << reg) == 0 {
+        return None;
+    }
+    regs.get((mask & ((1u64 << reg) - 1)).count_ones() as usize)
+        .copied()
 }
 
 /// A non-hit record seen while draining (with [`WatcherBuilder::task_events`]).
@@ -190,6 +274,8 @@ pub struct Watcher {
     lost: AtomicU64,
     malformed: AtomicU64,
     wrapped: AtomicU64,
+    /// The drain's buffer for callchains walked from copied stacks.
+    chain_buf: Mutex<Vec<u64>>,
     child: Mutex<Option<Child>>,
     exit: Mutex<Option<ExitStatus>>,
     pid: Option<i32>,
@@ -300,7 +386,7 @@ fn max_stack() -> u16 {
 /// except DS, ES, FS, GS, which x86-64 refuses.
 pub const X86_64_REGS_USER_MASK: u64 = 0x00ff_0fff;
 
-fn sample_layout(mode: Mode) -> Option<(u64, u64)> {
+fn sample_layout(mode: Mode) -> Option<SampleSpec> {
     match mode {
         Mode::Count => None,
         Mode::Sample {
@@ -313,17 +399,38 @@ fn sample_layout(mode: Mode) -> Option<(u64, u64)> {
                 | b::PERF_SAMPLE_ADDR
                 | b::PERF_SAMPLE_ID
                 | b::PERF_SAMPLE_CPU) as u64;
-            if callchain {
-                st |= b::PERF_SAMPLE_CALLCHAIN as u64;
-            }
             let mut regs = 0;
-            if user_regs_stack {
-                st |= (b::PERF_SAMPLE_REGS_USER | b::PERF_SAMPLE_STACK_USER) as u64;
-                regs = X86_64_REGS_USER_MASK;
+            let mut stack = 0;
+            match callchain {
+                Callchain::Off => {}
+                Callchain::Kernel => st |= b::PERF_SAMPLE_CALLCHAIN as u64,
+                Callchain::Copied { stack_bytes } => {
+                    regs = FP_WALK_REGS_MASK;
+                    stack = stack_bytes;
+                }
             }
-            Some((st, regs))
+            if user_regs_stack {
+                regs = X86_64_REGS_USER_MASK;
+                stack = stack.max(8192);
+            }
+            if regs != 0 {
+                st |= (b::PERF_SAMPLE_REGS_USER | b::PERF_SAMPLE_STACK_USER) as u64;
+            }
+            Some(SampleSpec {
+                sample_type: st,
+                regs_mask: regs,
+                stack_bytes: stack,
+            })
         }
     }
+}
+
+/// What each sample carries, from a [`Mode`].
+#[derive(Debug, Clone, Copy)]
+struct SampleSpec {
+    sample_type: u64,
+    regs_mask: u64,
+    stack_bytes: u32,
 }
 
 /// Whether the kernel takes `PERF_FORMAT_LOST` (Linux 6.0), probed once
@@ -336,17 +443,19 @@ fn kernel_reads_lost() -> bool {
 /// Build the event attr for one watch in one mode.
 fn event_attr(w: &Watch, mode: Mode, task_events: bool, first: bool, ring_bytes: u32) -> EventAttr {
     let mut a = EventAttr::breakpoint(&w.attr).disabled(true);
-    if let Some((st, regs)) = sample_layout(mode) {
+    if let Some(spec) = sample_layout(mode) {
         a = a
-            .sample_type(st)
+            .sample_type(spec.sample_type)
             .sample_id_all(true)
             .wakeup_watermark((ring_bytes / 8).max(1));
-        if st & b::PERF_SAMPLE_CALLCHAIN as u64 != 0 {
+        if spec.sample_type & b::PERF_SAMPLE_CALLCHAIN as u64 != 0 {
             a = a.sample_max_stack(max_stack());
             a.raw_mut().set_exclude_callchain_kernel(1);
         }
-        if regs != 0 {
-            a = a.sample_regs_user(regs).sample_stack_user(8192);
+        if spec.regs_mask != 0 {
+            a = a
+                .sample_regs_user(spec.regs_mask)
+                .sample_stack_user(spec.stack_bytes);
         }
         if task_events && first {
             a = a.task_events(true);
@@ -546,6 +655,13 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             source,
         })?;
     }
+    if let Mode::Sample {
+        callchain: Callchain::Copied { stack_bytes },
+        ..
+    } = mode
+    {
+        check_stack_bytes(stack_bytes).map_err(Error::Invalid)?;
+    }
     if !ring_pages.is_power_of_two() {
         return Err(Error::Invalid(format!(
             "ring size {ring_pages} pages: must be a power of two"
@@ -608,12 +724,12 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
     // Rings: one per CPU, owned by a dummy event on this thread.
     let mut rings = Vec::new();
     let mut ring_of_cpu = HashMap::new();
-    if let Some((st, regs)) = sample_layout(mode) {
-        let layout = SampleLayout::new(st, true, regs).expect("supported sample bits");
+    if let Some(spec) = sample_layout(mode) {
+        let layout = SampleLayout::new(spec.sample_type, true, spec.regs_mask)
+            .expect("supported sample bits");
         let cpus = members_cpu.clone().unwrap_or_else(|| online.clone());
         for cpu in cpus {
             // The owner never samples; its own attr only sets the wakeup policy.
-            let _ = (st, regs);
             let mut da = EventAttr::dummy();
             da.raw_mut().set_watermark(1);
             da.raw_mut().wakeup_watermark = (ring_bytes / 8).max(1);
@@ -684,6 +800,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         lost: AtomicU64::new(0),
         malformed: AtomicU64::new(0),
         wrapped: AtomicU64::new(0),
+        chain_buf: Mutex::new(Vec::new()),
         child: Mutex::new(child),
         exit: Mutex::new(None),
         pid,
@@ -1102,6 +1219,17 @@ impl Watcher {
         mut task: impl FnMut(TaskRecord),
     ) -> u64 {
         let mut hits = 0;
+        let copied = matches!(
+            self.mode,
+            Mode::Sample {
+                callchain: Callchain::Copied { .. },
+                ..
+            }
+        );
+        let regs_mask = sample_layout(self.mode).map_or(0, |s| s.regs_mask);
+        let max_depth = if copied { max_stack() as usize } else { 0 };
+        // One buffer for the walked chains, reused for every hit.
+        let mut chain = std::mem::take(&mut *self.chain_buf.lock().unwrap());
         for r in &self.rings {
             let mut ring = r.lock().unwrap();
             let st: DrainStats = ring.drain(|rec| match rec {
@@ -1110,6 +1238,24 @@ impl Watcher {
                         return;
                     };
                     hits += 1;
+                    let stack = &s.stack[..(s.stack_dyn_size as usize).min(s.stack.len())];
+                    let mut stack_truncated = false;
+                    let callchain = if copied {
+                        let reg = |r| user_reg(s.regs, regs_mask, r).unwrap_or(0);
+                        let ip = user_reg(s.regs, regs_mask, PERF_REG_X86_IP).unwrap_or(s.ip);
+                        stack_truncated = crate::unwind::walk_frame_pointers(
+                            ip,
+                            reg(PERF_REG_X86_SP),
+                            reg(PERF_REG_X86_BP),
+                            stack,
+                            max_depth,
+                            &mut chain,
+                        )
+                        .truncated;
+                        &chain[..]
+                    } else {
+                        s.user_callchain()
+                    };
                     f(&WatchHit {
                         watch_idx,
                         pid: s.pid,
@@ -1118,9 +1264,11 @@ impl Watcher {
                         time: s.time,
                         ip: s.ip,
                         addr: s.addr,
-                        callchain: s.user_callchain(),
+                        callchain,
+                        stack_truncated,
                         regs: s.regs,
-                        stack: s.stack,
+                        regs_mask,
+                        stack,
                     });
                 }
                 Record::Lost { lost, .. } => {
@@ -1137,6 +1285,7 @@ impl Watcher {
             self.malformed.fetch_add(st.malformed, Ordering::Relaxed);
             self.wrapped.fetch_add(st.copied, Ordering::Relaxed);
         }
+        *self.chain_buf.lock().unwrap() = chain;
         hits
     }
 

@@ -2,7 +2,7 @@
 mod common;
 use common::*;
 use hwbreak_core::BpAttr;
-use hwbreak_linux::watch::{Mode, Target as T, Watcher};
+use hwbreak_linux::watch::{Callchain, Mode, Target as T, Watcher};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,7 @@ fn in_writer(ip: u64) -> bool {
 }
 
 const SAMPLE_CC: Mode = Mode::Sample {
-    callchain: true,
+    callchain: Callchain::Kernel,
     user_regs_stack: false,
 };
 
@@ -69,7 +69,7 @@ fn user_regs_and_stack_are_recorded_for_dwarf_unwinding() {
         .target(T::Thread(gettid()))
         .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
         .mode(Mode::Sample {
-            callchain: false,
+            callchain: Callchain::Off,
             user_regs_stack: true,
         })
         .open()
@@ -215,4 +215,95 @@ fn losses_of_inherited_copies_are_counted_exactly_on_a_full_ring() {
     assert!(w.lost() > 0, "a 1-page ring cannot hold 8000 records");
     assert_eq!(n + w.lost(), 8000, "samples {n} + lost {}", w.lost());
     assert_eq!(w.counts().unwrap(), vec![8000]);
+}
+
+/// `depth` nested calls (each with its own frame) before the writes, so the
+/// stack at the hit is deeper than a small copy.
+#[inline(never)]
+fn nested(depth: u32, p: &AtomicU64, n: u64) {
+    let pad = std::hint::black_box([depth as u8; 64]);
+    if depth == 0 {
+        writer(p, n);
+    } else {
+        nested(depth - 1, p, n);
+    }
+    std::hint::black_box(pad);
+}
+
+/// Walking frame pointers in a copied stack gives the kernel's callchain:
+/// the same frames when the copy holds the whole stack, a flagged prefix
+/// when it does not. Three watchers sample the same writes at once.
+#[test]
+fn copied_stack_walk_gives_the_kernel_callchain_or_a_flagged_prefix() {
+    let _g = slots();
+    static X: AtomicU64 = AtomicU64::new(0);
+    let addr = X.as_ptr() as u64;
+    let open = |callchain| {
+        Watcher::builder()
+            .target(T::Thread(gettid()))
+            .watch("x", BpAttr::write(addr, 8))
+            .mode(Mode::Sample {
+                callchain,
+                user_regs_stack: false,
+            })
+            // 40 samples of up to 64 KiB each.
+            .ring_pages(1024)
+            .open()
+            .unwrap()
+    };
+    let kernel = open(Callchain::Kernel);
+    let full = open(Callchain::Copied {
+        stack_bytes: hwbreak_linux::watch::MAX_STACK_BYTES,
+    });
+    let small = open(Callchain::Copied { stack_bytes: 256 });
+    nested(12, &X, 40);
+    let chains = |w: &Watcher| {
+        let mut v = Vec::new();
+        w.drain(|h| v.push((h.callchain.to_vec(), h.stack_truncated, h.ip)));
+        v
+    };
+    let (k, f, s) = (chains(&kernel), chains(&full), chains(&small));
+    assert_eq!((k.len(), f.len(), s.len()), (40, 40, 40));
+    for i in 0..40 {
+        let (kc, ktrunc, kip) = &k[i];
+        assert!(!ktrunc, "the kernel's walk is never flagged");
+        assert!(kc.len() > 14, "12 nested frames + writer + test: {kc:x?}");
+        assert_eq!(f[i].2, *kip);
+        assert_eq!(
+            &f[i].0, kc,
+            "hit {i}: a 64 KiB copy holds the whole test stack"
+        );
+        assert!(!f[i].1, "hit {i}: a complete walk is not flagged");
+        let (sc, strunc, _) = &s[i];
+        assert!(
+            *strunc,
+            "hit {i}: 12 frames of 64+ bytes do not fit in 256 bytes"
+        );
+        assert!(sc.len() >= 2 && sc.len() < kc.len(), "hit {i}: {sc:x?}");
+        assert_eq!(
+            &kc[..sc.len()],
+            &sc[..],
+            "hit {i}: a prefix of the real chain"
+        );
+    }
+    assert_eq!(small.lost() + full.lost() + kernel.lost(), 0);
+}
+
+#[test]
+fn a_stack_copy_the_kernel_cannot_take_is_refused_before_any_syscall() {
+    let _g = slots();
+    static X: AtomicU64 = AtomicU64::new(0);
+    for bytes in [0, 12, hwbreak_linux::watch::MAX_STACK_BYTES + 8] {
+        let e = Watcher::builder()
+            .target(T::Thread(gettid()))
+            .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
+            .mode(Mode::Sample {
+                callchain: Callchain::Copied { stack_bytes: bytes },
+                user_regs_stack: false,
+            })
+            .open()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("multiple of 8"), "{bytes}: {e}");
+    }
 }

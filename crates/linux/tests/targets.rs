@@ -2,7 +2,7 @@
 mod common;
 use common::*;
 use hwbreak_core::BpAttr;
-use hwbreak_linux::watch::{Mode, Target as T, TaskRecord, Watcher};
+use hwbreak_linux::watch::{Callchain, Mode, Target as T, TaskRecord, Watcher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[inline(never)]
@@ -42,7 +42,7 @@ fn all_cpus_and_one_cpu_count_every_task_that_touches_the_address() {
         .target(T::Cpu(cpu))
         .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
         .mode(Mode::Sample {
-            callchain: false,
+            callchain: Callchain::Off,
             user_regs_stack: false,
         })
         .open()
@@ -83,7 +83,7 @@ fn execute_breakpoint_counts_calls_of_a_function() {
         .target(T::Thread(gettid()))
         .watch("hwbreak_test_target_fn", BpAttr::exec(f))
         .mode(Mode::Sample {
-            callchain: true,
+            callchain: Callchain::Kernel,
             user_regs_stack: false,
         })
         .open()
@@ -109,7 +109,7 @@ fn task_records_report_threads_created_and_exiting() {
         .target(T::Process(std::process::id() as i32))
         .watch("x", BpAttr::write(X.as_ptr() as u64, 8))
         .mode(Mode::Sample {
-            callchain: false,
+            callchain: Callchain::Off,
             user_regs_stack: false,
         })
         .task_events(true)
@@ -170,7 +170,7 @@ fn launched_command_is_sampled_from_exec_with_no_loss() {
             .target(T::Launch(cmd))
             .watch("target_var", BpAttr::write(addr, 8))
             .mode(Mode::Sample {
-                callchain: true,
+                callchain: Callchain::Kernel,
                 user_regs_stack: false,
             })
             .open()
