@@ -73,6 +73,7 @@ pub mod record;
 pub mod ring;
 mod selfattach;
 pub mod sigtrap;
+pub mod store;
 pub mod symbols;
 pub mod threads;
 pub mod unwind;

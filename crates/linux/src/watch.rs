@@ -172,7 +172,7 @@ pub struct WatchHit<'a> {
     pub tid: u32,
     /// CPU.
     pub cpu: u32,
-    /// `perf_clock` nanoseconds (CLOCK_MONOTONIC on x86-64).
+    /// `CLOCK_MONOTONIC` nanoseconds at the trap (as `clock_gettime` gives).
     pub time: u64,
     /// Instruction pointer. For x86 data watches, the instruction after the access.
     pub ip: u64,
@@ -259,6 +259,7 @@ pub struct WatcherBuilder {
     arch: X86_64,
     /// `sig_data` base for sigtrap watchers (crate-private; see [`crate::sigtrap`]).
     pub(crate) sig_base: Option<u64>,
+    user_regs: u64,
 }
 
 /// An open set of watches. Drop closes every event (unregisters every
@@ -274,6 +275,8 @@ pub struct Watcher {
     lost: AtomicU64,
     malformed: AtomicU64,
     wrapped: AtomicU64,
+    /// What each sample carries (None when counting).
+    spec: Option<SampleSpec>,
     /// The drain's buffer for callchains walked from copied stacks.
     chain_buf: Mutex<Vec<u64>>,
     child: Mutex<Option<Child>>,
@@ -311,6 +314,7 @@ impl Watcher {
             check_mapped: true,
             arch: X86_64::default(),
             sig_base: None,
+            user_regs: 0,
         }
     }
 }
@@ -362,6 +366,16 @@ impl WatcherBuilder {
         self
     }
 
+    /// Also record these user registers with each sample (a mask of
+    /// `PERF_REG_X86_*` bits, e.g. [`X86_64_REGS_USER_MASK`]), read with
+    /// [`WatchHit::user_reg`]; [`crate::store`] needs them to tell the value
+    /// each write left. Sampling modes only; each register costs 8 bytes
+    /// per sample.
+    pub fn user_regs(mut self, mask: u64) -> Self {
+        self.user_regs = mask;
+        self
+    }
+
     /// Check each watch against `/proc/PID/maps` first (default on).
     pub fn check_mapped(mut self, yes: bool) -> Self {
         self.check_mapped = yes;
@@ -386,7 +400,7 @@ fn max_stack() -> u16 {
 /// except DS, ES, FS, GS, which x86-64 refuses.
 pub const X86_64_REGS_USER_MASK: u64 = 0x00ff_0fff;
 
-fn sample_layout(mode: Mode) -> Option<SampleSpec> {
+fn sample_layout(mode: Mode, extra_regs: u64) -> Option<SampleSpec> {
     match mode {
         Mode::Count => None,
         Mode::Sample {
@@ -413,8 +427,12 @@ fn sample_layout(mode: Mode) -> Option<SampleSpec> {
                 regs = X86_64_REGS_USER_MASK;
                 stack = stack.max(8192);
             }
+            regs |= extra_regs & X86_64_REGS_USER_MASK;
             if regs != 0 {
-                st |= (b::PERF_SAMPLE_REGS_USER | b::PERF_SAMPLE_STACK_USER) as u64;
+                st |= b::PERF_SAMPLE_REGS_USER as u64;
+            }
+            if stack != 0 {
+                st |= b::PERF_SAMPLE_STACK_USER as u64;
             }
             Some(SampleSpec {
                 sample_type: st,
@@ -440,22 +458,37 @@ fn kernel_reads_lost() -> bool {
     *ONCE.get_or_init(|| Event::open(&EventAttr::dummy().read_lost(true), 0, -1, None).is_ok())
 }
 
+/// Stamp samples with `CLOCK_MONOTONIC` (`use_clockid`), so that hit times
+/// compare with `clock_gettime` (the default perf clock is the scheduler's).
+fn set_monotonic_clock(a: &mut EventAttr) {
+    a.raw_mut().set_use_clockid(1);
+    a.raw_mut().clockid = libc::CLOCK_MONOTONIC;
+}
+
 /// Build the event attr for one watch in one mode.
-fn event_attr(w: &Watch, mode: Mode, task_events: bool, first: bool, ring_bytes: u32) -> EventAttr {
+fn event_attr(
+    w: &Watch,
+    spec: Option<SampleSpec>,
+    task_events: bool,
+    first: bool,
+    ring_bytes: u32,
+) -> EventAttr {
     let mut a = EventAttr::breakpoint(&w.attr).disabled(true);
-    if let Some(spec) = sample_layout(mode) {
+    if let Some(spec) = spec {
         a = a
             .sample_type(spec.sample_type)
             .sample_id_all(true)
             .wakeup_watermark((ring_bytes / 8).max(1));
+        set_monotonic_clock(&mut a);
         if spec.sample_type & b::PERF_SAMPLE_CALLCHAIN as u64 != 0 {
             a = a.sample_max_stack(max_stack());
             a.raw_mut().set_exclude_callchain_kernel(1);
         }
         if spec.regs_mask != 0 {
-            a = a
-                .sample_regs_user(spec.regs_mask)
-                .sample_stack_user(spec.stack_bytes);
+            a = a.sample_regs_user(spec.regs_mask);
+        }
+        if spec.stack_bytes != 0 {
+            a = a.sample_stack_user(spec.stack_bytes);
         }
         if task_events && first {
             a = a.task_events(true);
@@ -635,7 +668,9 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         check_mapped,
         arch,
         sig_base,
+        user_regs,
     } = bld;
+    let spec = sample_layout(mode, user_regs);
     let target = target.ok_or_else(|| Error::Invalid("no target: call .target(...)".into()))?;
     if watches.is_empty() {
         return Err(Error::Invalid("no watch: call .watch(name, attr)".into()));
@@ -706,7 +741,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let mut a = event_attr(w, mode, task_events, i == 0, ring_bytes)
+            let mut a = event_attr(w, spec, task_events, i == 0, ring_bytes)
                 .inherit(inherit)
                 .inherit_thread(inherit);
             if launch && !w.attr.disabled {
@@ -724,7 +759,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
     // Rings: one per CPU, owned by a dummy event on this thread.
     let mut rings = Vec::new();
     let mut ring_of_cpu = HashMap::new();
-    if let Some(spec) = sample_layout(mode) {
+    if let Some(spec) = spec {
         let layout = SampleLayout::new(spec.sample_type, true, spec.regs_mask)
             .expect("supported sample bits");
         let cpus = members_cpu.clone().unwrap_or_else(|| online.clone());
@@ -733,6 +768,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             let mut da = EventAttr::dummy();
             da.raw_mut().set_watermark(1);
             da.raw_mut().wakeup_watermark = (ring_bytes / 8).max(1);
+            set_monotonic_clock(&mut da);
             let ev = Event::open(&da, 0, cpu, None)
                 .map_err(|e| Error::sys(format!("open the ring owner on CPU {cpu}"), e))?;
             let ring = Ring::new(ev, ring_pages, layout).map_err(|e| {
@@ -801,6 +837,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         malformed: AtomicU64::new(0),
         wrapped: AtomicU64::new(0),
         chain_buf: Mutex::new(Vec::new()),
+        spec,
         child: Mutex::new(child),
         exit: Mutex::new(None),
         pid,
@@ -1226,7 +1263,7 @@ impl Watcher {
                 ..
             }
         );
-        let regs_mask = sample_layout(self.mode).map_or(0, |s| s.regs_mask);
+        let regs_mask = self.spec.map_or(0, |s| s.regs_mask);
         let max_depth = if copied { max_stack() as usize } else { 0 };
         // One buffer for the walked chains, reused for every hit.
         let mut chain = std::mem::take(&mut *self.chain_buf.lock().unwrap());

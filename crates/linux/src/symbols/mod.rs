@@ -34,6 +34,7 @@
 
 mod error;
 pub mod expr;
+mod initial;
 mod maps;
 mod module;
 mod resolver;
@@ -41,6 +42,7 @@ mod split;
 mod symbolizer;
 
 pub use error::SymbolError;
+pub use initial::initial_value;
 pub use maps::{parse_maps, read_maps, MapEntry};
 pub use resolver::Resolver;
 pub use split::{split_into_slots, split_within, MAX_SLOT_LEN};
