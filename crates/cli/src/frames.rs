@@ -238,6 +238,14 @@ impl<S: Symbolize> FrameCache<S> {
             .collect()
     }
 
+    /// Drop the cached frames of addresses that no module covered, so that
+    /// they are looked up again (after new mappings were added).
+    pub fn forget_unknown(&mut self) {
+        self.map.retain(|&(ip, _), r| {
+            ip == CUT || r.frame.module.is_some() || r.frame.function.is_some()
+        });
+    }
+
     /// Whether the return address `ip` lies in `main` or in a thread's
     /// runtime entry ([`is_runtime_entry`]): the frames above it are the
     /// runtime's, so a stack cut there lacks nothing that is shown.

@@ -12,6 +12,7 @@ use crate::plan::{self, format_value, Plan, Planned, TargetKind};
 use crate::recfile;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use hwbreak_core::Access;
+use hwbreak_linux::store;
 use hwbreak_linux::symbols::{read_maps, Symbolizer, ValueKind};
 use hwbreak_linux::watch::{Callchain, Mode, Target, WatchHit, Watcher};
 use serde::Serialize;
@@ -92,7 +93,14 @@ struct Session {
     started: Instant,
 }
 
-fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Session, CliError> {
+/// Open the watches of `t`. `user_regs`: registers each sample also records
+/// (`PERF_REG_X86_*` mask; `--values` needs them, see [`store`]).
+fn open(
+    t: &TargetArgs,
+    mode: Mode,
+    user_regs: u64,
+    child_stdout_to_stderr: bool,
+) -> Result<Session, CliError> {
     // A SPEC in a shared library: the command starts stopped at its entry
     // point and is watched as a process from there (see crate::launch_lib).
     let (plan, at_entry) = match plan::plan(t)? {
@@ -115,7 +123,7 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
     let launched = matches!(plan.target, TargetKind::Launch(_));
     let mut b = Watcher::builder().target(target).mode(mode);
     if mode != Mode::Count {
-        b = b.ring_pages(ring_pages_for_cli());
+        b = b.ring_pages(ring_pages_for_cli()).user_regs(user_regs);
     }
     for (wi, attr) in &plan.pieces {
         let w = &plan.watches[*wi];
@@ -136,29 +144,55 @@ fn open(t: &TargetArgs, mode: Mode, child_stdout_to_stderr: bool) -> Result<Sess
             crate::sys::SLOTS_PER_CPU
         )
     };
+    let mut exe = None;
     if let TargetKind::Launch(cmd) = &plan.target {
-        check_program(&cmd[0])?;
+        exe = Some(check_program(&cmd[0])?);
         // Armed from the first instruction: say so before the program's own output.
         banner(&cmd.join(" "));
     }
     let watcher = b.open().map_err(linux_error)?;
     let pid = watcher.pid();
-    // The values before any hit: read first thing (the program is running).
-    let initial: Vec<Option<u64>> = plan
-        .watches
-        .iter()
-        .map(|w| match (pid, w.kind) {
-            (_, ValueKind::Code) | (None, _) => None,
-            (Some(p), _) => crate::sys::read_value(p, w.addr, w.len),
-        })
-        .collect();
     // Read the maps at once: a short-lived program may be gone soon.
     let mut maps = Maps {
         pid,
         modules: Vec::new(),
     };
+    // A launched program's `exec` may still be mapping it: wait (briefly)
+    // until its executable is mapped, or its hits cannot be symbolized.
+    if let (Some(p), Some(exe), None) = (pid, &exe, &at_entry) {
+        let exe = std::fs::canonicalize(exe).unwrap_or_else(|_| exe.clone());
+        let exe = exe.to_string_lossy();
+        for _ in 0..200 {
+            let mapped = read_maps(p)
+                .map(|m| m.iter().any(|e| e.is_exec() && e.path == exe))
+                .unwrap_or(true);
+            if mapped {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     let raw_maps = pid.and_then(|p| read_maps(p).ok()).unwrap_or_default();
     maps.refresh();
+    // The values before any hit. A launched program is already running, so
+    // its memory may hold writes by now: take the values it started with
+    // from the executable file. Otherwise read them first thing.
+    let initial: Vec<Option<u64>> = plan
+        .watches
+        .iter()
+        .map(|w| match (pid, w.kind, &exe) {
+            (_, ValueKind::Code, _) | (None, ..) => None,
+            (_, _, Some(exe)) if at_entry.is_none() => {
+                let link = if w.rebased {
+                    w.addr.wrapping_sub(plan::NO_ASLR_PIE_BASE)
+                } else {
+                    w.addr
+                };
+                hwbreak_linux::symbols::initial_value(exe, link, w.len)
+            }
+            (Some(p), ..) => crate::sys::read_value(p, w.addr, w.len),
+        })
+        .collect();
     if let Some(s) = at_entry {
         s.resume_into(&watcher)?;
     }
@@ -281,7 +315,7 @@ struct StatJson<'a> {
 
 /// Run `hwbreak stat`.
 pub fn stat(a: &StatArgs) -> Result<(), CliError> {
-    let s = open(&a.target, Mode::Count, a.json)?;
+    let s = open(&a.target, Mode::Count, 0, a.json)?;
     let stop = stop_flag();
     let end = loop {
         if stop.load(Ordering::SeqCst) {
@@ -394,6 +428,8 @@ struct HitSink<'a> {
     maps: Maps,
     values: bool,
     last_value: Vec<Option<u64>>,
+    /// The writing instruction at each data-hit IP (`--values`).
+    stores: HashMap<u64, Option<store::Store>>,
     first_ns: Option<u64>,
     stack_buf: Vec<u64>,
     comm: HashMap<u32, String>,
@@ -403,8 +439,10 @@ struct HitSink<'a> {
     print: bool,
     rec: Option<Recorder>,
     err: Option<std::io::Error>,
-    batch: Vec<(WatchHit<'static>, usize, usize)>,
+    batch: Vec<(WatchHit<'static>, usize, usize, usize)>,
     arena: Vec<u64>,
+    /// Hits drained but not handled yet (see [`HitSink::emit`]).
+    held: Batch,
     frames_buf: Vec<std::rc::Rc<crate::frames::Rendered>>,
     line_buf: Vec<u8>,
     /// Each watch's name as a JSON string, escaped once.
@@ -412,23 +450,48 @@ struct HitSink<'a> {
 }
 
 /// Hits drained from the rings at one time: each hit without its slices,
-/// with the range of its callchain in `arena`.
+/// with its callchain in `arena[a..b]` and (with `--values`) its registers
+/// in `arena[b..c]`.
 #[derive(Default)]
 struct Batch {
-    hits: Vec<(WatchHit<'static>, usize, usize)>,
+    hits: Vec<(WatchHit<'static>, usize, usize, usize)>,
     arena: Vec<u64>,
+    /// `CLOCK_MONOTONIC` when the drain began: every hit stamped well
+    /// before this was in a ring by then.
+    at_ns: u64,
+}
+
+/// How long before a drain's start a hit must be stamped to be certain to
+/// be in that drain. A hit is stamped in the trap and written to its ring
+/// microseconds later; the margin also covers a vCPU paused in between.
+const HOLD_NS: u64 = 10_000_000;
+
+/// `CLOCK_MONOTONIC` now, in ns (the clock hits are stamped with).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`, a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Batch {
     /// Empty the buffers, then take every pending hit from `w`.
-    fn collect(&mut self, w: &Watcher) {
+    fn collect(&mut self, w: &Watcher, with_regs: bool) {
         self.hits.clear();
         self.arena.clear();
+        self.at_ns = monotonic_ns();
         let (hits, arena) = (&mut self.hits, &mut self.arena);
         w.drain(|h| {
             let a = arena.len();
             arena.extend_from_slice(h.callchain);
-            hits.push((h_owned(h), a, arena.len()));
+            let b = arena.len();
+            if with_regs {
+                arena.extend_from_slice(h.regs);
+            }
+            hits.push((h_owned(h), a, b, arena.len()));
         });
     }
 }
@@ -730,7 +793,8 @@ fn run_sampling(
         callchain,
         user_regs_stack: false,
     };
-    let mut s = open(t, mode, json || output.is_some())?;
+    let regs = if values { store::REGS_MASK } else { 0 };
+    let mut s = open(t, mode, regs, json || output.is_some())?;
     if values {
         // This thread drains the rings itself (see below); otherwise only the
         // drain thread is boosted, and formatting competes with the target
@@ -773,6 +837,7 @@ fn run_sampling(
         sym: FrameCache::new(offline::symbolizer(&first_maps)),
         maps,
         values,
+        stores: HashMap::new(),
         last_value: if values {
             s.initial.clone()
         } else {
@@ -788,6 +853,7 @@ fn run_sampling(
         rec,
         err: None,
         batch: Vec::new(),
+        held: Batch::default(),
         arena: Vec::new(),
         frames_buf: Vec::new(),
         line_buf: Vec::with_capacity(1024),
@@ -814,6 +880,10 @@ fn run_sampling(
     let finishing = AtomicBool::new(false);
     let queued = std::sync::atomic::AtomicUsize::new(0);
     let queued = &queued;
+    // The start time of the drain thread's latest pass, stored after that
+    // pass's batch was sent: hits stamped well before it are all received.
+    let last_pass = std::sync::atomic::AtomicU64::new(0);
+    let last_pass = &last_pass;
     let watcher = &s.watcher;
     let end = std::thread::scope(|sc| -> Result<End, CliError> {
         let (tx, rx) = std::sync::mpsc::channel::<Batch>();
@@ -834,14 +904,15 @@ fn run_sampling(
                         continue;
                     }
                     let mut b = back_rx.try_recv().unwrap_or_default();
-                    b.collect(watcher);
-                    let n = b.hits.len();
+                    b.collect(watcher, false);
+                    let (n, at) = (b.hits.len(), b.at_ns);
                     if n > 0 {
                         queued.fetch_add(n, Ordering::Relaxed);
                         if tx.send(b).is_err() {
                             break;
                         }
                     }
+                    last_pass.store(at, Ordering::SeqCst);
                     if last {
                         break;
                     }
@@ -856,6 +927,7 @@ fn run_sampling(
             if threaded {
                 // Handle every batch ready now (waiting up to 20 ms for one;
                 // at the end, every batch until the drain thread hangs up).
+                let pass = last_pass.load(Ordering::SeqCst);
                 let mut next = if end.is_some() {
                     rx.recv().ok()
                 } else {
@@ -863,14 +935,12 @@ fn run_sampling(
                 };
                 while let Some(b) = next {
                     let n = b.hits.len();
-                    sink.process(b, &mut || {
-                        status.clear();
-                        cleared = true;
-                    });
+                    sink.hold(b);
                     queued.fetch_sub(n, Ordering::Relaxed);
                     let _ = back_tx.send(Batch {
                         hits: std::mem::take(&mut sink.batch),
                         arena: std::mem::take(&mut sink.arena),
+                        at_ns: 0,
                     });
                     if end.is_some() {
                         next = rx.recv().ok();
@@ -878,6 +948,10 @@ fn run_sampling(
                         next = rx.try_recv().ok();
                     }
                 }
+                sink.emit(pass.saturating_sub(HOLD_NS), &mut || {
+                    status.clear();
+                    cleared = true;
+                });
                 if end.is_some() {
                     // The drain thread has made its last pass and hung up.
                     break;
@@ -926,6 +1000,7 @@ fn run_sampling(
         End::Stopped => s.finish_child(),
     };
     sink.drain(&s.watcher);
+    sink.finish();
     sink.agg.lost = s.watcher.lost();
     status.clear();
     let dur = s.started.elapsed().as_secs_f64();
@@ -990,36 +1065,132 @@ impl HitSink<'_> {
         let mut b = Batch {
             hits: std::mem::take(&mut self.batch),
             arena: std::mem::take(&mut self.arena),
+            at_ns: 0,
         };
-        b.collect(w);
-        self.process(b, before_output);
+        b.collect(w, self.values);
+        let at = b.at_ns;
+        self.hold(b);
+        self.emit(at.saturating_sub(HOLD_NS), before_output);
     }
 
-    /// Handle one drained [`Batch`]; its buffers are kept for reuse.
-    fn process(&mut self, b: Batch, before_output: &mut dyn FnMut()) {
+    /// Take the hits of a drained [`Batch`] into the held hits; its buffers
+    /// are kept for reuse (`self.batch`, `self.arena`).
+    fn hold(&mut self, b: Batch) {
         let Batch {
             hits: mut batch,
-            arena,
+            mut arena,
+            ..
         } = b;
-        batch.sort_by_key(|(h, _, _)| h.time);
+        let held = &mut self.held;
+        for (h, a, b, c) in batch.drain(..) {
+            let off = held.arena.len();
+            held.arena.extend_from_slice(&arena[a..c]);
+            held.hits.push((h, off, off + (b - a), off + (c - a)));
+        }
+        arena.clear();
+        self.batch = batch;
+        self.arena = arena;
+    }
+
+    /// Handle, in time order, the held hits stamped at or before `cutoff`
+    /// (`u64::MAX`: all). Each CPU has its own ring, so a hit of one CPU can
+    /// be drained after a later hit of another; holding hits back until
+    /// every ring has been drained past their time keeps the output (and the
+    /// value chain of `--values`) in time order across drains.
+    fn emit(&mut self, cutoff: u64, before_output: &mut dyn FnMut()) {
+        let mut held = std::mem::take(&mut self.held);
+        held.hits.sort_by_key(|(h, ..)| h.time);
+        let mut k = held.hits.partition_point(|(h, ..)| h.time <= cutoff);
+        if self.values && cutoff != u64::MAX {
+            k = self.wait_for_next(&held, k, cutoff);
+        }
+        if k > 0 {
+            self.handle(&held.hits, k, &held.arena, before_output);
+        }
+        // Keep the rest, with their slices moved to the front of the arena.
+        let mut rest = Batch {
+            hits: Vec::with_capacity(held.hits.len() - k),
+            arena: Vec::new(),
+            at_ns: 0,
+        };
+        for &(h, a, b, c) in &held.hits[k..] {
+            let off = rest.arena.len();
+            rest.arena.extend_from_slice(&held.arena[a..c]);
+            rest.hits.push((h, off, off + (b - a), off + (c - a)));
+        }
+        if rest.hits.is_empty() {
+            // Reuse the buffers.
+            held.hits.clear();
+            held.arena.clear();
+            rest = held;
+        }
+        self.held = rest;
+    }
+
+    /// With `--values`: how many of the first `k` held hits can be handled
+    /// now. A hit whose value after cannot be followed from its own
+    /// instruction (`xadd`, `xchg`) gets it from the next hit of its watch,
+    /// so the last such hit waits for that next hit (up to a second; at the
+    /// end, not at all), rather than show a value read later from memory.
+    fn wait_for_next(&mut self, held: &Batch, k: usize, cutoff: u64) -> usize {
+        const WAIT_NS: u64 = 1_000_000_000;
+        for i in 0..k {
+            let (h, a, b, c) = &held.hits[i];
+            if h.time.saturating_add(WAIT_NS) < cutoff {
+                continue;
+            }
+            let wi = self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0);
+            let has_next = held.hits[i + 1..]
+                .iter()
+                .any(|(n, ..)| self.s.piece_watch.get(n.watch_idx).copied().unwrap_or(0) == wi);
+            if has_next {
+                continue;
+            }
+            let hit = WatchHit {
+                callchain: &held.arena[*a..*b],
+                regs: &held.arena[*b..*c],
+                ..*h
+            };
+            let (after, before) = self.value_at(&hit, wi, Some(0));
+            if after.is_none() && before.is_some() {
+                return i;
+            }
+        }
+        k
+    }
+
+    /// Every hit still held (at the end).
+    fn finish(&mut self) {
+        self.emit(u64::MAX, &mut || {});
+    }
+
+    /// Handle the first `k` of `all`, hits sorted by time with their slices
+    /// in `arena`; the rest are only looked at (for `--values`: the value
+    /// before a later hit can be the value after an earlier one).
+    fn handle(
+        &mut self,
+        all: &[(WatchHit<'static>, usize, usize, usize)],
+        k: usize,
+        arena: &[u64],
+        before_output: &mut dyn FnMut(),
+    ) {
+        let batch = &all[..k];
         if self.print && !batch.is_empty() {
             before_output();
         }
         if !self.values {
-            for (h, a, b) in &batch {
+            for (h, a, b, _) in batch {
                 let hit = WatchHit {
                     callchain: &arena[*a..*b],
                     ..*h
                 };
                 self.on_hit(&hit, None, None);
             }
-            self.batch = batch;
-            self.arena = arena;
             return;
         }
         let n = self.s.plan.watches.len();
         let mut last = vec![usize::MAX; n];
-        for (i, (h, _, _)) in batch.iter().enumerate() {
+        for (i, (h, ..)) in batch.iter().enumerate() {
             last[self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0)] = i;
         }
         let now: Vec<Option<u64>> = (0..n)
@@ -1033,25 +1204,136 @@ impl HitSink<'_> {
                     .and_then(|p| crate::sys::read_value(p, pw.addr, pw.len))
             })
             .collect();
-        let mut seen = vec![false; n];
-        for (i, (h, a, b)) in batch.iter().enumerate() {
-            let wi = self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0);
-            let old = if seen[wi] { None } else { self.last_value[wi] };
-            seen[wi] = true;
-            let new = if last[wi] == i { now[wi] } else { None };
-            let hit = WatchHit {
+        let hit_at = |i: usize| {
+            let (h, a, b, c) = &all[i];
+            WatchHit {
                 callchain: &arena[*a..*b],
+                regs: &arena[*b..*c],
                 ..*h
-            };
-            self.on_hit(&hit, old, new);
+            }
+        };
+        let piece_watch = &self.s.piece_watch;
+        let watch_of = |h: &WatchHit<'_>| piece_watch.get(h.watch_idx).copied().unwrap_or(0);
+        // Pass 1: the value before each hit, where its registers keep it
+        // (xchg, xadd, cmpxchg), and each hit's next hit of the same watch.
+        let mut before = Vec::with_capacity(all.len());
+        let mut next = vec![usize::MAX; all.len()];
+        let mut prev_of = vec![usize::MAX; n];
+        for i in 0..all.len() {
+            let h = hit_at(i);
+            let wi = watch_of(&h);
+            before.push(self.value_at(&h, wi, None).1);
+            if prev_of[wi] != usize::MAX {
+                next[prev_of[wi]] = i;
+            }
+            prev_of[wi] = i;
+        }
+        // Pass 2: the value before a hit is what its registers say, or the
+        // value after the watch's previous hit; the value after it comes
+        // from the writing instruction, or else from the next hit's
+        // registers, or else (for the last hit of a drain) from memory.
+        for i in 0..batch.len() {
+            let h = hit_at(i);
+            let wi = watch_of(&h);
+            let old = before[i].or(self.last_value[wi]);
+            let new = self
+                .value_at(&h, wi, old)
+                .0
+                .or(next.get(i).and_then(|&j| before.get(j).copied().flatten()))
+                .or(if last[wi] == i { now[wi] } else { None });
+            self.last_value[wi] = new;
+            self.on_hit(&h, old, new);
         }
         for (last, now) in self.last_value.iter_mut().zip(&now) {
-            if now.is_some() {
+            // Followed values stand (memory may already hold later writes,
+            // whose hits come in the next drain); lost track: resynchronise.
+            if last.is_none() {
                 *last = *now;
             }
         }
-        self.batch = batch;
-        self.arena = arena;
+    }
+
+    /// The watched value (after, before) hit `h` of watch `wi`, worked out
+    /// from the writing instruction and the registers at the trap
+    /// ([`hwbreak_linux::store`]), given the value before (`old`) if known;
+    /// `None` where it cannot be.
+    fn value_at(
+        &mut self,
+        h: &WatchHit<'_>,
+        wi: usize,
+        old: Option<u64>,
+    ) -> (Option<u64>, Option<u64>) {
+        let w = &self.s.plan.watches[wi];
+        let (addr, len) = (w.addr, w.len);
+        if w.kind == ValueKind::Code || h.regs.is_empty() || len > 8 {
+            return (None, None);
+        }
+        let Some(pid) = (if h.pid != 0 {
+            Some(h.pid as i32)
+        } else {
+            self.s.pid
+        }) else {
+            return (None, None);
+        };
+        if !self.stores.contains_key(&h.ip) {
+            let store = self.find_store(pid, h.ip);
+            self.stores.insert(h.ip, store);
+        }
+        let Some(Some(store)) = self.stores.get(&h.ip) else {
+            return (None, None);
+        };
+        let regs = store::Regs {
+            regs: h.regs,
+            mask: h.regs_mask,
+        };
+        let known = |w: store::Written| match w {
+            store::Written::Value(v) => Some(v),
+            store::Written::Unknown => None,
+        };
+        (
+            known(store.written(regs, addr, len, old)),
+            known(store.before(regs, addr, len)),
+        )
+    }
+
+    /// Decode the instruction that ends at `ip` (a data hit's IP is just
+    /// past the write), from the function's start when the symbols give it.
+    fn find_store(&mut self, pid: i32, ip: u64) -> Option<store::Store> {
+        const MAX_FN: u64 = 4096;
+        // Symbolize with the module that holds `ip` loaded (a library
+        // mapped since the last look), or its frame is cached as unknown.
+        if !self.maps.covers(ip) {
+            self.refresh_maps();
+        }
+        let start = self.sym.stack(&[ip], false)[0]
+            .offset
+            .filter(|&o| o > 0 && o <= MAX_FN)
+            .map(|o| ip - o);
+        let (from, boundary) = match start {
+            Some(s) => (s, true),
+            None => (ip.saturating_sub(64), false),
+        };
+        let mut code = vec![0u8; (ip - from) as usize];
+        self.read_code(pid, from, &mut code)
+            .then(|| store::Store::find(&code, ip, boundary))
+            .flatten()
+    }
+
+    /// Code bytes at `addr`: from the mapped file (the program may have
+    /// exited by the time its hits are handled), else from its memory.
+    fn read_code(&self, pid: i32, addr: u64, buf: &mut [u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        let end = addr + buf.len() as u64;
+        let in_file = self
+            .maps
+            .modules
+            .iter()
+            .find(|m| m.start <= addr && end <= m.end)
+            .and_then(|m| {
+                let f = std::fs::File::open(&m.path).ok()?;
+                f.read_exact_at(buf, addr - m.start + m.file_offset).ok()
+            });
+        in_file.is_some() || crate::sys::read_exact(pid, addr, buf)
     }
 
     /// Pick up new mappings for the symbolizer and the record file.
@@ -1061,6 +1343,9 @@ impl HitSink<'_> {
             return;
         }
         offline::add_modules(self.sym.inner_mut(), &new);
+        // Addresses looked up before their module was known: look again.
+        self.sym.forget_unknown();
+        self.stores.retain(|_, st| st.is_some());
         if let Some(r) = &mut self.rec {
             for m in &new {
                 if let Err(e) = r.w.module(m) {
@@ -1116,7 +1401,7 @@ fn ring_pages_within(mlock_kb: usize, page_kb: usize, want: usize) -> usize {
 
 /// The program to launch exists and is executable (checked before anything
 /// is printed or opened, so the error is the only line).
-fn check_program(prog: &str) -> Result<(), CliError> {
+fn check_program(prog: &str) -> Result<std::path::PathBuf, CliError> {
     use std::os::unix::fs::PermissionsExt;
     let candidates: Vec<std::path::PathBuf> = if prog.contains('/') {
         vec![prog.into()]
@@ -1125,11 +1410,11 @@ fn check_program(prog: &str) -> Result<(), CliError> {
             .map(|p| std::env::split_paths(&p).map(|d| d.join(prog)).collect())
             .unwrap_or_default()
     };
-    let ok = candidates.iter().any(|c| {
+    let found = candidates.into_iter().find(|c| {
         std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     });
-    if ok {
-        Ok(())
+    if let Some(path) = found {
+        Ok(path)
     } else {
         Err(CliError::new(format!(
             "cannot launch `{prog}`: no such executable{}; check the path after `--`",

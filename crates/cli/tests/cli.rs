@@ -17,17 +17,27 @@ use std::sync::OnceLock;
 /// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
 fn demo() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let tdir = workspace().join("target/cli-tests");
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
-            .arg(&tdir)
-            .current_dir(workspace())
-            .status()
-            .expect("run cargo");
-        assert!(st.success(), "building hwbreak-demo failed");
-        tdir.join("debug/hwbreak-demo")
-    })
+    BIN.get_or_init(|| build_demo(&[], "debug"))
+}
+
+/// The demo as the README runs it (release: its atomics compile to
+/// `lock inc` / `lock add`, not the debug build's `lock xadd`).
+fn demo_release() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_demo(&["--release"], "release"))
+}
+
+fn build_demo(flags: &[&str], profile: &str) -> PathBuf {
+    let tdir = workspace().join("target/cli-tests");
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
+        .arg(&tdir)
+        .args(flags)
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo");
+    assert!(st.success(), "building hwbreak-demo failed");
+    tdir.join(profile).join("hwbreak-demo")
 }
 
 /// `expect NAME=N ...` from a target's output.
@@ -857,4 +867,82 @@ fn a_stack_copy_the_kernel_cannot_take_is_refused_with_the_rule() {
         assert!(o.stderr.contains(needle), "{args:?}: {}", o.stderr);
         assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
     }
+}
+
+// ------------------------------------------------------------ values
+
+/// `--values` follows each write from its instruction and registers: every
+/// hit has `old` and `new`, each hit's `old` is the previous hit's `new`, and
+/// the values count up as the program wrote them, however many hits arrive
+/// in one drain: a locked increment (`STATE.hits`), a locked add of a
+/// register (`STATE.total`), a plain store (`STATE.last_writer`) and an
+/// indexed increment (`STATE.table[3]`), in the release demo of the README.
+#[test]
+fn values_follow_every_write_exactly_from_the_writing_instruction() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["watch", "--json", "--values"])
+        .args([
+            "STATE.hits",
+            "STATE.total",
+            "STATE.last_writer",
+            "STATE.table[3]",
+        ])
+        .arg("--")
+        .arg(demo_release())
+        // No delay: the four threads' hits pile up in each drain.
+        .args([
+            "--iterations",
+            "200",
+            "--delay-ms",
+            "0",
+            "--late-after-ms",
+            "0",
+        ]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let lines = json_lines(&o.stdout);
+    let want = |name| expected(&o.stderr, name);
+    let hits: Vec<_> = lines.iter().filter(|l| l["type"] == "hit").collect();
+    let of = |w: &str| -> Vec<(u64, u64)> {
+        let v: Vec<_> = hits
+            .iter()
+            .filter(|h| h["watch"] == w)
+            .map(|h| {
+                let v = |k: &str| {
+                    h[k].as_str()
+                        .unwrap_or_else(|| panic!("no `{k}` in {h}"))
+                        .parse::<u64>()
+                        .unwrap()
+                };
+                (v("old"), v("new"))
+            })
+            .collect();
+        for p in v.windows(2) {
+            assert_eq!(p[0].1, p[1].0, "{w}: a break in the chain: {p:?}");
+        }
+        v
+    };
+    for (w, n) in [
+        ("STATE.hits", want("hits")),
+        ("STATE.table[3]", want("table[3]")),
+    ] {
+        let v = of(w);
+        assert_eq!(v.len() as u64, n, "{w}");
+        for (k, &(old, new)) in v.iter().enumerate() {
+            assert_eq!((old, new), (k as u64, k as u64 + 1), "{w} hit {k}");
+        }
+    }
+    // STATE.total gains the writer's id (1..=4) at each write.
+    let t = of("STATE.total");
+    assert_eq!(t.len() as u64, want("total"));
+    assert_eq!(t[0].0, 0, "the value before the first write");
+    assert!(
+        t.iter().all(|(old, new)| (1..=4).contains(&(new - old))),
+        "{t:?}"
+    );
+    let lw = of("STATE.last_writer");
+    assert_eq!(lw.len() as u64, want("last_writer"));
+    assert_eq!(lw[0].0, 0, "the value before the first write");
+    assert!(lw.iter().all(|&(_, new)| (1..=4).contains(&new)), "{lw:?}");
+    assert_eq!(lines.last().unwrap()["lost"], 0);
 }
