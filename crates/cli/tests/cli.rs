@@ -693,11 +693,12 @@ fn no_permission_as_an_unprivileged_user() {
     // Another user's process: the ptrace read-access rule and its owner,
     // nothing about perf_event_paranoid, CPU-wide watches or Yama.
     let tail = format!(" (EACCES): it belongs to uid 0 and you are uid {nobody}; another user's process may be watched only with ptrace read access to it: root, CAP_SYS_PTRACE or CAP_PERFMON. Run as uid 0 or as root, or launch the program yourself so that it is yours\n");
-    for cmd in ["stat", "watch"] {
-        let spec = format!("{a:#x}/8");
+    let raw = format!("{a:#x}/8");
+    // A raw address (the maps check) and a name (the symbol resolver) alike.
+    for (cmd, spec) in [("stat", &*raw), ("watch", &*raw), ("watch", "counter")] {
         let Some(o) = as_nobody(
             "no_permission_as_an_unprivileged_user",
-            &[cmd, "-p", &pid.to_string(), &spec],
+            &[cmd, "-p", &pid.to_string(), spec],
         ) else {
             return;
         };
@@ -706,7 +707,7 @@ fn no_permission_as_an_unprivileged_user() {
         assert_eq!(
             o.stderr,
             format!("hwbreak: permission denied to read /proc/{pid}/maps{tail}"),
-            "{cmd}"
+            "{cmd} {spec}"
         );
     }
     let Some(o) = as_nobody(

@@ -249,6 +249,15 @@ fn paranoid_is(paranoid: Option<i32>) -> String {
     }
 }
 
+/// Why another user's process is refused (watching it, or reading its
+/// `/proc` files), and what to do. Yama's `ptrace_scope` is not named: it
+/// restricts attaching only, and these are read-access checks.
+pub(crate) fn other_user_rule(owner: u32, me: u32) -> String {
+    format!(
+        "it belongs to uid {owner} and you are uid {me}; another user's process may be watched only with ptrace read access to it: root, CAP_SYS_PTRACE or CAP_PERFMON. Run as uid {owner} or as root, or launch the program yourself so that it is yours"
+    )
+}
+
 /// One line per refusal: what was refused, the rules of `rule` (and only
 /// those) with the sysctl values that decide them, and what to do.
 fn permission_message(
@@ -274,9 +283,7 @@ fn permission_message(
                 None => format!("{head}: {rule}, and it is unreadable. {CPU_FIX}"),
             }
         }
-        Denied::OtherUser { owner, me } => format!(
-            "{head}: it belongs to uid {owner} and you are uid {me}; another user's process may be watched only with ptrace read access to it: root, CAP_SYS_PTRACE or CAP_PERFMON. Run as uid {owner} or as root, or launch the program yourself so that it is yours"
-        ),
+        Denied::OtherUser { owner, me } => format!("{head}: {}", other_user_rule(owner, me)),
         Denied::Own => match paranoid {
             Some(p) if p >= 3 => format!(
                 "{head}: {}. Run as root or with CAP_PERFMON, or open it to your own processes with `sysctl kernel.perf_event_paranoid=2`",
