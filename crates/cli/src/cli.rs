@@ -130,6 +130,9 @@ pub struct TargetArgs {
     /// Watch every CPU (system-wide: kernel addresses too; needs root).
     #[arg(short = 'a', long = "all-cpus")]
     pub all_cpus: bool,
+    // The brackets below are --help text (clap prints the doc comment as it
+    // is), not intra-doc links: escaping them would print the backslashes.
+    #[allow(rustdoc::broken_intra_doc_links)]
     /// What to watch: LOCATION[/LEN][:ACCESS], e.g. STATE.hits, table[3]/4:rw, 0x601040/8:w.
     #[arg(value_name = "SPEC", required = true)]
     pub specs: Vec<String>,

@@ -122,8 +122,11 @@ fn open(
     };
     let launched = matches!(plan.target, TargetKind::Launch(_));
     let mut b = Watcher::builder().target(target).mode(mode);
+    let mut ring_note = None;
     if mode != Mode::Count {
-        b = b.ring_pages(ring_pages_for_cli()).user_regs(user_regs);
+        let (pages, note) = ring_pages_for_cli();
+        b = b.ring_pages(pages).user_regs(user_regs);
+        ring_note = note;
     }
     for (wi, attr) in &plan.pieces {
         let w = &plan.watches[*wi];
@@ -137,6 +140,10 @@ fn open(
     stop_flag();
     let what: Vec<String> = plan.watches.iter().map(|w| w.describe()).collect();
     let banner = |whom: &str| {
+        // With the banner, once the watch starts: an error is the only line.
+        if let Some(note) = &ring_note {
+            eprintln!("{note}");
+        }
         eprintln!(
             "hwbreak: watching {} in {whom}, {} of {} slots; Ctrl-C to stop",
             what.join(", "),
@@ -1360,29 +1367,27 @@ impl HitSink<'_> {
 /// 15 ms of hits at 300k/s, so a drain thread that misses a beat loses records;
 /// the CLI asks for 8 MiB. Root (or `CAP_IPC_LOCK`) is not bound by
 /// `perf_event_mlock_kb`; others get the largest power of two that fits it
-/// (the kernel's per-user budget, per CPU), with a note on stderr.
-fn ring_pages_for_cli() -> usize {
+/// (the kernel's per-user budget, per CPU), and a note for stderr.
+fn ring_pages_for_cli() -> (usize, Option<String>) {
     const WANT: usize = 2048;
     const DEFAULT: usize = 128;
     // SAFETY: geteuid takes no arguments and cannot fail.
     if unsafe { libc::geteuid() } == 0 {
-        return WANT;
+        return (WANT, None);
     }
     let page_kb = (hwbreak_linux::ring::page_size() / 1024).max(1);
     let Some(kb) = std::fs::read_to_string("/proc/sys/kernel/perf_event_mlock_kb")
         .ok()
         .and_then(|s| s.trim().parse::<usize>().ok())
     else {
-        return DEFAULT;
+        return (DEFAULT, None);
     };
     let pages = ring_pages_within(kb, page_kb, WANT);
-    if pages < WANT {
-        eprintln!(
-            "hwbreak: sampling ring {} KiB per CPU (perf_event_mlock_kb = {kb} for non-root); at high hit rates records may be lost: raise kernel.perf_event_mlock_kb or run as root",
-            pages * page_kb
-        );
-    }
-    pages
+    let note = (pages < WANT).then(|| format!(
+        "hwbreak: sampling ring {} KiB per CPU (perf_event_mlock_kb = {kb} for non-root); at high hit rates records may be lost: raise kernel.perf_event_mlock_kb or run as root",
+        pages * page_kb
+    ));
+    (pages, note)
 }
 
 /// The largest power-of-two ring (in pages, at most `want`) whose pages plus

@@ -18,15 +18,12 @@ pub fn explain_open_error(e: &io::Error, pid: i32) -> String {
         Some(libc::ESRCH) => {
             format!("process {pid} does not exist (it may have exited); check the PID with `ps`")
         }
-        Some(libc::EACCES) | Some(libc::EPERM) => {
-            let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into());
-            format!(
-                "no permission to put breakpoints on {who} (perf_event_paranoid is {paranoid}); \
-                 watch your own processes, run as root, or grant CAP_PERFMON"
-            )
-        }
+        Some(errno @ (libc::EACCES | libc::EPERM)) => hwbreak_linux::Error::permission(
+            format!("open a breakpoint on {who}"),
+            errno,
+            hwbreak_linux::error::Denied::for_task(pid),
+        )
+        .to_string(),
         Some(libc::ENOSPC) => {
             format!("no free hardware breakpoint slot for {who}; see `hwbreak slots`")
         }

@@ -666,37 +666,122 @@ fn missing_command_is_named() {
     assert_clean_error(&o, "/nonexistent/prog");
 }
 
-#[test]
-fn no_permission_as_an_unprivileged_user() {
-    let _g = slots();
+/// `runuser -u nobody -- hwbreak ARGS`, or `None` (and why) when it cannot run here.
+fn as_nobody(test: &str, args: &[&str]) -> Option<Out> {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 {
-        eprintln!(
-            "SKIP no_permission_as_an_unprivileged_user: needs root to switch to user nobody"
-        );
-        return;
+        eprintln!("SKIP {test}: needs root to switch to user nobody");
+        return None;
     }
     if Command::new("runuser").arg("--help").output().is_err() {
-        eprintln!("SKIP no_permission_as_an_unprivileged_user: runuser is not installed");
-        return;
+        eprintln!("SKIP {test}: runuser is not installed");
+        return None;
     }
-    let t = counter_waiting();
-    let a = t.addr("counter");
     let o = run(Command::new("runuser")
         .args(["-u", "nobody", "--"])
         .arg(env!("CARGO_BIN_EXE_hwbreak"))
-        .args(["stat", "-p", &t.pid().to_string(), &format!("{a:#x}/8")]));
+        .args(args));
     if o.stderr.contains("Permission denied")
         && o.stderr.contains("os error 13")
         && !o.stderr.contains("hwbreak:")
     {
-        eprintln!(
-            "SKIP no_permission_as_an_unprivileged_user: nobody cannot execute the test binary"
+        eprintln!("SKIP {test}: nobody cannot execute the test binary");
+        return None;
+    }
+    Some(o)
+}
+
+#[test]
+fn no_permission_as_an_unprivileged_user() {
+    let _g = slots();
+    let t = counter_waiting();
+    let a = t.addr("counter");
+    let pid = t.pid();
+    // The uid `runuser -u nobody` runs as.
+    let nobody = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let nobody = String::from_utf8_lossy(&nobody.stdout).trim().to_string();
+    // Another user's process: the ptrace read-access rule and its owner,
+    // nothing about perf_event_paranoid, CPU-wide watches or Yama.
+    let tail = format!(" (EACCES): it belongs to uid 0 and you are uid {nobody}; another user's process may be watched only with ptrace read access to it: root, CAP_SYS_PTRACE or CAP_PERFMON. Run as uid 0 or as root, or launch the program yourself so that it is yours\n");
+    let raw = format!("{a:#x}/8");
+    // A raw address (the maps check) and a name (the symbol resolver) alike.
+    for (cmd, spec) in [("stat", &*raw), ("watch", &*raw), ("watch", "counter")] {
+        let Some(o) = as_nobody(
+            "no_permission_as_an_unprivileged_user",
+            &[cmd, "-p", &pid.to_string(), spec],
+        ) else {
+            return;
+        };
+        // The maps check comes first; `watch` prints no ring note before it.
+        assert_clean_error(&o, "permission denied");
+        assert_eq!(
+            o.stderr,
+            format!("hwbreak: permission denied to read /proc/{pid}/maps{tail}"),
+            "{cmd} {spec}"
         );
+    }
+    let Some(o) = as_nobody(
+        "no_permission_as_an_unprivileged_user",
+        &["slots", "-p", &pid.to_string()],
+    ) else {
+        return;
+    };
+    assert_clean_error(&o, "permission denied");
+    assert_eq!(
+        o.stderr,
+        format!("hwbreak: permission denied to open a breakpoint on process {pid}{tail}")
+    );
+    assert_eq!(free_slots(t.pid()), t.free0);
+}
+
+#[test]
+fn unprivileged_watch_notes_its_smaller_ring_with_the_banner_once_it_starts() {
+    let _g = slots();
+    let exe = c_targets().join("pagewriter");
+    let nm = Command::new("nm").arg(&exe).output().unwrap();
+    let addr = String::from_utf8_lossy(&nm.stdout)
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[2] == "counter").then(|| format!("0x{}", f[0]))
+        })
+        .expect("pagewriter has `counter`");
+    let exe = exe.to_str().unwrap();
+    let Some(o) = as_nobody(
+        "unprivileged_watch_notes_its_smaller_ring...",
+        &[
+            "watch",
+            "--no-stack",
+            &format!("{addr}/8:w"),
+            "--",
+            exe,
+            "3",
+        ],
+    ) else {
+        return;
+    };
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mlock_kb: usize = std::fs::read_to_string("/proc/sys/kernel/perf_event_mlock_kb")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let lines: Vec<&str> = o.stderr.lines().collect();
+    if mlock_kb >= 8 * 1024 + 4 {
+        eprintln!("SKIP unprivileged_watch_notes_its_smaller_ring...: perf_event_mlock_kb = {mlock_kb} fits the full 8 MiB ring; no note is due");
+        assert!(!o.stderr.contains("sampling ring"), "{}", o.stderr);
         return;
     }
-    assert_clean_error(&o, "permission");
-    assert_eq!(free_slots(t.pid()), t.free0);
+    // The note, then the banner: the watch started.
+    assert_eq!(lines.len(), 2, "{}", o.stderr);
+    assert!(
+        lines[0].starts_with("hwbreak: sampling ring ")
+            && lines[0].contains(&format!("(perf_event_mlock_kb = {mlock_kb} for non-root)")),
+        "{}",
+        o.stderr
+    );
+    assert!(lines[1].starts_with("hwbreak: watching "), "{}", o.stderr);
+    assert!(o.stdout.contains("summary: 3 hits"), "{}", o.stdout);
 }
 
 #[test]

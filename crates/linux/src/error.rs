@@ -38,13 +38,16 @@ pub enum Error {
         other_users: usize,
     },
 
-    /// The kernel refused for lack of permission (`EACCES`/`EPERM`).
-    #[error("{}", permission_message(.what, .errno, .paranoid, .ptrace_scope))]
+    /// The kernel refused for lack of permission (`EACCES`/`EPERM`). The
+    /// message names only the rules of `rule` (build it with [`Error::permission`]).
+    #[error("{}", permission_message(.what, *.errno, *.rule, *.paranoid, *.ptrace_scope))]
     Permission {
         /// What we tried (e.g. "open a breakpoint on thread 1234").
         what: String,
         /// The errno the kernel returned.
         errno: i32,
+        /// Which permission rule refused it.
+        rule: Denied,
         /// `/proc/sys/kernel/perf_event_paranoid`, if readable.
         paranoid: Option<i32>,
         /// `/proc/sys/kernel/yama/ptrace_scope`, if present (absent without Yama).
@@ -118,7 +121,73 @@ pub enum Error {
     },
 }
 
+/// Which permission rule refused a request. Each kind has its own rules and
+/// its own remedy, and the message of [`Error::Permission`] names only those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// A CPU-wide breakpoint (one CPU or all): needs `CAP_PERFMON` (root has
+    /// it) or `perf_event_paranoid <= 0` (kernel `perf_allow_cpu`).
+    CpuWide,
+    /// A thread (or the maps) of another user's process: the kernel's ptrace
+    /// read-access rule (`ptrace_may_access(PTRACE_MODE_READ)`): the same uid,
+    /// or `CAP_SYS_PTRACE`; `CAP_PERFMON` also passes for perf events. Yama's
+    /// `ptrace_scope` restricts only attaching, so it plays no part.
+    OtherUser {
+        /// The owner's (real) uid.
+        owner: u32,
+        /// Our (real) uid.
+        me: u32,
+    },
+    /// A thread of our own user: `perf_event_paranoid` (3 and up is a
+    /// distribution patch that shuts unprivileged users out), a process that
+    /// is not dumpable, or a security module.
+    Own,
+    /// A ptrace request on a thread (the debug-register backend): ptrace
+    /// attach rules, including Yama's `ptrace_scope`.
+    Ptrace,
+    /// Moving a watch opened for user space only to a kernel address.
+    KernelAddress,
+    /// Raising a thread's scheduling priority (`CAP_SYS_NICE` or rlimits).
+    Priority,
+}
+
+impl Denied {
+    /// The rule for a breakpoint on thread or process `tid` (0 = this one):
+    /// [`Denied::OtherUser`] when `/proc/TID/status` names another real uid,
+    /// else [`Denied::Own`].
+    pub fn for_task(tid: i32) -> Denied {
+        // SAFETY: getuid has no preconditions and cannot fail.
+        let me = unsafe { libc::getuid() };
+        if tid <= 0 {
+            return Denied::Own;
+        }
+        let owner = std::fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Uid:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+            });
+        match owner {
+            Some(owner) if owner != me => Denied::OtherUser { owner, me },
+            _ => Denied::Own,
+        }
+    }
+}
+
 impl Error {
+    /// A permission refusal of `what` by `rule`, with the perf and ptrace
+    /// sysctls read now (for the message).
+    pub fn permission(what: impl Into<String>, errno: i32, rule: Denied) -> Self {
+        Error::Permission {
+            what: what.into(),
+            errno,
+            rule,
+            paranoid: crate::procfs::perf_event_paranoid(),
+            ptrace_scope: crate::procfs::ptrace_scope(),
+        }
+    }
+
     /// A system-call failure with context.
     pub fn sys(op: impl Into<String>, source: std::io::Error) -> Self {
         Error::Sys {
@@ -159,43 +228,95 @@ fn no_slot_message(watch: &str, ours: &[String], total: &usize, others: &usize) 
     s
 }
 
-/// What `perf_event_paranoid` levels mean for an unprivileged user.
-pub fn explain_paranoid(level: i32) -> &'static str {
-    match level {
-        i32::MIN..=-1 => "-1: no restrictions",
-        0 => "0: CPU-wide events allowed, no raw tracepoints",
-        1 => "1: no CPU-wide events without CAP_PERFMON; own processes only",
-        2 => "2: also no kernel-space profiling; own processes, user space only",
-        _ => "3 or more (distribution patch): perf_event_open disabled for unprivileged users",
+/// A `perf_event_paranoid` level and what it lets an unprivileged user do,
+/// e.g. `2 (own processes, user space only: ...)`.
+pub fn explain_paranoid(level: i32) -> String {
+    let meaning = match level {
+        i32::MIN..=-1 => "no restrictions",
+        0 => "CPU-wide events allowed to everyone",
+        1 => "own processes, user and kernel space; CPU-wide events need CAP_PERFMON",
+        2 => "own processes, user space only; CPU-wide events and kernel space need CAP_PERFMON",
+        _ => "a distribution patch: perf_event_open is closed to unprivileged users",
+    };
+    format!("{level} ({meaning})")
+}
+
+/// `kernel.perf_event_paranoid is N (meaning)`, or that it is unreadable.
+fn paranoid_is(paranoid: Option<i32>) -> String {
+    match paranoid {
+        Some(p) => format!("kernel.perf_event_paranoid is {}", explain_paranoid(p)),
+        None => "kernel.perf_event_paranoid is unreadable".into(),
     }
 }
 
+/// Why another user's process is refused (watching it, or reading its
+/// `/proc` files), and what to do. Yama's `ptrace_scope` is not named: it
+/// restricts attaching only, and these are read-access checks.
+pub(crate) fn other_user_rule(owner: u32, me: u32) -> String {
+    format!(
+        "it belongs to uid {owner} and you are uid {me}; another user's process may be watched only with ptrace read access to it: root, CAP_SYS_PTRACE or CAP_PERFMON. Run as uid {owner} or as root, or launch the program yourself so that it is yours"
+    )
+}
+
+/// One line per refusal: what was refused, the rules of `rule` (and only
+/// those) with the sysctl values that decide them, and what to do.
 fn permission_message(
     what: &str,
-    errno: &i32,
-    paranoid: &Option<i32>,
-    scope: &Option<i32>,
+    errno: i32,
+    rule: Denied,
+    paranoid: Option<i32>,
+    scope: Option<i32>,
 ) -> String {
-    let mut s = format!(
-        "permission denied ({}) to {what}. ",
-        std::io::Error::from_raw_os_error(*errno)
-    );
-    s.push_str("Watching another user's process needs CAP_SYS_PTRACE (run as root or as that user); CPU-wide watches need CAP_PERFMON or perf_event_paranoid <= 0");
-    match paranoid {
-        Some(p) => s.push_str(&format!(
-            "; /proc/sys/kernel/perf_event_paranoid = {}",
-            explain_paranoid(*p)
-        )),
-        None => s.push_str("; /proc/sys/kernel/perf_event_paranoid is unreadable"),
+    let head = format!("permission denied to {what} ({})", errno_name(errno));
+    // Something other than the named rule refused (the rule allows it).
+    const CPU_FIX: &str = "Run as root, give the program CAP_PERFMON (`setcap cap_perfmon+ep PROGRAM`), or allow everyone with `sysctl kernel.perf_event_paranoid=0`; or watch a process of your own instead of every CPU";
+    const ELSE: &str = "a security module (SELinux, AppArmor) or a seccomp filter may deny perf_event_open (see the audit log), or run as root";
+    match rule {
+        Denied::CpuWide => {
+            let rule = "a CPU-wide watch needs root or CAP_PERFMON, or kernel.perf_event_paranoid <= 0";
+            match paranoid {
+                Some(p) if p <= 0 => format!(
+                    "{head}: {rule}; it is {}, which allows it, so something else refused: {ELSE}",
+                    explain_paranoid(p)
+                ),
+                Some(p) => format!("{head}: {rule}, and it is {}. {CPU_FIX}", explain_paranoid(p)),
+                None => format!("{head}: {rule}, and it is unreadable. {CPU_FIX}"),
+            }
+        }
+        Denied::OtherUser { owner, me } => format!("{head}: {}", other_user_rule(owner, me)),
+        Denied::Own => match paranoid {
+            Some(p) if p >= 3 => format!(
+                "{head}: {}. Run as root or with CAP_PERFMON, or open it to your own processes with `sysctl kernel.perf_event_paranoid=2`",
+                paranoid_is(paranoid)
+            ),
+            Some(_) => format!(
+                "{head}: {}, which allows watching your own process, so something else refused: the process may not be dumpable (setuid, or prctl(PR_SET_DUMPABLE, 0)), or {ELSE}",
+                paranoid_is(paranoid)
+            ),
+            None => format!(
+                "{head}: {}; run as root or with CAP_PERFMON",
+                paranoid_is(paranoid)
+            ),
+        },
+        Denied::Ptrace => {
+            let yama = match scope {
+                None => String::new(),
+                Some(0) => "; kernel.yama.ptrace_scope is 0 (classic: the same uid may attach)".into(),
+                Some(1) => "; kernel.yama.ptrace_scope is 1 (only descendants may be attached: launch the program from this process, or `sysctl kernel.yama.ptrace_scope=0`)".into(),
+                Some(2) => "; kernel.yama.ptrace_scope is 2 (only CAP_SYS_PTRACE may attach: run as root)".into(),
+                Some(n) => format!("; kernel.yama.ptrace_scope is {n} (attaching is disabled until reboot)"),
+            };
+            format!(
+                "{head}: ptrace needs the same uid (and a dumpable process) or CAP_SYS_PTRACE{yama}. Run as the thread's owner or as root"
+            )
+        }
+        Denied::KernelAddress => format!(
+            "{head}: the watch was opened for user space only and a modify cannot change that; open a new watch on the kernel address instead (privileged, CPU-wide: root or CAP_PERFMON)"
+        ),
+        Denied::Priority => format!(
+            "{head}: SCHED_FIFO needs CAP_SYS_NICE or RLIMIT_RTPRIO >= 1, and nice -10 needs CAP_SYS_NICE or RLIMIT_NICE >= 30. Run as root, or raise the limits (`ulimit -r 1`, /etc/security/limits.conf)"
+        ),
     }
-    match scope {
-        Some(0) => s.push_str("; yama ptrace_scope = 0 (classic: same uid may attach)"),
-        Some(1) => s.push_str("; yama ptrace_scope = 1 (only descendants: launch the program with `-- CMD`, or lower it with `sysctl kernel.yama.ptrace_scope=0`)"),
-        Some(2) => s.push_str("; yama ptrace_scope = 2 (admin only: needs CAP_SYS_PTRACE)"),
-        Some(n) => s.push_str(&format!("; yama ptrace_scope = {n} (attach disabled)")),
-        None => s.push_str("; Yama is absent (ptrace_scope does not apply)"),
-    }
-    s
 }
 
 /// A compact name for an errno, for messages.
@@ -215,5 +336,181 @@ pub(crate) fn errno_name(e: i32) -> String {
         format!("errno {e}")
     } else {
         name.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied(
+        what: &str,
+        errno: i32,
+        rule: Denied,
+        paranoid: Option<i32>,
+        scope: Option<i32>,
+    ) -> String {
+        Error::Permission {
+            what: what.into(),
+            errno,
+            rule,
+            paranoid,
+            ptrace_scope: scope,
+        }
+        .to_string()
+    }
+
+    /// No message repeats the errno's own text or names another kind's rules.
+    fn assert_only(msg: &str, absent: &[&str]) {
+        assert!(!msg.contains("os error"), "{msg}");
+        assert_eq!(msg.matches("ermission denied").count(), 1, "{msg}");
+        for a in absent {
+            assert!(!msg.contains(a), "{a:?} does not apply: {msg}");
+        }
+    }
+
+    #[test]
+    fn cpu_wide_refusal_names_cap_perfmon_and_paranoid_and_no_ptrace_rule() {
+        let m = denied(
+            "open a CPU-wide breakpoint on CPU 0",
+            libc::EACCES,
+            Denied::CpuWide,
+            Some(2),
+            Some(1),
+        );
+        assert_eq!(
+            m,
+            "permission denied to open a CPU-wide breakpoint on CPU 0 (EACCES): a CPU-wide watch needs root or CAP_PERFMON, or kernel.perf_event_paranoid <= 0, and it is 2 (own processes, user space only; CPU-wide events and kernel space need CAP_PERFMON). Run as root, give the program CAP_PERFMON (`setcap cap_perfmon+ep PROGRAM`), or allow everyone with `sysctl kernel.perf_event_paranoid=0`; or watch a process of your own instead of every CPU"
+        );
+        assert_only(&m, &["ptrace", "CAP_SYS_PTRACE", "another user"]);
+        // The rule allows it (paranoid 0): say something else refused.
+        let m = denied(
+            "open a CPU-wide breakpoint on CPU 1",
+            libc::EACCES,
+            Denied::CpuWide,
+            Some(0),
+            None,
+        );
+        assert_eq!(
+            m,
+            "permission denied to open a CPU-wide breakpoint on CPU 1 (EACCES): a CPU-wide watch needs root or CAP_PERFMON, or kernel.perf_event_paranoid <= 0; it is 0 (CPU-wide events allowed to everyone), which allows it, so something else refused: a security module (SELinux, AppArmor) or a seccomp filter may deny perf_event_open (see the audit log), or run as root"
+        );
+        assert_only(&m, &["ptrace", "sysctl"]);
+        let m = denied(
+            "open a CPU-wide breakpoint on CPU 0",
+            libc::EACCES,
+            Denied::CpuWide,
+            None,
+            None,
+        );
+        assert!(
+            m.contains("kernel.perf_event_paranoid <= 0, and it is unreadable. Run as root"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn other_users_process_refusal_names_the_ptrace_read_rule_and_the_owner_only() {
+        let m = denied(
+            "open a breakpoint on thread 1234",
+            libc::EACCES,
+            Denied::OtherUser {
+                owner: 0,
+                me: 65534,
+            },
+            Some(2),
+            Some(1),
+        );
+        assert_eq!(
+            m,
+            "permission denied to open a breakpoint on thread 1234 (EACCES): it belongs to uid 0 and you are uid 65534; another user's process may be watched only with ptrace read access to it: root, CAP_SYS_PTRACE or CAP_PERFMON. Run as uid 0 or as root, or launch the program yourself so that it is yours"
+        );
+        // paranoid does not decide this, nor does Yama (it restricts attaching only).
+        assert_only(&m, &["paranoid", "ptrace_scope", "CPU-wide"]);
+    }
+
+    #[test]
+    fn own_process_refusal_names_perf_event_paranoid_only() {
+        let m = denied(
+            "open a breakpoint on thread 7",
+            libc::EACCES,
+            Denied::Own,
+            Some(3),
+            Some(1),
+        );
+        assert_eq!(
+            m,
+            "permission denied to open a breakpoint on thread 7 (EACCES): kernel.perf_event_paranoid is 3 (a distribution patch: perf_event_open is closed to unprivileged users). Run as root or with CAP_PERFMON, or open it to your own processes with `sysctl kernel.perf_event_paranoid=2`"
+        );
+        assert_only(&m, &["ptrace", "CPU-wide", "another user"]);
+        let m = denied(
+            "open a breakpoint on thread 7",
+            libc::EACCES,
+            Denied::Own,
+            Some(2),
+            None,
+        );
+        assert_eq!(
+            m,
+            "permission denied to open a breakpoint on thread 7 (EACCES): kernel.perf_event_paranoid is 2 (own processes, user space only; CPU-wide events and kernel space need CAP_PERFMON), which allows watching your own process, so something else refused: the process may not be dumpable (setuid, or prctl(PR_SET_DUMPABLE, 0)), or a security module (SELinux, AppArmor) or a seccomp filter may deny perf_event_open (see the audit log), or run as root"
+        );
+        assert_only(&m, &["ptrace_scope", "CAP_SYS_PTRACE"]);
+    }
+
+    #[test]
+    fn ptrace_refusal_names_ptrace_scope_and_cap_sys_ptrace_not_paranoid() {
+        let what = "set the debug registers of thread 9 (it must be ptrace-stopped by this thread)";
+        let m = denied(what, libc::EPERM, Denied::Ptrace, Some(2), Some(1));
+        assert_eq!(
+            m,
+            format!("permission denied to {what} (EPERM): ptrace needs the same uid (and a dumpable process) or CAP_SYS_PTRACE; kernel.yama.ptrace_scope is 1 (only descendants may be attached: launch the program from this process, or `sysctl kernel.yama.ptrace_scope=0`). Run as the thread's owner or as root")
+        );
+        assert_only(&m, &["paranoid", "PERFMON"]);
+        // Without Yama there is no scope to name.
+        let m = denied(what, libc::EPERM, Denied::Ptrace, Some(2), None);
+        assert!(!m.contains("yama"), "{m}");
+        for (scope, says) in [
+            (0, "classic"),
+            (2, "only CAP_SYS_PTRACE"),
+            (3, "disabled until reboot"),
+        ] {
+            let m = denied(what, libc::EPERM, Denied::Ptrace, None, Some(scope));
+            assert!(
+                m.contains(&format!("ptrace_scope is {scope} (")) && m.contains(says),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn kernel_address_and_priority_refusals_name_their_own_rules() {
+        let m = denied(
+            "move watch `v` to kernel address 0xffffffff81000000",
+            libc::EINVAL,
+            Denied::KernelAddress,
+            Some(2),
+            Some(1),
+        );
+        assert_eq!(
+            m,
+            "permission denied to move watch `v` to kernel address 0xffffffff81000000 (EINVAL): the watch was opened for user space only and a modify cannot change that; open a new watch on the kernel address instead (privileged, CPU-wide: root or CAP_PERFMON)"
+        );
+        assert_only(&m, &["ptrace", "paranoid"]);
+        let m = denied(
+            "raise the drain thread's priority",
+            libc::EPERM,
+            Denied::Priority,
+            Some(2),
+            Some(1),
+        );
+        assert!(m.contains("CAP_SYS_NICE or RLIMIT_RTPRIO >= 1"), "{m}");
+        assert_only(&m, &["ptrace", "paranoid", "PERFMON"]);
+    }
+
+    #[test]
+    fn paranoid_levels_are_explained_with_their_number() {
+        assert_eq!(explain_paranoid(-1), "-1 (no restrictions)");
+        assert!(explain_paranoid(1).starts_with("1 (own processes, user and kernel space"));
+        assert!(explain_paranoid(4).starts_with("4 (a distribution patch"));
     }
 }

@@ -71,6 +71,13 @@ pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) {
             Error::ProcessGone { pid }
+        } else if let Some(errno @ (libc::EACCES | libc::EPERM)) = e.raw_os_error() {
+            // Reading maps takes the same ptrace read access as watching.
+            Error::permission(
+                format!("read /proc/{pid}/maps"),
+                errno,
+                crate::error::Denied::for_task(pid),
+            )
         } else {
             Error::sys(format!("read /proc/{pid}/maps"), e)
         }

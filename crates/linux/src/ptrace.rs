@@ -145,12 +145,11 @@ fn ptrace_err(tid: i32, what: &str, e: io::Error) -> Error {
         Some(libc::ESRCH) => Error::Invalid(format!(
             "cannot {what} of thread {tid}: it is not ptrace-stopped by this thread; PTRACE_ATTACH or PTRACE_SEIZE it and wait for the stop first"
         )),
-        Some(libc::EPERM) | Some(libc::EACCES) => Error::Permission {
-            what: format!("{what} of thread {tid} (it must be ptrace-stopped by this thread)"),
-            errno: e.raw_os_error().unwrap_or(0),
-            paranoid: crate::procfs::perf_event_paranoid(),
-            ptrace_scope: crate::procfs::ptrace_scope(),
-        },
+        Some(libc::EPERM) | Some(libc::EACCES) => Error::permission(
+            format!("{what} of thread {tid} (it must be ptrace-stopped by this thread)"),
+            e.raw_os_error().unwrap_or(0),
+            crate::error::Denied::Ptrace,
+        ),
         Some(libc::ENOSPC) => Error::NoSlot {
             watch: format!("debug register of thread {tid}"),
             held_by_us: vec![],

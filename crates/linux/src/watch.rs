@@ -526,23 +526,7 @@ pub(crate) fn map_open_error(
 ) -> Error {
     let errno = e.raw_os_error().unwrap_or(0);
     let what = match member {
-        Member::Thread(t) => {
-            let owner = std::fs::read_to_string(format!("/proc/{t}/status"))
-                .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("Uid:"))
-                        .and_then(|v| v.split_whitespace().next().map(str::to_string))
-                });
-            // SAFETY: getuid has no preconditions.
-            let me = unsafe { libc::getuid() };
-            match owner {
-                Some(o) if o != me.to_string() => format!(
-                    "open a breakpoint on thread {t}, which belongs to uid {o} (you are uid {me})"
-                ),
-                _ => format!("open a breakpoint on thread {t}"),
-            }
-        }
+        Member::Thread(t) => format!("open a breakpoint on thread {t}"),
         Member::Cpu(c) => format!("open a CPU-wide breakpoint on CPU {c}"),
     };
     match errno {
@@ -556,12 +540,13 @@ pub(crate) fn map_open_error(
                 other_users: HW_SLOTS.saturating_sub(n),
             }
         }
-        libc::EACCES | libc::EPERM => Error::Permission {
-            what,
-            errno,
-            paranoid: procfs::perf_event_paranoid(),
-            ptrace_scope: procfs::ptrace_scope(),
-        },
+        libc::EACCES | libc::EPERM => {
+            let rule = match member {
+                Member::Thread(t) => crate::error::Denied::for_task(t),
+                Member::Cpu(_) => crate::error::Denied::CpuWide,
+            };
+            Error::permission(what, errno, rule)
+        }
         libc::ESRCH => Error::ProcessGone {
             pid: match member {
                 Member::Thread(t) => t,
@@ -1178,12 +1163,11 @@ impl Watcher {
                     total: HW_SLOTS,
                     other_users: 0,
                 },
-                Some(libc::EINVAL) if attr.privileged => Error::Permission {
-                    what: format!("move watch `{name}` to kernel address {:#x} (the events exclude the kernel; open a CPU-wide privileged watch instead)", attr.addr),
-                    errno: libc::EINVAL,
-                    paranoid: procfs::perf_event_paranoid(),
-                    ptrace_scope: procfs::ptrace_scope(),
-                },
+                Some(libc::EINVAL) if attr.privileged => Error::permission(
+                    format!("move watch `{name}` to kernel address {:#x}", attr.addr),
+                    libc::EINVAL,
+                    crate::error::Denied::KernelAddress,
+                ),
                 _ => Error::sys(format!("modify watch `{name}`"), e),
             });
         }
@@ -1235,12 +1219,11 @@ impl Watcher {
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } == 0 {
             return Ok("nice -10");
         }
-        Err(Error::Permission {
-            what: "raise the drain thread's priority (SCHED_FIFO or nice -10)".into(),
-            errno: std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
-            paranoid: procfs::perf_event_paranoid(),
-            ptrace_scope: procfs::ptrace_scope(),
-        })
+        Err(Error::permission(
+            "raise the drain thread's priority",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            crate::error::Denied::Priority,
+        ))
     }
 
     /// Hand every pending hit to `f` (oldest first per CPU). Safe to call

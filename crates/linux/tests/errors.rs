@@ -281,6 +281,15 @@ fn launching_a_missing_program_fails_cleanly() {
     assert_eq!(open_fd_count(), fds);
 }
 
+/// What `nobody` is told about a root process (any of its threads): the
+/// ptrace read-access rule and the owner, nothing about perf_event_paranoid
+/// (it does not decide this) or Yama (it restricts attaching only).
+fn other_user_tail() -> String {
+    // SAFETY: getuid has no preconditions.
+    let me = unsafe { libc::getuid() };
+    format!(" (EACCES): it belongs to uid 0 and you are uid {me}; another user's process may be watched only with ptrace read access to it: root, CAP_SYS_PTRACE or CAP_PERFMON. Run as uid 0 or as root, or launch the program yourself so that it is yours")
+}
+
 /// Runs as `nobody` (re-executed by `unprivileged_user_gets_permission_error_*`).
 #[test]
 #[ignore]
@@ -291,6 +300,21 @@ fn child_permission_check() {
     };
     let pid: i32 = pid.parse().unwrap();
     let addr = u64::from_str_radix(&std::env::var("HWBREAK_PERM_ADDR").unwrap(), 16).unwrap();
+    // The maps check comes first (before any perf_event_open): same rule.
+    let e = Watcher::builder()
+        .target(T::Process(pid))
+        .watch("target_var", BpAttr::write(addr, 8))
+        .open()
+        .unwrap_err();
+    println!("MAPS: {e}");
+    assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "permission denied to read /proc/{pid}/maps{}",
+            other_user_tail()
+        )
+    );
     let e = Watcher::builder()
         .target(T::Process(pid))
         .watch("target_var", BpAttr::write(addr, 8))
@@ -299,6 +323,37 @@ fn child_permission_check() {
         .unwrap_err();
     println!("PROCESS: {e}");
     assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+    let msg = e.to_string();
+    let tid = msg
+        .strip_prefix("permission denied to open a breakpoint on thread ")
+        .and_then(|r| r.split_once(' '))
+        .map(|(t, _)| t.parse::<i32>().unwrap())
+        .unwrap_or_else(|| panic!("{msg}"));
+    assert!(hwbreak_linux::procfs::threads(pid).unwrap().contains(&tid));
+    assert_eq!(
+        msg,
+        format!(
+            "permission denied to open a breakpoint on thread {tid}{}",
+            other_user_tail()
+        )
+    );
+    // Raising a thread's priority: the scheduling rules only.
+    match Watcher::boost_current_thread() {
+        Ok(how) => println!("PRIORITY: skipped, nobody may use {how} here (rlimits)"),
+        Err(e) => {
+            println!("PRIORITY: {e}");
+            assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                "permission denied to raise the drain thread's priority (EACCES): SCHED_FIFO needs CAP_SYS_NICE or RLIMIT_RTPRIO >= 1, and nice -10 needs CAP_SYS_NICE or RLIMIT_NICE >= 30. Run as root, or raise the limits (`ulimit -r 1`, /etc/security/limits.conf)"
+            );
+        }
+    }
+    let paranoid = hwbreak_linux::procfs::perf_event_paranoid().unwrap();
+    if paranoid <= 0 {
+        println!("ALLCPUS: skipped, perf_event_paranoid is {paranoid}: CPU-wide events are open to everyone");
+        return;
+    }
     let e = Watcher::builder()
         .target(T::AllCpus)
         .watch("x", BpAttr::write(addr, 8))
@@ -306,6 +361,15 @@ fn child_permission_check() {
         .unwrap_err();
     println!("ALLCPUS: {e}");
     assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+    // Only the CPU-wide rules: CAP_PERFMON or root, and perf_event_paranoid.
+    let first_cpu = hwbreak_linux::procfs::online_cpus().unwrap()[0];
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "permission denied to open a CPU-wide breakpoint on CPU {first_cpu} (EACCES): a CPU-wide watch needs root or CAP_PERFMON, or kernel.perf_event_paranoid <= 0, and it is {}. Run as root, give the program CAP_PERFMON (`setcap cap_perfmon+ep PROGRAM`), or allow everyone with `sysctl kernel.perf_event_paranoid=0`; or watch a process of your own instead of every CPU",
+            hwbreak_linux::error::explain_paranoid(paranoid)
+        )
+    );
 }
 
 #[test]
@@ -321,9 +385,11 @@ fn unprivileged_user_gets_permission_error_against_root_process() {
     ) else {
         return;
     };
+    // The child pins each message; here: it got that far.
+    assert!(so.contains("MAPS: permission denied"), "{so}");
     assert!(so.contains("PROCESS: permission denied"), "{so}");
-    assert!(so.contains("perf_event_paranoid"), "{so}");
-    assert!(so.contains("ALLCPUS: permission denied"), "{so}");
+    assert!(so.contains("PRIORITY: "), "{so}");
+    assert!(so.contains("ALLCPUS: "), "{so}");
     println!("{so}");
 }
 

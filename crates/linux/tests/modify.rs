@@ -74,6 +74,10 @@ fn refused_modify_keeps_the_old_shape() {
         .modify(0, BpAttr::write(0xffff_ffff_8100_0000, 8).privileged())
         .unwrap_err();
     assert!(matches!(e, Error::Permission { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "permission denied to move watch `v` to kernel address 0xffffffff81000000 (EINVAL): the watch was opened for user space only and a modify cannot change that; open a new watch on the kernel address instead (privileged, CPU-wide: root or CAP_PERFMON)"
+    );
     w(&C[0], 5);
     w(&C[1], 5);
     assert_eq!(watcher.counts().unwrap(), vec![5]);

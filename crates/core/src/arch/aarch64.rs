@@ -42,7 +42,8 @@
 //! [`BpAttr::privileged`]: crate::attr::BpAttr::privileged
 
 use super::{
-    Arch, ArchBp, ArchError, DebugRegs, Decoded, Pool, RawStatus, Reg, SlotCountError, Trigger,
+    access_distance, nearest_slots, Arch, ArchBp, ArchError, DebugRegs, Decoded, Nearest, Pool,
+    RawStatus, Reg, SlotCountError, Trigger,
 };
 use crate::attr::{Access, BpAttr};
 
@@ -178,11 +179,7 @@ pub fn distance_from_watchpoint(addr: u64, wvr: u64, bas: u64) -> u64 {
     let wvr = wvr & !7; // WVR[2:0] are RES0
     let low = wvr + u64::from(bas.trailing_zeros());
     let high = wvr + u64::from(63 - bas.leading_zeros());
-    if addr < low {
-        low - addr
-    } else {
-        addr.saturating_sub(high)
-    }
+    access_distance(addr, addr, low, high)
 }
 
 impl Arch for Aarch64 {
@@ -317,34 +314,26 @@ impl Arch for Aarch64 {
                 } else {
                     LSC_LOAD
                 };
-                let mut closest: Option<(u64, usize)> = None;
-                let mut exact = 0u32;
-                for i in 0..self.wrps {
-                    let Some(ctrl) = live(Pool::Data, i) else {
-                        continue;
-                    };
+                let armed = (0..self.wrps).filter_map(|i| {
+                    let ctrl = live(Pool::Data, i)?;
                     if (ctrl >> LSC_SHIFT) & wanted == 0 {
-                        continue;
+                        return None;
                     }
                     let wvr = regs.read(Reg::Addr(Pool::Data, i as u8));
-                    let dist = distance_from_watchpoint(far, wvr, bas(ctrl));
-                    if dist == 0 {
-                        exact |= 1 << i;
-                    } else if !matches!(closest, Some((best, _)) if best <= dist) {
-                        // Strict `<`: ties keep the lower slot, as in the kernel.
-                        closest = Some((dist, i));
+                    Some((i, distance_from_watchpoint(far, wvr, bas(ctrl))))
+                });
+                match nearest_slots(armed) {
+                    Some(Nearest::Exact(mask)) => {
+                        out.hits[Pool::Data.idx()] = mask;
+                        // `len` stays unknown (0): unlike POWER's DAR, an exact
+                        // FAR lies inside the BAS-selected bytes, and arm64 never
+                        // widens a watch (BAS selects exactly the requested
+                        // bytes), so the FAR byte alone is always in the request
+                        // and no real hit is lost for want of the access length.
+                        out.addr = Some(untag(far));
                     }
-                }
-                if exact != 0 {
-                    out.hits[Pool::Data.idx()] = exact;
-                    // `len` stays unknown (0): unlike POWER's DAR, an exact
-                    // FAR lies inside the BAS-selected bytes, and arm64 never
-                    // widens a watch (BAS selects exactly the requested
-                    // bytes), so the FAR byte alone is always in the request
-                    // and no real hit is lost for want of the access length.
-                    out.addr = Some(untag(far));
-                } else if let Some((_, i)) = closest {
-                    out.hits[Pool::Data.idx()] = 1 << i;
+                    Some(Nearest::Closest(i)) => out.hits[Pool::Data.idx()] = 1 << i,
+                    None => {}
                 }
             }
             EC_SOFTSTEP_LOW | EC_SOFTSTEP_CUR => out.step = true,

@@ -173,6 +173,52 @@ impl Decoded {
     }
 }
 
+/// Bytes between an access `[first, last]` and a watched range `[lo, hi]`
+/// (both inclusive); 0 when they overlap. Trap-before hardware (arm64 FAR,
+/// POWER DAR) may report an address outside every armed range: an
+/// unaligned or wide access that starts below it, or an imprecise address.
+pub fn access_distance(first: u64, last: u64, lo: u64, hi: u64) -> u64 {
+    if last < lo {
+        lo - last
+    } else if first < lo {
+        0
+    } else {
+        first.saturating_sub(hi)
+    }
+}
+
+/// Which armed data slots a trap-before hit belongs to: see [`nearest_slots`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nearest {
+    /// Bit `n` = slot `n`'s range overlaps the access (distance 0).
+    Exact(u32),
+    /// No range overlaps it: the one slot nearest to it.
+    Closest(usize),
+}
+
+/// From `(slot, distance)` pairs of the armed slots that may match (see
+/// [`access_distance`]): every slot at distance 0, or else the nearest one,
+/// ties going to the lower slot. This is the search of the kernel's arm64
+/// `watchpoint_handler` (the nearest watchpoint takes an inexact FAR), used
+/// by POWER for a DAR outside every range too. `None` when no slot is armed.
+/// Never allocates.
+pub fn nearest_slots(candidates: impl IntoIterator<Item = (usize, u64)>) -> Option<Nearest> {
+    let mut exact = 0u32;
+    let mut closest: Option<(u64, usize)> = None;
+    for (slot, dist) in candidates {
+        if dist == 0 {
+            exact |= 1 << slot;
+        } else if !matches!(closest, Some(best) if best <= (dist, slot)) {
+            closest = Some((dist, slot));
+        }
+    }
+    if exact != 0 {
+        Some(Nearest::Exact(exact))
+    } else {
+        closest.map(|(_, slot)| Nearest::Closest(slot))
+    }
+}
+
 /// Why the arch refused an attribute. Each names the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArchError {
@@ -301,4 +347,45 @@ pub struct SlotCountError {
     pub count: usize,
     /// What the architecture allows.
     pub rule: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_distance_is_zero_on_overlap_and_counts_bytes_to_the_nearer_end() {
+        // Watched [0x1008, 0x100f].
+        assert_eq!(access_distance(0x1008, 0x1008, 0x1008, 0x100f), 0);
+        assert_eq!(access_distance(0x100f, 0x100f, 0x1008, 0x100f), 0);
+        assert_eq!(access_distance(0x1005, 0x1005, 0x1008, 0x100f), 3);
+        assert_eq!(access_distance(0x1012, 0x1012, 0x1008, 0x100f), 3);
+        // A wide access that starts below the range and reaches into it.
+        assert_eq!(access_distance(0x1000, 0x1009, 0x1008, 0x100f), 0);
+        // ... or ends just short of it.
+        assert_eq!(access_distance(0x1000, 0x1006, 0x1008, 0x100f), 2);
+        // No overflow at the top of the address space.
+        assert_eq!(access_distance(u64::MAX, u64::MAX, 0, 7), u64::MAX - 7);
+    }
+
+    #[test]
+    fn nearest_slots_takes_every_exact_slot_else_the_nearest_and_the_lower_on_a_tie() {
+        assert_eq!(nearest_slots([]), None);
+        assert_eq!(
+            nearest_slots([(0, 4), (1, 0), (3, 0)]),
+            Some(Nearest::Exact(0b1010))
+        );
+        assert_eq!(
+            nearest_slots([(0, 9), (2, 3), (3, 5)]),
+            Some(Nearest::Closest(2))
+        );
+        // A tie goes to the lower slot, whatever order the slots come in.
+        assert_eq!(nearest_slots([(1, 3), (3, 3)]), Some(Nearest::Closest(1)));
+        assert_eq!(nearest_slots([(3, 3), (1, 3)]), Some(Nearest::Closest(1)));
+        // A slot that cannot match at all (arm64 BAS 0) never wins over one that can.
+        assert_eq!(
+            nearest_slots([(0, u64::MAX), (5, 100)]),
+            Some(Nearest::Closest(5))
+        );
+    }
 }

@@ -46,7 +46,8 @@
 //! [`BpAttr::privileged`]: crate::attr::BpAttr::privileged
 
 use super::{
-    Arch, ArchBp, ArchError, DebugRegs, Decoded, Pool, RawStatus, Reg, SlotCountError, Trigger,
+    access_distance, nearest_slots, Arch, ArchBp, ArchError, DebugRegs, Decoded, Nearest, Pool,
+    RawStatus, Reg, SlotCountError, Trigger,
 };
 use crate::attr::{Access, BpAttr};
 
@@ -344,37 +345,22 @@ impl Arch for Power {
         if dsisr & DSISR_DABRMATCH == 0 {
             return out;
         }
-        let mut exact = 0u32;
-        let mut closest: Option<(u64, usize)> = None;
-        for slot in 0..self.slots {
-            if installed(Pool::Data, slot).is_none() {
-                continue;
-            }
-            let Some((start, len)) = self.armed_range(regs, slot) else {
-                continue;
-            };
+        // The access is [dar, dar_last]; 0 bytes (unknown) = just dar.
+        let dar_last = dar.saturating_add(size.max(1) - 1);
+        let armed = (0..self.slots).filter_map(|slot| {
+            installed(Pool::Data, slot)?;
+            let (start, len) = self.armed_range(regs, slot)?;
             let last = start.saturating_add(len - 1);
-            // The access is [dar, dar_last]; 0 bytes (unknown) = just dar.
-            let dar_last = dar.saturating_add(size.max(1) - 1);
-            let dist = if dar_last < start {
-                start - dar_last
-            } else if dar < start {
-                0
-            } else {
-                dar.saturating_sub(last)
-            };
-            if dist == 0 {
-                exact |= 1 << slot;
-            } else if !matches!(closest, Some((best, _)) if best <= dist) {
-                closest = Some((dist, slot));
+            Some((slot, access_distance(dar, dar_last, start, last)))
+        });
+        match nearest_slots(armed) {
+            Some(Nearest::Exact(mask)) => {
+                out.hits[Pool::Data.idx()] = mask;
+                out.addr = Some(dar);
+                out.len = size.max(1);
             }
-        }
-        if exact != 0 {
-            out.hits[Pool::Data.idx()] = exact;
-            out.addr = Some(dar);
-            out.len = size.max(1);
-        } else if let Some((_, slot)) = closest {
-            out.hits[Pool::Data.idx()] = 1 << slot;
+            Some(Nearest::Closest(slot)) => out.hits[Pool::Data.idx()] = 1 << slot,
+            None => {}
         }
         out
     }

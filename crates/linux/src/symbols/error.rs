@@ -1,5 +1,6 @@
 //! Errors of symbol resolution: each names the rule that was broken and what to try.
 
+use crate::error::Denied;
 use std::path::PathBuf;
 
 /// Everything that can go wrong turning a name into an address or an IP into a frame.
@@ -11,15 +12,16 @@ pub enum SymbolError {
         /// The PID asked for.
         pid: i32,
     },
-    /// Not allowed to read another user's process (its maps or executable).
-    #[error("permission denied reading {} of process {pid}: reading another user's process needs the same user or root (CAP_SYS_PTRACE); /proc/sys/kernel/yama/ptrace_scope is {ptrace_scope}", path.display())]
+    /// Not allowed to read a process's maps or executable link: another
+    /// user's process, or a non-dumpable one.
+    #[error("permission denied to read {} (EACCES): {}", path.display(), read_rule(*.pid, *.rule))]
     Permission {
         /// The process.
         pid: i32,
         /// The file refused.
         path: PathBuf,
-        /// The value of `/proc/sys/kernel/yama/ptrace_scope`, explained.
-        ptrace_scope: String,
+        /// Whose process it is: [`Denied::OtherUser`] or [`Denied::Own`].
+        rule: Denied,
     },
     /// A file (`/proc/PID/maps`, an ELF file) could not be read.
     #[error("cannot read {}: {source}{hint}", path.display())]
@@ -176,17 +178,12 @@ fn suggest_list(s: &[String]) -> String {
     }
 }
 
-/// `/proc/sys/kernel/yama/ptrace_scope`, with what it means.
-pub(crate) fn ptrace_scope() -> String {
-    match std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
-        .map(|s| s.trim().to_string())
-    {
-        Ok(v) if v == "0" => "0 (classic: same user may attach)".into(),
-        Ok(v) if v == "1" => "1 (restricted: only a parent process or CAP_SYS_PTRACE)".into(),
-        Ok(v) if v == "2" => "2 (admin-only: CAP_SYS_PTRACE needed)".into(),
-        Ok(v) if v == "3" => "3 (no attach at all, until reboot)".into(),
-        Ok(v) => v,
-        Err(_) => "absent (Yama is not enabled)".into(),
+/// The rule behind a refused read of process `pid`'s `/proc` files (the
+/// kernel's ptrace read-access check; Yama restricts attaching only).
+fn read_rule(pid: i32, rule: Denied) -> String {
+    match rule {
+        Denied::OtherUser { owner, me } => crate::error::other_user_rule(owner, me),
+        _ => format!("process {pid} is yours but not dumpable (setuid, or prctl(PR_SET_DUMPABLE, 0)), so only root (CAP_SYS_PTRACE) may read it; run as root"),
     }
 }
 
@@ -196,16 +193,16 @@ impl SymbolError {
         SymbolError::Permission {
             pid,
             path: path.into(),
-            ptrace_scope: ptrace_scope(),
+            rule: Denied::for_task(pid),
         }
     }
 
     /// An I/O error on `path`, with a hint for the usual causes.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let hint = match source.kind() {
-            std::io::ErrorKind::PermissionDenied => String::from(
-                " (permission denied: run as the process owner or root; /proc/sys/kernel/yama/ptrace_scope may also forbid reading another process's maps)",
-            ),
+            std::io::ErrorKind::PermissionDenied => {
+                String::from(" (permission denied: run as the file's owner or as root)")
+            }
             _ => String::new(),
         };
         SymbolError::Io {
