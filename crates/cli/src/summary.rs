@@ -40,9 +40,10 @@ impl WatchTotal {
 pub struct Agg {
     /// Per watch, in watch-table order.
     pub watches: Vec<WatchTotal>,
-    per_thread: HashMap<u32, u64>,
+    per_thread: rustc_hash::FxHashMap<u32, u64>,
     /// Key: `[watch, ip, return addresses...]`.
-    stacks: HashMap<Vec<u64>, u64>,
+    /// FxHash: this map is looked up once per hit.
+    stacks: rustc_hash::FxHashMap<Vec<u64>, u64>,
     key: Vec<u64>,
     /// All hits.
     pub hits: u64,
