@@ -159,7 +159,7 @@ impl Store {
         let Some((ea, size)) = effective(i, regs) else {
             return Written::Unknown;
         };
-        if len == 0 || len > 8 || ea > addr || ea + size < addr + len {
+        if len == 0 || len > 8 || ea > addr || ea.saturating_add(size) < addr.saturating_add(len) {
             return Written::Unknown;
         }
         let reg = match i.mnemonic() {
@@ -327,7 +327,7 @@ fn written(i: &Instruction, regs: Regs<'_>, addr: u64, len: u64, old: Option<u64
 /// The `size` bytes at `ea` within the watched value `v` of `[addr, addr+len)`,
 /// when they lie wholly inside it.
 fn bytes_of(v: u64, addr: u64, len: u64, ea: u64, size: u64) -> Option<u64> {
-    if ea < addr || ea + size > addr + len {
+    if ea < addr || ea.saturating_add(size) > addr.saturating_add(len) {
         return None;
     }
     Some(truncate(v >> ((ea - addr) * 8), size as usize))
@@ -335,7 +335,7 @@ fn bytes_of(v: u64, addr: u64, len: u64, ea: u64, size: u64) -> Option<u64> {
 
 /// The watched value after `size` bytes `stored` land at `ea`.
 fn merge(old: Option<u64>, addr: u64, len: u64, ea: u64, size: u64, stored: u64) -> Written {
-    let covers = ea <= addr && ea + size >= addr + len;
+    let covers = ea <= addr && ea.saturating_add(size) >= addr.saturating_add(len);
     let mut out = match (covers, old) {
         (true, _) => 0,
         (false, Some(o)) => o,
@@ -560,6 +560,41 @@ mod tests {
         // Found, but under these registers it writes elsewhere: not this hit's.
         let s = Store::find(&[0x48, 0x89, 0x07], IP, true).expect("mov [rdi], rax");
         assert_eq!(s.written(r(&g), VAR + 64, 8, Some(1)), Written::Unknown);
+    }
+
+    proptest::proptest! {
+        /// Any code bytes and any registers: never a panic (the registers
+        /// come from the target and can hold anything).
+        #[test]
+        fn never_panics_on_arbitrary_code_and_registers(
+            code in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+            regs in proptest::collection::vec(proptest::prelude::any::<u64>(), 20),
+            ip in proptest::prelude::any::<u64>(),
+            addr in proptest::prelude::any::<u64>(),
+            len in 0u64..10,
+            old in proptest::prelude::any::<Option<u64>>(),
+            boundary in proptest::prelude::any::<bool>(),
+            template in 0usize..8,
+        ) {
+            // Arbitrary bytes, then one of the followed stores, so that
+            // most cases decode to a store.
+            const STORES: [&[u8]; 8] = [
+                &[0x48, 0x89, 0x07],                   // mov [rdi], rax
+                &[0xc7, 0x44, 0x8b, 0x08, 0x2a, 0, 0, 0], // mov dword [rbx+rcx*4+8], 42
+                &[0xf0, 0x48, 0xff, 0x05, 1, 2, 3, 4], // lock inc qword [rip+d]
+                &[0x83, 0x07, 0x01],                   // add dword [rdi], 1
+                &[0xf0, 0x48, 0x0f, 0xb1, 0x37],       // lock cmpxchg [rdi], rsi
+                &[0xf0, 0x48, 0x0f, 0xc1, 0x07],       // lock xadd [rdi], rax
+                &[0x88, 0x67, 0x01],                   // mov [rdi+1], ah
+                &[0x48, 0x87, 0x07],                   // xchg [rdi], rax
+            ];
+            let mut code = code;
+            code.extend_from_slice(STORES[template]);
+            if let Some(s) = Store::find(&code, ip, boundary) {
+                let _ = s.written(r(&regs), addr, len, old);
+                let _ = s.before(r(&regs), addr, len);
+            }
+        }
     }
 
     #[test]
