@@ -14,7 +14,7 @@ use crate::summary::{Agg, SummaryView, WatchTotal};
 use hwbreak_core::Access;
 use hwbreak_linux::store;
 use hwbreak_linux::symbols::{read_maps, Symbolizer, ValueKind};
-use hwbreak_linux::watch::{Callchain, Mode, Target, WatchHit, Watcher};
+use hwbreak_linux::watch::{Callchain, Mode, Target, TaskRecord, WatchHit, Watcher};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -65,6 +65,22 @@ impl Maps {
             let md = crate::offline::module(m, pid);
             self.modules.push(md.clone());
             new.push(md);
+        }
+        new
+    }
+
+    /// Add mappings the kernel reported; returns those not seen before.
+    fn add(&mut self, more: Vec<recfile::Module>) -> Vec<recfile::Module> {
+        let mut new = Vec::new();
+        for m in more {
+            if !self
+                .modules
+                .iter()
+                .any(|k| k.start == m.start && k.end == m.end)
+            {
+                self.modules.push(m.clone());
+                new.push(m);
+            }
         }
         new
     }
@@ -468,6 +484,10 @@ struct Batch {
     /// `CLOCK_MONOTONIC` when the drain began: every hit stamped well
     /// before this was in a ring by then.
     at_ns: u64,
+    /// Executable mappings reported by the kernel in this drain
+    /// (`PERF_RECORD_MMAP2`): a library may be gone from `/proc` by the
+    /// time its hits are handled.
+    mmaps: Vec<recfile::Module>,
 }
 
 /// How long before a drain's start a hit must be stamped to be certain to
@@ -492,16 +512,40 @@ impl Batch {
         self.hits.clear();
         self.arena.clear();
         self.at_ns = monotonic_ns();
-        let (hits, arena) = (&mut self.hits, &mut self.arena);
-        w.drain(|h| {
-            let a = arena.len();
-            arena.extend_from_slice(h.callchain);
-            let b = arena.len();
-            if with_regs {
-                arena.extend_from_slice(h.regs);
+        self.mmaps.clear();
+        let (hits, arena, mmaps) = (&mut self.hits, &mut self.arena, &mut self.mmaps);
+        let pid = w.pid();
+        let task = |t: TaskRecord<'_>| {
+            if let TaskRecord::Mmap {
+                pid: p,
+                start,
+                end,
+                offset,
+                path,
+            } = t
+            {
+                if pid.is_none_or(|pid| pid as u32 == p) {
+                    mmaps.push(recfile::Module {
+                        start,
+                        end,
+                        file_offset: offset,
+                        path: path.to_string(),
+                    });
+                }
             }
-            hits.push((h_owned(h), a, b, arena.len()));
-        });
+        };
+        w.drain_with_tasks(
+            |h| {
+                let a = arena.len();
+                arena.extend_from_slice(h.callchain);
+                let b = arena.len();
+                if with_regs {
+                    arena.extend_from_slice(h.regs);
+                }
+                hits.push((h_owned(h), a, b, arena.len()));
+            },
+            task,
+        );
     }
 }
 
@@ -950,7 +994,7 @@ fn run_sampling(
                     let _ = back_tx.send(Batch {
                         hits: std::mem::take(&mut sink.batch),
                         arena: std::mem::take(&mut sink.arena),
-                        at_ns: 0,
+                        ..Batch::default()
                     });
                     if end.is_some() {
                         next = rx.recv().ok();
@@ -1075,7 +1119,7 @@ impl HitSink<'_> {
         let mut b = Batch {
             hits: std::mem::take(&mut self.batch),
             arena: std::mem::take(&mut self.arena),
-            at_ns: 0,
+            ..Batch::default()
         };
         b.collect(w, self.values);
         let at = b.at_ns;
@@ -1089,8 +1133,13 @@ impl HitSink<'_> {
         let Batch {
             hits: mut batch,
             mut arena,
+            mmaps,
             ..
         } = b;
+        if !mmaps.is_empty() {
+            let fresh = self.maps.add(mmaps);
+            self.add_modules(fresh);
+        }
         let held = &mut self.held;
         for (h, a, b, c) in batch.drain(..) {
             let off = held.arena.len();
@@ -1361,6 +1410,11 @@ impl HitSink<'_> {
     /// Pick up new mappings for the symbolizer and the record file.
     fn refresh_maps(&mut self) {
         let new = self.maps.refresh();
+        self.add_modules(new);
+    }
+
+    /// Mappings not seen before: to the symbolizer and the record file.
+    fn add_modules(&mut self, new: Vec<recfile::Module>) {
         if new.is_empty() {
             return;
         }

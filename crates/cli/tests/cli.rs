@@ -1031,3 +1031,45 @@ fn values_follow_every_write_exactly_from_the_writing_instruction() {
     assert!(lw.iter().all(|&(_, new)| (1..=4).contains(&new)), "{lw:?}");
     assert_eq!(lines.last().unwrap()["lost"], 0);
 }
+
+/// A write made inside glibc's `memset`, which keeps no frame pointer: the
+/// stack still shows `memset`'s caller (the copied stack is walked with the
+/// modules' DWARF CFI; a frame-pointer walk, as the kernel's, skips it).
+#[test]
+fn a_write_inside_a_libc_function_without_frame_pointer_shows_its_caller() {
+    let _g = slots();
+    let stack_of = |extra: &[&str]| -> Vec<String> {
+        let o = run(hwbreak()
+            .args(["watch", "--json"])
+            .args(extra)
+            .args(["blob.a[0]", "--"])
+            .arg(c_targets().join("memsetter"))
+            .arg("3"));
+        assert_eq!(o.code, 0, "{}", o.stderr);
+        let lines = json_lines(&o.stdout);
+        let hits: Vec<_> = lines.iter().filter(|l| l["type"] == "hit").collect();
+        assert_eq!(hits.len(), 3, "{}", o.stdout);
+        assert!(
+            hits[0]["at"]["function"]
+                .as_str()
+                .is_some_and(|f| f.contains("memset")),
+            "{}",
+            hits[0]
+        );
+        names(hits[0])
+    };
+    let dwarf = stack_of(&[]);
+    assert!(
+        dwarf.iter().any(|f| f == "outer"),
+        "memset's caller is missing: {dwarf:?}"
+    );
+    assert!(dwarf.iter().any(|f| f == "main"), "{dwarf:?}");
+    let kernel = stack_of(&["--kernel-stack"]);
+    for f in &kernel {
+        assert!(
+            dwarf.contains(f),
+            "{f} is in the kernel's walk {kernel:?} but not in {dwarf:?}"
+        );
+    }
+    println!("frame-pointer walk (kernel): {kernel:?}; DWARF walk: {dwarf:?}");
+}

@@ -20,9 +20,13 @@
 //! chain as [`Walk::truncated`], so a cut stack is never shown as complete.
 //!
 //! Hand-written rather than a crate: this is the six-line frame-pointer
-//! walk, run for every hit on the drain thread without allocation;
-//! DWARF unwinders (`framehop`, `gimli`'s CFI) solve a bigger problem and
-//! need every module's unwind tables loaded first.
+//! walk, run for every hit on the drain thread without allocation. It is
+//! the fallback: when the process is known, [`DwarfUnwinder`] walks the
+//! same copy with the modules' DWARF call-frame information (`.eh_frame`,
+//! through the `framehop` crate), which also steps through code built
+//! without frame pointers. That matters most where a watch hits most: in
+//! glibc's `memset`/`memcpy`, which keep no frame, a frame-pointer walk
+//! skips the function that called them.
 
 /// How a walk ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -86,6 +90,173 @@ pub fn walk_frame_pointers(
         fp = next;
     }
     Walk::default()
+}
+
+/// Walks a copied user stack with each module's DWARF call-frame
+/// information (`framehop`), loading the modules of one process from
+/// `/proc/PID/maps` and their ELF files as addresses need them. Where no
+/// module or no CFI covers an address, `framehop` walks frame pointers.
+pub struct DwarfUnwinder {
+    pid: i32,
+    unwinder: framehop::x86_64::UnwinderX86_64<Vec<u8>>,
+    cache: framehop::x86_64::CacheX86_64,
+    /// Executable mappings added (start, end), and those tried but unusable.
+    known: Vec<(u64, u64)>,
+    last_refresh: Option<std::time::Instant>,
+}
+
+impl std::fmt::Debug for DwarfUnwinder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DwarfUnwinder")
+            .field("pid", &self.pid)
+            .field("modules", &self.known.len())
+            .finish()
+    }
+}
+
+impl DwarfUnwinder {
+    /// An unwinder for process `pid`; modules are loaded on first use.
+    pub fn new(pid: i32) -> Self {
+        DwarfUnwinder {
+            pid,
+            unwinder: framehop::x86_64::UnwinderX86_64::new(),
+            cache: framehop::x86_64::CacheX86_64::new(),
+            known: Vec::new(),
+            last_refresh: None,
+        }
+    }
+
+    fn covers(&self, ip: u64) -> bool {
+        self.known.iter().any(|&(s, e)| s <= ip && ip < e)
+    }
+
+    /// Add the executable mappings of the process not seen yet. Returns
+    /// how many modules were added.
+    pub fn refresh(&mut self) -> usize {
+        self.last_refresh = Some(std::time::Instant::now());
+        let Ok(maps) = crate::symbols::read_maps(self.pid) else {
+            return 0;
+        };
+        let before = self.known.len();
+        for m in &maps {
+            self.add_mapping(m);
+        }
+        self.known.len() - before
+    }
+
+    /// Add one executable mapping (e.g. from a `PERF_RECORD_MMAP2`), if not
+    /// known yet.
+    pub fn add_mapping(&mut self, m: &crate::symbols::MapEntry) {
+        use framehop::Unwinder;
+        if !m.is_exec() || !m.is_file() || self.known.contains(&(m.start, m.end)) {
+            return;
+        }
+        self.known.push((m.start, m.end));
+        if let Some(module) = load_module(m) {
+            self.unwinder.add_module(module);
+        }
+    }
+
+    /// Like [`walk_frame_pointers`], with DWARF CFI where the modules have it.
+    pub fn walk(
+        &mut self,
+        ip: u64,
+        sp: u64,
+        bp: u64,
+        stack: &[u8],
+        max: usize,
+        out: &mut Vec<u64>,
+    ) -> Walk {
+        use framehop::Unwinder;
+        out.clear();
+        if max == 0 {
+            return Walk::default();
+        }
+        // A module not known yet (a library loaded since): look again, but
+        // at most every 100 ms (code outside any file, e.g. JIT, never is).
+        if !self.covers(ip)
+            && self
+                .last_refresh
+                .is_none_or(|t| t.elapsed() > std::time::Duration::from_millis(100))
+        {
+            self.refresh();
+        }
+        let end = sp.saturating_add(stack.len() as u64);
+        let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            if addr < sp || addr.checked_add(8).is_none_or(|e| e > end) {
+                return Err(());
+            }
+            let off = (addr - sp) as usize;
+            Ok(u64::from_ne_bytes(
+                stack[off..off + 8].try_into().map_err(|_| ())?,
+            ))
+        };
+        let regs = framehop::x86_64::UnwindRegsX86_64::new(ip, sp, bp);
+        let mut frames = self
+            .unwinder
+            .iter_frames(ip, regs, &mut self.cache, &mut read_stack);
+        while out.len() < max {
+            match frames.next() {
+                Ok(Some(f)) => out.push(f.address()),
+                Ok(None) => break,
+                Err(framehop::Error::CouldNotReadStack(a)) => {
+                    return Walk {
+                        truncated: a >= sp && a - sp < STACK_SPAN,
+                    };
+                }
+                Err(_) => break,
+            }
+        }
+        Walk::default()
+    }
+}
+
+/// The unwind sections of the ELF file behind one executable mapping.
+fn load_module(m: &crate::symbols::MapEntry) -> Option<framehop::Module<Vec<u8>>> {
+    use object::{Object, ObjectSection, ObjectSegment};
+    let f = std::fs::File::open(&m.path).ok()?;
+    // SAFETY: a read-only private mapping of a file; a concurrent change to
+    // the file can give wrong unwind data, not undefined behaviour here:
+    // the bytes are copied out before use.
+    let data = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    let file = object::File::parse(&*data).ok()?;
+    // The load bias: where the segment behind this mapping was meant to be,
+    // against where it is. The mapping starts at the segment's offset
+    // rounded down to a page, which can lie inside the previous segment:
+    // take the executable segment whose page range holds it.
+    let page = 4096u64;
+    let seg = file.segments().find(|s| {
+        let (off, size) = s.file_range();
+        let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags & object::elf::PF_X != object::elf::ProgramFlags(0));
+        exec && off & !(page - 1) <= m.offset && m.offset < off + size
+    })?;
+    let (seg_off, _) = seg.file_range();
+    let svma_at_start = (seg.address() + m.offset).wrapping_sub(seg_off);
+    let bias = m.start.wrapping_sub(svma_at_start);
+    let section = |name: &str| {
+        let s = file.section_by_name(name)?;
+        Some((s.address()..s.address() + s.size(), s.data().ok()?.to_vec()))
+    };
+    let (eh_frame_svma, eh_frame) = section(".eh_frame").unzip();
+    let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr").unzip();
+    let (text_svma, text) = section(".text").unzip();
+    eh_frame.as_ref()?;
+    let info = framehop::ExplicitModuleSectionInfo {
+        base_svma: 0,
+        text_svma,
+        text,
+        eh_frame_svma,
+        eh_frame,
+        eh_frame_hdr_svma,
+        eh_frame_hdr,
+        ..Default::default()
+    };
+    Some(framehop::Module::new(
+        m.path.clone(),
+        m.start..m.end,
+        bias,
+        info,
+    ))
 }
 
 #[cfg(test)]

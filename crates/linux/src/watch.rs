@@ -210,7 +210,7 @@ fn user_reg(regs: &[u64], mask: u64, reg: u32) -> Option<u64> {
 
 /// A non-hit record seen while draining (with [`WatcherBuilder::task_events`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TaskRecord {
+pub enum TaskRecord<'a> {
     /// A thread or process was created.
     Fork {
         /// New thread id.
@@ -225,6 +225,22 @@ pub enum TaskRecord {
     },
     /// The kernel throttled (`true`) or unthrottled a watch's event.
     Throttle(bool),
+    /// A process mapped an executable file (sampling with
+    /// [`Callchain::Copied`] asks for these, so that code loaded after the
+    /// watch started can be unwound and symbolized even after the process
+    /// is gone).
+    Mmap {
+        /// Process id.
+        pid: u32,
+        /// First address.
+        start: u64,
+        /// One past the last address.
+        end: u64,
+        /// File offset mapped at `start`.
+        offset: u64,
+        /// The file.
+        path: &'a str,
+    },
 }
 
 /// How the threads of a process were attached.
@@ -278,7 +294,7 @@ pub struct Watcher {
     /// What each sample carries (None when counting).
     spec: Option<SampleSpec>,
     /// The drain's buffer for callchains walked from copied stacks.
-    chain_buf: Mutex<Vec<u64>>,
+    chain_buf: Mutex<(Vec<u64>, Option<crate::unwind::DwarfUnwinder>)>,
     child: Mutex<Option<Child>>,
     exit: Mutex<Option<ExitStatus>>,
     pid: Option<i32>,
@@ -492,6 +508,12 @@ fn event_attr(
         }
         if task_events && first {
             a = a.task_events(true);
+        }
+        // Where code gets mapped (libraries loaded after the watch began):
+        // the drain unwinds copied stacks with it.
+        if first && spec.stack_bytes != 0 {
+            a.raw_mut().set_mmap(1);
+            a.raw_mut().set_mmap2(1);
         }
         if kernel_reads_lost() {
             a = a.read_lost(true);
@@ -821,7 +843,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         lost: AtomicU64::new(0),
         malformed: AtomicU64::new(0),
         wrapped: AtomicU64::new(0),
-        chain_buf: Mutex::new(Vec::new()),
+        chain_buf: Mutex::new((Vec::new(), None)),
         spec,
         child: Mutex::new(child),
         exit: Mutex::new(None),
@@ -1236,7 +1258,7 @@ impl Watcher {
     pub fn drain_with_tasks(
         &self,
         mut f: impl FnMut(&WatchHit<'_>),
-        mut task: impl FnMut(TaskRecord),
+        mut task: impl FnMut(TaskRecord<'_>),
     ) -> u64 {
         let mut hits = 0;
         let copied = matches!(
@@ -1249,7 +1271,12 @@ impl Watcher {
         let regs_mask = self.spec.map_or(0, |s| s.regs_mask);
         let max_depth = if copied { max_stack() as usize } else { 0 };
         // One buffer for the walked chains, reused for every hit.
-        let mut chain = std::mem::take(&mut *self.chain_buf.lock().unwrap());
+        let (mut chain, mut dwarf) = std::mem::take(&mut *self.chain_buf.lock().unwrap());
+        // One process: walk with its modules' CFI. CPU-wide hits come from
+        // any process: frame pointers only.
+        if copied && dwarf.is_none() {
+            dwarf = self.pid.map(crate::unwind::DwarfUnwinder::new);
+        }
         for r in &self.rings {
             let mut ring = r.lock().unwrap();
             let st: DrainStats = ring.drain(|rec| match rec {
@@ -1263,14 +1290,13 @@ impl Watcher {
                     let callchain = if copied {
                         let reg = |r| user_reg(s.regs, regs_mask, r).unwrap_or(0);
                         let ip = user_reg(s.regs, regs_mask, PERF_REG_X86_IP).unwrap_or(s.ip);
-                        stack_truncated = crate::unwind::walk_frame_pointers(
-                            ip,
-                            reg(PERF_REG_X86_SP),
-                            reg(PERF_REG_X86_BP),
-                            stack,
-                            max_depth,
-                            &mut chain,
-                        )
+                        let (sp, bp) = (reg(PERF_REG_X86_SP), reg(PERF_REG_X86_BP));
+                        stack_truncated = match dwarf.as_mut() {
+                            Some(d) => d.walk(ip, sp, bp, stack, max_depth, &mut chain),
+                            None => crate::unwind::walk_frame_pointers(
+                                ip, sp, bp, stack, max_depth, &mut chain,
+                            ),
+                        }
                         .truncated;
                         &chain[..]
                     } else {
@@ -1300,12 +1326,35 @@ impl Watcher {
                 }),
                 Record::Exit(t) => task(TaskRecord::Exit { tid: t.tid }),
                 Record::Throttle { unthrottle, .. } => task(TaskRecord::Throttle(!unthrottle)),
+                Record::Mmap {
+                    pid,
+                    addr,
+                    len,
+                    pgoff,
+                    prot,
+                    filename,
+                } if prot & libc::PROT_EXEC as u32 != 0 => {
+                    let Ok(path) = std::str::from_utf8(filename) else {
+                        return;
+                    };
+                    let m = crate::symbols::MapEntry::executable(addr, addr + len, pgoff, path);
+                    if let Some(d) = dwarf.as_mut() {
+                        d.add_mapping(&m);
+                    }
+                    task(TaskRecord::Mmap {
+                        pid,
+                        start: addr,
+                        end: addr + len,
+                        offset: pgoff,
+                        path,
+                    });
+                }
                 _ => {}
             });
             self.malformed.fetch_add(st.malformed, Ordering::Relaxed);
             self.wrapped.fetch_add(st.copied, Ordering::Relaxed);
         }
-        *self.chain_buf.lock().unwrap() = chain;
+        *self.chain_buf.lock().unwrap() = (chain, dwarf);
         hits
     }
 

@@ -230,9 +230,9 @@ fn nested(depth: u32, p: &AtomicU64, n: u64) {
     std::hint::black_box(pad);
 }
 
-/// Walking frame pointers in a copied stack gives the kernel's callchain:
-/// the same frames when the copy holds the whole stack, a flagged prefix
-/// when it does not. Three watchers sample the same writes at once.
+/// Walking a copied stack gives the kernel's callchain: the same frames
+/// (and, through code without frame pointers, more) when the copy holds the
+/// whole stack, a flagged prefix when it does not. Three watchers sample the same writes at once.
 #[test]
 fn copied_stack_walk_gives_the_kernel_callchain_or_a_flagged_prefix() {
     let _g = slots();
@@ -269,9 +269,13 @@ fn copied_stack_walk_gives_the_kernel_callchain_or_a_flagged_prefix() {
         assert!(!ktrunc, "the kernel's walk is never flagged");
         assert!(kc.len() > 14, "12 nested frames + writer + test: {kc:x?}");
         assert_eq!(f[i].2, *kip);
-        assert_eq!(
-            &f[i].0, kc,
-            "hit {i}: a 64 KiB copy holds the whole test stack"
+        // The copy is walked with DWARF CFI where the modules have it, so
+        // it can go on past where the kernel's frame-pointer walk stops
+        // (glibc's `start_thread` keeps no frame pointer).
+        assert!(
+            f[i].0.starts_with(kc),
+            "hit {i}: a 64 KiB copy holds the whole test stack: {:x?} vs the kernel's {kc:x?}",
+            f[i].0
         );
         assert!(!f[i].1, "hit {i}: a complete walk is not flagged");
         let (sc, strunc, _) = &s[i];

@@ -131,7 +131,7 @@ fn task_records_report_threads_created_and_exiting() {
         |t| match t {
             TaskRecord::Fork { tid, ptid } => forks.push((tid, ptid)),
             TaskRecord::Exit { tid } => exits.push(tid),
-            TaskRecord::Throttle(_) => {}
+            TaskRecord::Throttle(_) | TaskRecord::Mmap { .. } => {}
         },
     );
     assert_eq!(hits, 3);

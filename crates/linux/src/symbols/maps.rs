@@ -28,6 +28,20 @@ pub struct MapEntry {
 }
 
 impl MapEntry {
+    /// An executable mapping of the file at `path` (as a
+    /// `PERF_RECORD_MMAP2` reports one: no inode is needed to use it).
+    pub fn executable(start: u64, end: u64, offset: u64, path: &str) -> Self {
+        MapEntry {
+            start,
+            end,
+            perms: "r-xp".into(),
+            offset,
+            inode: 1,
+            path: path.into(),
+            deleted: false,
+        }
+    }
+
     /// Whether `addr` lies in this mapping.
     pub fn contains(&self, addr: u64) -> bool {
         self.start <= addr && addr < self.end
