@@ -464,6 +464,9 @@ struct HitSink<'a> {
     err: Option<std::io::Error>,
     batch: Vec<(WatchHit<'static>, usize, usize, usize)>,
     arena: Vec<u64>,
+    /// With `--values`: each watch's bytes read just before the latest
+    /// drain, and when (`CLOCK_MONOTONIC`).
+    snapshot: (u64, Vec<Option<u64>>),
     /// Hits drained but not handled yet (see [`HitSink::emit`]), from
     /// `held.hits[held_start]` on; those before it were handled.
     held: Batch,
@@ -908,6 +911,7 @@ fn run_sampling(
         batch: Vec::new(),
         held: Batch::default(),
         held_start: 0,
+        snapshot: (0, Vec::new()),
         arena: Vec::new(),
         frames_buf: Vec::new(),
         line_buf: Vec::with_capacity(1024),
@@ -1121,6 +1125,23 @@ impl HitSink<'_> {
             arena: std::mem::take(&mut self.arena),
             ..Batch::default()
         };
+        if self.values {
+            // Memory before the drain: the value after a watch's last hit
+            // if no write came between (any write would be in this drain).
+            let t = monotonic_ns();
+            let vals = (0..self.s.plan.watches.len())
+                .map(|wi| {
+                    let pw = &self.s.plan.watches[wi];
+                    if pw.kind == ValueKind::Code {
+                        return None;
+                    }
+                    self.s
+                        .pid
+                        .and_then(|p| crate::sys::read_value(p, pw.addr, pw.len))
+                })
+                .collect();
+            self.snapshot = (t, vals);
+        }
         b.collect(w, self.values);
         let at = b.at_ns;
         self.hold(b);
@@ -1260,19 +1281,23 @@ impl HitSink<'_> {
             return;
         }
         let n = self.s.plan.watches.len();
+        // The memory read before the drain is the value after a watch's
+        // last drained hit when that hit came well before the read (a later
+        // write would have been drained too).
         let mut last = vec![usize::MAX; n];
-        for (i, (h, ..)) in batch.iter().enumerate() {
+        for (i, (h, ..)) in all.iter().enumerate() {
             last[self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0)] = i;
         }
+        let (read_at, read) = &self.snapshot;
         let now: Vec<Option<u64>> = (0..n)
             .map(|wi| {
-                let pw = &self.s.plan.watches[wi];
-                if last[wi] == usize::MAX || pw.kind == ValueKind::Code {
-                    return None;
+                let i = last[wi];
+                let settled = i < batch.len() && all[i].0.time.saturating_add(HOLD_NS) < *read_at;
+                if settled {
+                    read.get(wi).copied().flatten()
+                } else {
+                    None
                 }
-                self.s
-                    .pid
-                    .and_then(|p| crate::sys::read_value(p, pw.addr, pw.len))
             })
             .collect();
         let hit_at = |i: usize| {
@@ -1299,18 +1324,34 @@ impl HitSink<'_> {
             }
             prev_of[wi] = i;
         }
+        // The value before the watch's next hit is the value after this one
+        // if nothing wrote in between: true in memory order, and hits are in
+        // trap-time order. Two threads' traps can land in the other order
+        // when their writes are close together, so take it only from the
+        // same thread, or from a hit well after this one.
+        const SAFE_GAP_NS: u64 = 100_000;
+        let next_before = |i: usize| -> Option<u64> {
+            let j = *next.get(i)?;
+            let (hi, hj) = (&all.get(i)?.0, &all.get(j)?.0);
+            let ordered = hi.tid == hj.tid || hj.time.saturating_sub(hi.time) > SAFE_GAP_NS;
+            if ordered {
+                before[j]
+            } else {
+                None
+            }
+        };
         // Pass 2: the value before a hit is what its registers say, or the
         // value after the watch's previous hit; the value after it comes
         // from the writing instruction, or else from the next hit's
         // registers, or else (for the last hit of a drain) from memory.
-        for i in 0..batch.len() {
+        for (i, &bef) in before.iter().enumerate().take(batch.len()) {
             let h = hit_at(i);
             let wi = watch_of(&h);
-            let old = before[i].or(self.last_value[wi]);
+            let old = bef.or(self.last_value[wi]);
             let new = self
                 .value_at(&h, wi, old)
                 .0
-                .or(next.get(i).and_then(|&j| before.get(j).copied().flatten()))
+                .or(next_before(i))
                 .or(if last[wi] == i { now[wi] } else { None });
             self.last_value[wi] = new;
             self.on_hit(&h, old, new);

@@ -225,10 +225,11 @@ pub enum TaskRecord<'a> {
     },
     /// The kernel throttled (`true`) or unthrottled a watch's event.
     Throttle(bool),
-    /// A process mapped an executable file (sampling with
-    /// [`Callchain::Copied`] asks for these, so that code loaded after the
-    /// watch started can be unwound and symbolized even after the process
-    /// is gone).
+    /// A launched command mapped an executable file (sampling a launched
+    /// command asks for these, so that code loaded after the watch started
+    /// can be unwound and symbolized even after the process is gone). If
+    /// the ring is full, such a record is lost like a hit and counted in
+    /// [`Watcher::lost`].
     Mmap {
         /// Process id.
         pid: u32,
@@ -487,6 +488,7 @@ fn event_attr(
     spec: Option<SampleSpec>,
     task_events: bool,
     first: bool,
+    launch: bool,
     ring_bytes: u32,
 ) -> EventAttr {
     let mut a = EventAttr::breakpoint(&w.attr).disabled(true);
@@ -509,9 +511,13 @@ fn event_attr(
         if task_events && first {
             a = a.task_events(true);
         }
-        // Where code gets mapped (libraries loaded after the watch began):
-        // the drain unwinds copied stacks with it.
-        if first && spec.stack_bytes != 0 {
+        // Where a launched program maps code (its libraries, loaded after
+        // the watch began): the drain unwinds copied stacks with it, and a
+        // reader can symbolize the hits of a program already gone from
+        // /proc. A running process (-p) is read from /proc instead, so
+        // that its side-band records never share the ring, or the lost
+        // count, with hits.
+        if first && launch {
             a.raw_mut().set_mmap(1);
             a.raw_mut().set_mmap2(1);
         }
@@ -748,7 +754,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let mut a = event_attr(w, spec, task_events, i == 0, ring_bytes)
+            let mut a = event_attr(w, spec, task_events, i == 0, launch, ring_bytes)
                 .inherit(inherit)
                 .inherit_thread(inherit);
             if launch && !w.attr.disabled {
