@@ -253,6 +253,12 @@ enum End {
 }
 
 impl Session {
+    /// The user's watch (index into `plan.watches`) that slot piece
+    /// `piece` belongs to (a wide variable is split over several).
+    fn watch_of(&self, piece: usize) -> usize {
+        self.piece_watch.get(piece).copied().unwrap_or(0)
+    }
+
     /// Whether the target is gone (and how), checked without blocking.
     fn ended(&self) -> Option<String> {
         if self.launched {
@@ -570,7 +576,7 @@ impl HitSink<'_> {
     /// One hit. `old`/`new` are the values shown on either side of the arrow
     /// (`None` shows `…`: the value was not seen at that point).
     fn on_hit(&mut self, h: &WatchHit<'_>, old: Option<u64>, value: Option<u64>) {
-        let wi = self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0);
+        let wi = self.s.watch_of(h.watch_idx);
         let w = &self.s.plan.watches[wi];
         // The kernel's user callchain starts with the IP itself.
         self.stack_buf.clear();
@@ -1231,10 +1237,10 @@ impl HitSink<'_> {
             if h.time.saturating_add(WAIT_NS) < cutoff {
                 continue;
             }
-            let wi = self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0);
+            let wi = self.s.watch_of(h.watch_idx);
             let has_next = held.hits[i + 1..]
                 .iter()
-                .any(|(n, ..)| self.s.piece_watch.get(n.watch_idx).copied().unwrap_or(0) == wi);
+                .any(|(n, ..)| self.s.watch_of(n.watch_idx) == wi);
             if has_next {
                 continue;
             }
@@ -1286,7 +1292,7 @@ impl HitSink<'_> {
         // write would have been drained too).
         let mut last = vec![usize::MAX; n];
         for (i, (h, ..)) in all.iter().enumerate() {
-            last[self.s.piece_watch.get(h.watch_idx).copied().unwrap_or(0)] = i;
+            last[self.s.watch_of(h.watch_idx)] = i;
         }
         let (read_at, read) = &self.snapshot;
         let now: Vec<Option<u64>> = (0..n)
@@ -1308,8 +1314,8 @@ impl HitSink<'_> {
                 ..*h
             }
         };
-        let piece_watch = &self.s.piece_watch;
-        let watch_of = |h: &WatchHit<'_>| piece_watch.get(h.watch_idx).copied().unwrap_or(0);
+        let session = self.s;
+        let watch_of = |h: &WatchHit<'_>| session.watch_of(h.watch_idx);
         // Pass 1: the value before each hit, where its registers keep it
         // (xchg, xadd, cmpxchg), and each hit's next hit of the same watch.
         let mut before = Vec::with_capacity(all.len());

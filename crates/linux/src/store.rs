@@ -71,12 +71,7 @@ pub struct Regs<'a> {
 
 impl Regs<'_> {
     fn get(&self, n: u32) -> Option<u64> {
-        if n >= 64 || self.mask & (1 << n) == 0 {
-            return None;
-        }
-        self.regs
-            .get((self.mask & ((1u64 << n) - 1)).count_ones() as usize)
-            .copied()
+        crate::watch::user_reg(self.regs, self.mask, n)
     }
 
     /// The value of a general-purpose register operand, zero-extended from its size.

@@ -214,11 +214,7 @@ impl DwarfUnwinder {
 /// The unwind sections of the ELF file behind one executable mapping.
 fn load_module(m: &crate::symbols::MapEntry) -> Option<framehop::Module<Vec<u8>>> {
     use object::{Object, ObjectSection, ObjectSegment};
-    let f = std::fs::File::open(&m.path).ok()?;
-    // SAFETY: a read-only private mapping of a file; a concurrent change to
-    // the file can give wrong unwind data, not undefined behaviour here:
-    // the bytes are copied out before use.
-    let data = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    let data = crate::symbols::map_file(std::path::Path::new(&m.path))?;
     let file = object::File::parse(&*data).ok()?;
     // The load bias: where the segment behind this mapping was meant to be,
     // against where it is. The mapping starts at the segment's offset

@@ -200,7 +200,8 @@ impl WatchHit<'_> {
     }
 }
 
-fn user_reg(regs: &[u64], mask: u64, reg: u32) -> Option<u64> {
+/// Register `reg` of `regs`, which holds the registers of `mask` in bit order.
+pub(crate) fn user_reg(regs: &[u64], mask: u64, reg: u32) -> Option<u64> {
     if reg >= 64 || mask & (1 << reg) == 0 {
         return None;
     }

@@ -16,11 +16,7 @@ pub fn initial_value(path: &Path, addr: u64, len: u64) -> Option<u64> {
     if len == 0 || len > 8 {
         return None;
     }
-    let f = std::fs::File::open(path).ok()?;
-    // SAFETY: a read-only private mapping; a concurrent change to the file
-    // can give wrong bytes (the caller then shows a wrong initial value), not
-    // undefined behaviour in safe code that only reads byte slices.
-    let data = unsafe { memmap2::Mmap::map(&f) }.ok()?;
+    let data = super::map_file(path)?;
     let file = object::File::parse(&*data).ok()?;
     if let Some(relocs) = file.dynamic_relocations() {
         for (off, _) in relocs {

@@ -42,6 +42,16 @@ mod split;
 mod symbolizer;
 
 pub use error::SymbolError;
+
+/// Map a file read-only, for parsing with `object` without reading it
+/// whole (a debug build's binary is tens of MB).
+pub(crate) fn map_file(path: &std::path::Path) -> Option<memmap2::Mmap> {
+    let f = std::fs::File::open(path).ok()?;
+    // SAFETY: a read-only private mapping. If the file changes underneath,
+    // parsers see wrong bytes (and give wrong answers or errors), which is
+    // not undefined behaviour in the safe code that reads the byte slice.
+    unsafe { memmap2::Mmap::map(&f) }.ok()
+}
 pub use initial::initial_value;
 pub use maps::{parse_maps, read_maps, MapEntry};
 pub use resolver::Resolver;
