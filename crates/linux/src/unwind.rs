@@ -36,6 +36,14 @@ pub struct Walk {
     pub truncated: bool,
 }
 
+/// The word at `addr` of a stack copy that starts at `sp`, if it lies
+/// wholly in the copy.
+fn stack_word(stack: &[u8], sp: u64, addr: u64) -> Option<u64> {
+    let off = usize::try_from(addr.checked_sub(sp)?).ok()?;
+    let bytes = stack.get(off..off.checked_add(8)?)?;
+    Some(u64::from_ne_bytes(bytes.try_into().ok()?))
+}
+
 /// How far above SP a frame pointer may lie and still be taken for a frame
 /// of the same stack that the copy did not reach: the default thread stack
 /// size (8 MiB). Beyond that the value is not a frame pointer of this stack
@@ -64,10 +72,7 @@ pub fn walk_frame_pointers(
     }
     out.push(ip);
     let end = sp.saturating_add(stack.len() as u64);
-    let word = |at: u64| -> u64 {
-        let off = (at - sp) as usize;
-        u64::from_ne_bytes(stack[off..off + 8].try_into().expect("8 bytes"))
-    };
+    let word = |at: u64| stack_word(stack, sp, at).unwrap_or(0);
     let mut fp = bp;
     while out.len() < max {
         // A frame is two words at fp: the saved frame pointer, then the
@@ -181,16 +186,7 @@ impl DwarfUnwinder {
         {
             self.refresh();
         }
-        let end = sp.saturating_add(stack.len() as u64);
-        let mut read_stack = |addr: u64| -> Result<u64, ()> {
-            if addr < sp || addr.checked_add(8).is_none_or(|e| e > end) {
-                return Err(());
-            }
-            let off = (addr - sp) as usize;
-            Ok(u64::from_ne_bytes(
-                stack[off..off + 8].try_into().map_err(|_| ())?,
-            ))
-        };
+        let mut read_stack = |addr: u64| stack_word(stack, sp, addr).ok_or(());
         let regs = framehop::x86_64::UnwindRegsX86_64::new(ip, sp, bp);
         let mut frames = self
             .unwinder
