@@ -103,7 +103,7 @@ pub fn walk_frame_pointers(
 /// module or no CFI covers an address, `framehop` walks frame pointers.
 pub struct DwarfUnwinder {
     pid: i32,
-    unwinder: framehop::x86_64::UnwinderX86_64<Vec<u8>>,
+    unwinder: framehop::x86_64::UnwinderX86_64<Section>,
     cache: framehop::x86_64::CacheX86_64,
     /// Executable mappings added (start, end), and those tried but unusable.
     known: Vec<(u64, u64)>,
@@ -208,10 +208,24 @@ impl DwarfUnwinder {
 }
 
 /// The unwind sections of the ELF file behind one executable mapping.
-fn load_module(m: &crate::symbols::MapEntry) -> Option<framehop::Module<Vec<u8>>> {
+/// A section of a mapped file, handed to `framehop` without copying it (a
+/// large program's `.text` is tens of MB).
+struct Section {
+    map: std::sync::Arc<memmap2::Mmap>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Section {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map[self.range.clone()]
+    }
+}
+
+fn load_module(m: &crate::symbols::MapEntry) -> Option<framehop::Module<Section>> {
     use object::{Object, ObjectSection, ObjectSegment};
-    let data = crate::symbols::map_file(std::path::Path::new(&m.path))?;
-    let file = object::File::parse(&*data).ok()?;
+    let map = std::sync::Arc::new(crate::symbols::map_file(std::path::Path::new(&m.path))?);
+    let file = object::File::parse(&**map).ok()?;
     // The load bias: where the segment behind this mapping was meant to be,
     // against where it is. The mapping starts at the segment's offset
     // rounded down to a page, which can lie inside the previous segment:
@@ -227,7 +241,14 @@ fn load_module(m: &crate::symbols::MapEntry) -> Option<framehop::Module<Vec<u8>>
     let bias = m.start.wrapping_sub(svma_at_start);
     let section = |name: &str| {
         let s = file.section_by_name(name)?;
-        Some((s.address()..s.address() + s.size(), s.data().ok()?.to_vec()))
+        let (off, size) = s.file_range()?;
+        let range = usize::try_from(off).ok()?..usize::try_from(off + size).ok()?;
+        map.get(range.clone())?;
+        let data = Section {
+            map: map.clone(),
+            range,
+        };
+        Some((s.address()..s.address() + s.size(), data))
     };
     let (eh_frame_svma, eh_frame) = section(".eh_frame").unzip();
     let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr").unzip();
@@ -241,7 +262,13 @@ fn load_module(m: &crate::symbols::MapEntry) -> Option<framehop::Module<Vec<u8>>
         eh_frame,
         eh_frame_hdr_svma,
         eh_frame_hdr,
-        ..Default::default()
+        stubs_svma: None,
+        stub_helper_svma: None,
+        got_svma: None,
+        unwind_info: None,
+        debug_frame: None,
+        text_segment_svma: None,
+        text_segment: None,
     };
     Some(framehop::Module::new(
         m.path.clone(),
