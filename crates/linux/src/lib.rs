@@ -64,8 +64,11 @@
 
 #![warn(missing_docs)]
 
+pub mod bpf;
+pub mod cond;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod launch;
 pub mod procfs;
 pub mod ptrace;
@@ -73,6 +76,7 @@ pub mod record;
 pub mod ring;
 mod selfattach;
 pub mod sigtrap;
+pub mod stop;
 pub mod store;
 pub mod symbols;
 pub mod threads;
