@@ -183,7 +183,10 @@ fn stop_leaves_the_process_stopped_right_after_the_first_matching_write() {
     assert_eq!(rec.ip, s.after_write, "the trap's IP is after the store");
     // Every thread is stopped (wait_group_stop checks the states): the main
     // thread and the writers started by then (the 3rd may not exist yet).
-    assert!(threads.len() >= 2 && threads.iter().all(|t| t.state == 'T'), "{threads:?}");
+    assert!(
+        threads.len() >= 2 && threads.iter().all(|t| t.state == 'T'),
+        "{threads:?}"
+    );
     let writer = threads.iter().find(|t| t.tid == rec.tid as i32).unwrap();
     assert_eq!(writer.user_ip, Some(s.after_write), "{threads:?}");
     assert_eq!(stop::read_u64(s.pid, s.value, 8).unwrap(), 7);
