@@ -55,7 +55,6 @@ impl Machine for Flat {
     fn current(&self, _cpu: CpuId) -> Option<TaskId> {
         None
     }
-    fn set_single_step(&mut self, _cpu: CpuId, _on: bool) {}
     fn now(&self) -> u64 {
         0
     }

@@ -314,7 +314,6 @@ mod tests {
         fn current(&self, _: CpuId) -> Option<TaskId> {
             None
         }
-        fn set_single_step(&mut self, _: CpuId, _: bool) {}
         fn now(&self) -> u64 {
             0
         }

@@ -39,7 +39,6 @@
 //!     fn is_online(&self, _: CpuId) -> bool { true }
 //!     fn regs(&mut self, cpu: CpuId) -> &mut dyn DebugRegs { &mut self.0[cpu.idx()] }
 //!     fn current(&self, _: CpuId) -> Option<TaskId> { None }
-//!     fn set_single_step(&mut self, _: CpuId, _: bool) {}
 //!     fn now(&self) -> u64 { 0 }
 //! }
 //!
@@ -85,5 +84,5 @@ pub mod target;
 pub use attr::{Access, BpAttr};
 pub use bp::BpId;
 pub use error::Error;
-pub use machine::Machine;
+pub use machine::{Machine, SingleStep};
 pub use target::{CpuId, Target, TaskId};

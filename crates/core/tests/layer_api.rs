@@ -187,8 +187,8 @@ impl hwbreak_core::Machine for Knows {
         let c = st.current.iter().position(|&t| t == Some(task))?;
         Some(CpuId(c as u32))
     }
-    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
-        self.m.set_single_step(cpu, on)
+    fn single_step(&mut self) -> Option<&mut dyn hwbreak_core::SingleStep> {
+        self.m.single_step()
     }
     fn now(&self) -> u64 {
         self.m.now()

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use hwbreak_core::arch::DebugRegs;
-use hwbreak_core::{CpuId, Machine, TaskId};
+use hwbreak_core::{CpuId, Machine, SingleStep, TaskId};
 
 use crate::hw::{Armed, CpuFlags, Hw, RegFault, RegFile, RegValues};
 
@@ -59,6 +59,8 @@ pub struct SimMachine {
     /// Target for the layer's accesses to a CPU that does not exist: an
     /// offline register file, so every write there is recorded as a fault.
     void: RegFile,
+    /// Whether [`Machine::single_step`] offers the capability.
+    has_single_step: bool,
 }
 
 impl SimMachine {
@@ -79,7 +81,15 @@ impl SimMachine {
             clock: 0,
             running: HashMap::new(),
             void,
+            has_single_step: true,
         }
+    }
+
+    /// Offer (`true`, the default) or withdraw the single-step capability, to
+    /// test a machine without one: the layer then refuses breakpoints that
+    /// need a step-over.
+    pub fn set_has_single_step(&mut self, has: bool) {
+        self.has_single_step = has;
     }
 
     /// The hardware model.
@@ -208,13 +218,25 @@ impl Machine for SimMachine {
             .filter(|&c| self.is_online(c))
     }
 
-    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
-        if let Some(c) = self.cpus.get_mut(cpu.idx()) {
-            c.flags.single_step = on;
+    /// Every simulated CPU has single-step (x86 TF, arm64 MDSCR.SS, POWER
+    /// MSR.SE), unless a test withdrew it ([`SimMachine::set_has_single_step`]).
+    fn single_step(&mut self) -> Option<&mut dyn SingleStep> {
+        if self.has_single_step {
+            Some(self)
+        } else {
+            None
         }
     }
 
     fn now(&self) -> u64 {
         self.clock
+    }
+}
+
+impl SingleStep for SimMachine {
+    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
+        if let Some(c) = self.cpus.get_mut(cpu.idx()) {
+            c.flags.single_step = on;
+        }
     }
 }

@@ -72,7 +72,9 @@ impl Layer {
     ///
     /// Errors: [`Error::Arch`] (the arch refused the attributes),
     /// [`Error::NoSuchPool`], [`Error::NoSuchCpu`], [`Error::CpuOffline`]
-    /// (a [`Target::Cpu`] that is offline), [`Error::NoSlot`].
+    /// (a [`Target::Cpu`] that is offline), [`Error::NoSlot`],
+    /// [`Error::NeedsSingleStep`] (the arch traps before this access and the
+    /// machine cannot step over it).
     pub fn register(&self, m: &mut dyn Machine, req: Request) -> Result<BpId, Error> {
         let target = req.target;
         if let Some(cpu) = target.cpu() {
@@ -81,7 +83,7 @@ impl Layer {
                 return Err(Error::CpuOffline(cpu));
             }
         }
-        let arch_bp = self.parse(&req.attr)?;
+        let arch_bp = self.parse(m, &req.attr)?;
         let pool = arch_bp.pool;
         let book = booked(req.reserve_on_enable, &req.attr);
 
@@ -306,9 +308,9 @@ impl Layer {
     /// not fit, the old one stays, untouched.
     ///
     /// Errors: [`Error::Arch`], [`Error::NoSuchPool`], [`Error::NoSlot`],
-    /// [`Error::UnknownBreakpoint`].
+    /// [`Error::NeedsSingleStep`], [`Error::UnknownBreakpoint`].
     pub fn modify(&self, m: &mut dyn Machine, id: BpId, attr: BpAttr) -> Result<(), Error> {
-        let new = self.parse(&attr)?;
+        let new = self.parse(m, &attr)?;
         let mut guard = self.books.lock();
         let b = &mut *guard;
         let bp = b.bps.get(&id).ok_or(Error::UnknownBreakpoint(id))?;

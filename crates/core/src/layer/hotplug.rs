@@ -7,7 +7,7 @@ use crate::arch::Pool;
 use crate::bp::BpId;
 use crate::error::Error;
 use crate::install::Installed;
-use crate::machine::Machine;
+use crate::machine::{set_single_step, Machine};
 use crate::target::{CpuId, Target};
 
 use super::wide::Wide;
@@ -107,7 +107,7 @@ impl Layer {
                 }
                 if t.has_pending() {
                     t.pending.iter_mut().for_each(|p| *p = None);
-                    m.set_single_step(cpu, false);
+                    set_single_step(m, cpu, false);
                 }
                 t.unclaim_all();
                 debug_assert_eq!(t.count(Pool::Inst) + t.count(Pool::Data), 0);

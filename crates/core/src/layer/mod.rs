@@ -191,11 +191,15 @@ impl Layer {
         Ok(())
     }
 
-    /// Parse with the arch, and check the pool exists: no booking yet.
-    fn parse(&self, attr: &BpAttr) -> Result<ArchBp, Error> {
+    /// Parse with the arch, check the pool exists and that the machine can
+    /// step over what traps before the access: no booking yet.
+    fn parse(&self, m: &mut dyn Machine, attr: &BpAttr) -> Result<ArchBp, Error> {
         let bp = self.arch.parse(attr)?;
         if self.arch.slots(bp.pool) == 0 {
             return Err(Error::NoSuchPool { pool: bp.pool });
+        }
+        if self.arch.needs_step_over(&bp) && m.single_step().is_none() {
+            return Err(Error::NeedsSingleStep { pool: bp.pool });
         }
         Ok(bp)
     }
