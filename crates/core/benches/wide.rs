@@ -130,7 +130,7 @@ fn bench(c: &mut Criterion) {
         );
         assert_eq!(layer.registered().len(), 1, "the bench leaks nothing");
         assert_eq!(
-            layer.free_everywhere(Pool::Data),
+            layer.debugger().free_everywhere(Pool::Data),
             Ok(3),
             "every booking of the bench was given back"
         );
@@ -166,7 +166,7 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
-    assert_eq!(layer.free_everywhere(Pool::Data), Ok(2));
+    assert_eq!(layer.debugger().free_everywhere(Pool::Data), Ok(2));
     g.finish();
 }
 

@@ -89,6 +89,7 @@ impl CpuTable {
 
     /// Claim a register of `pool` for the debugger: the first one neither
     /// occupied nor claimed. Never allocates.
+    #[cfg(feature = "debugger")]
     pub fn claim(&mut self, pool: Pool) -> Option<usize> {
         let claimed = self.claimed[pool.idx()];
         let slot = self.slots[pool.idx()]
@@ -100,6 +101,7 @@ impl CpuTable {
     }
 
     /// Give a claimed register back. Returns whether it was claimed.
+    #[cfg(feature = "debugger")]
     pub fn unclaim(&mut self, pool: Pool, slot: usize) -> bool {
         let bit = 1u32.checked_shl(slot as u32).unwrap_or(0);
         let was = self.claimed[pool.idx()] & bit != 0;
@@ -108,6 +110,7 @@ impl CpuTable {
     }
 
     /// Registers of `pool` the debugger claims.
+    #[cfg(feature = "debugger")]
     pub fn claims(&self, pool: Pool) -> usize {
         self.claimed[pool.idx()].count_ones() as usize
     }

@@ -381,7 +381,7 @@ fn a_pool_the_arch_lacks_is_no_such_pool() {
         Err(Error::NoSuchPool { pool: Pool::Inst })
     );
     assert_eq!(
-        l.try_reserve(Pool::Inst),
+        l.debugger().try_reserve(Pool::Inst),
         Err(Error::NoSuchPool { pool: Pool::Inst })
     );
     let id = l

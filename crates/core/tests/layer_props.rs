@@ -372,14 +372,14 @@ impl Rig {
                 }
                 next.dbg_held += 1;
                 let expect_ok = next.fits();
-                let r = self.guarded(|l, _| l.try_reserve(Pool::Data));
+                let r = self.guarded(|l, _| l.debugger().try_reserve(Pool::Data));
                 assert_eq!(r.is_ok(), expect_ok, "{r:?}");
                 if r.is_ok() {
                     self.model = next;
                 }
             }
             Op::DbgRelease => {
-                let r = self.guarded(|l, _| l.try_release(DbgSlot { pool: Pool::Data }));
+                let r = self.guarded(|l, _| l.debugger().try_release(DbgSlot { pool: Pool::Data }));
                 if self.model.dbg_held == 0 {
                     assert_eq!(r, Err(Error::NotReserved { pool: Pool::Data }));
                 } else {

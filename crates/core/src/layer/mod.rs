@@ -8,7 +8,8 @@
 //! - [`sched`]: the scheduling hooks (`switch_task`, `task_exit`) and where a
 //!   task runs;
 //! - [`hotplug`]: `cpu_online` / `cpu_offline`;
-//! - [`debugger`]: the kgdb try-path ([`DbgSlot`], [`DebugSession`]);
+//! - `debugger`: the kgdb try-path, an optional part behind the `debugger`
+//!   cargo feature (on by default) and its own handle, `Layer::debugger()`;
 //! - [`snapshot`]: the layer's whole state, for before/after comparisons;
 //! - `wide`: the [`crate::fanout::Domain`] that books and installs a wide
 //!   breakpoint CPU by CPU.
@@ -35,6 +36,7 @@
 //!   at registration time ([`Machine::current`]) gets them at once.
 
 pub mod api;
+#[cfg(feature = "debugger")]
 pub mod debugger;
 pub mod hotplug;
 pub mod sched;
@@ -63,7 +65,8 @@ use crate::target::{CpuId, Target, TaskId};
 pub use crate::bp::{Callback, Hit};
 pub use crate::dispatch::Dispatched;
 pub use api::Request;
-pub use debugger::{DbgSlot, DebugSession};
+#[cfg(feature = "debugger")]
+pub use debugger::{DbgSlot, DebugSession, Debugger};
 pub use snapshot::{BpSnapshot, Snapshot};
 use wide::Hint;
 
@@ -117,7 +120,8 @@ struct Books {
     /// Debugger-held slots per CPU per pool (preallocated: the debugger path
     /// never allocates).
     dbg: Vec<[u16; 2]>,
-    /// Outstanding [`DbgSlot`]s per pool.
+    /// Outstanding debugger slots (`DbgSlot`) per pool.
+    #[cfg(feature = "debugger")]
     dbg_held: [usize; 2],
 }
 
@@ -148,6 +152,7 @@ impl Layer {
                 running: BTreeMap::new(),
                 online: alloc::vec![true; possible_cpus],
                 dbg: alloc::vec![[0; 2]; possible_cpus],
+                #[cfg(feature = "debugger")]
                 dbg_held: [0; 2],
             }),
             tables: (0..possible_cpus)
