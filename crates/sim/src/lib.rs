@@ -38,6 +38,7 @@
 //! ```
 //!
 //! The README's main job is `cargo run --release --example wide -p hwbreak-sim`.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod error;
