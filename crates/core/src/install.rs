@@ -193,10 +193,13 @@ impl CpuTable {
         pool: Pool,
         slot: usize,
     ) -> Option<Installed> {
+        // The entry leaves the table first, then the arch disarms the slot
+        // (control before address: the comparator never matches a
+        // half-cleared slot). No one sees the two disagree: dispatch reads
+        // the table under this CPU's table lock, which the caller holds. A
+        // hit raised before the disarm and dispatched after no longer finds
+        // this breakpoint: an empty slot is a stray, counted, not delivered.
         let e = self.slots[pool.idx()].get_mut(slot)?.take()?;
-        // The arch disables the slot before clearing its address, so a hit can
-        // never come from a half-cleared slot; the table entry goes last, so a
-        // concurrent reader never sees an empty entry for an armed register.
         arch.uninstall(m.regs(cpu), pool, slot);
         Some(e)
     }

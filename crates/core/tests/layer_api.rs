@@ -9,7 +9,16 @@ use std::sync::Arc;
 
 use hwbreak_core::arch::{ArchError, Pool};
 use hwbreak_core::events::Record;
-use hwbreak_core::layer::{Hit, Request};
+use hwbreak_core::layer::{Hit, InstalledBp, Request};
+
+/// The data-pool register `slot`, holding `bp`.
+fn slot(slot: usize, bp: BpId) -> InstalledBp {
+    InstalledBp {
+        pool: Pool::Data,
+        slot,
+        bp,
+    }
+}
 use hwbreak_core::{Access, BpAttr, BpId, CpuId, Error, Target, TaskId};
 use layer_support::*;
 
@@ -108,7 +117,7 @@ fn task_breakpoint_is_installed_exactly_while_the_task_runs() {
     m.set_current(0, Some(t));
     l.switch_task(&mut m, CpuId(0), None, Some(t), false);
     assert_eq!(m.armed(0).len(), 1);
-    assert_eq!(l.installed(CpuId(0)), vec![(Pool::Data, 0, id)]);
+    assert_eq!(l.installed(CpuId(0)), vec![slot(0, id)]);
 
     // Another task arrives: ours leaves.
     l.switch_task(&mut m, CpuId(0), Some(t), Some(TaskId(8)), false);
@@ -156,7 +165,7 @@ fn task_already_running_at_registration_gets_its_breakpoint_at_once() {
             Request::new(BpAttr::write(0x30, 4), Target::Task(TaskId(5))),
         )
         .unwrap();
-    assert_eq!(l.installed(CpuId(2)), vec![(Pool::Data, 0, id)]);
+    assert_eq!(l.installed(CpuId(2)), vec![slot(0, id)]);
     assert_eq!(m.access(&l, 2, 0x30, Access::Write).0.delivered, 1);
 }
 
@@ -229,8 +238,8 @@ fn task_registration_asks_the_machine_where_the_task_runs_instead_of_scanning_cp
         "{} calls",
         m.current_calls.get()
     );
-    assert_eq!(l.installed(CpuId(900)), vec![(Pool::Data, 0, live)]);
-    assert!((0..1024).all(|c| !l.installed(CpuId(c)).iter().any(|&(_, _, id)| id == idle)));
+    assert_eq!(l.installed(CpuId(900)), vec![slot(0, live)]);
+    assert!((0..1024).all(|c| !l.installed(CpuId(c)).iter().any(|x| x.bp == idle)));
 }
 
 #[test]

@@ -224,7 +224,7 @@ fn a_claimed_register_is_never_used_by_the_layer() {
     assert_eq!(
         l.installed(CpuId(0))
             .iter()
-            .map(|x| x.1)
+            .map(|x| x.slot)
             .collect::<Vec<_>>(),
         vec![0, 2, 3]
     );
@@ -283,7 +283,7 @@ fn ending_a_session_drops_its_claims() {
         assert_eq!(
             l.installed(CpuId(c))
                 .iter()
-                .map(|x| x.1)
+                .map(|x| x.slot)
                 .collect::<Vec<_>>(),
             vec![0, 1]
         );

@@ -48,6 +48,6 @@ pub mod program;
 pub mod sim;
 
 pub use error::SimError;
-pub use machine::{SimMachine, MAX_CPUS};
+pub use machine::{CpuFault, SimMachine, MAX_CPUS};
 pub use program::{Op, Program};
 pub use sim::{BpOpts, InsnOutcome, Performed, Sim, Stats, TaskState, TraceEvent};

@@ -11,6 +11,16 @@ use crate::hw::{Armed, CpuFlags, Hw, RegFault, RegFile, RegValues};
 /// Most CPUs a simulated machine may have.
 pub const MAX_CPUS: usize = 4096;
 
+/// A register fault and where it happened ([`SimMachine::faults`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuFault {
+    /// The CPU whose register file refused the access; `None` for a CPU
+    /// that does not exist.
+    pub cpu: Option<CpuId>,
+    /// What was refused, and why.
+    pub fault: RegFault,
+}
+
 /// One simulated CPU.
 #[derive(Debug, Clone)]
 pub struct SimCpu {
@@ -125,19 +135,22 @@ impl SimMachine {
     }
 
     /// Every fault recorded on any CPU (or on a CPU that does not exist).
-    pub fn faults(&self) -> Vec<(Option<CpuId>, RegFault)> {
+    pub fn faults(&self) -> Vec<CpuFault> {
         let mut v: Vec<_> = self
             .cpus
             .iter()
             .enumerate()
             .flat_map(|(i, c)| {
-                c.regs
-                    .faults()
-                    .iter()
-                    .map(move |f| (Some(CpuId(i as u32)), f.clone()))
+                c.regs.faults().iter().map(move |f| CpuFault {
+                    cpu: Some(CpuId(i as u32)),
+                    fault: f.clone(),
+                })
             })
             .collect();
-        v.extend(self.void.faults().iter().map(|f| (None, f.clone())));
+        v.extend(self.void.faults().iter().map(|f| CpuFault {
+            cpu: None,
+            fault: f.clone(),
+        }));
         v
     }
 

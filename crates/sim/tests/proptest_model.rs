@@ -542,7 +542,7 @@ fn run_case(kind: Kind, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .layer
                 .installed(CpuId(c))
                 .into_iter()
-                .map(|(_, _, id)| id)
+                .map(|x| x.bp)
                 .collect();
             let online = m.online.contains(&c);
             let current = sim.hw.cpu(CpuId(c)).unwrap().current();

@@ -67,6 +67,17 @@ impl Request {
     }
 }
 
+/// One occupied debug register of a CPU, as [`Layer::installed`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstalledBp {
+    /// The register's pool.
+    pub pool: Pool,
+    /// The register's index in its pool (x86: DR0–DR3).
+    pub slot: usize,
+    /// The breakpoint programmed there.
+    pub bp: BpId,
+}
+
 impl Layer {
     /// Register a breakpoint: parse, book, install. On error nothing changed.
     ///
@@ -419,10 +430,18 @@ impl Layer {
         self.books.lock().bps.keys().copied().collect()
     }
 
-    /// What is installed on `cpu` now: `(pool, slot, id)`.
-    pub fn installed(&self, cpu: CpuId) -> Vec<(Pool, usize, BpId)> {
+    /// What is installed on `cpu` now, by pool then slot.
+    pub fn installed(&self, cpu: CpuId) -> Vec<InstalledBp> {
         match self.tables.get(cpu.idx()) {
-            Some(t) => t.lock().entries().map(|(p, s, e)| (p, s, e.id)).collect(),
+            Some(t) => t
+                .lock()
+                .entries()
+                .map(|(pool, slot, e)| InstalledBp {
+                    pool,
+                    slot,
+                    bp: e.id,
+                })
+                .collect(),
             None => Vec::new(),
         }
     }

@@ -64,10 +64,11 @@ use crate::target::{CpuId, Target, TaskId};
 
 pub use crate::bp::{Callback, Hit};
 pub use crate::dispatch::Dispatched;
-pub use api::Request;
+pub use api::{InstalledBp, Request};
 #[cfg(feature = "debugger")]
 pub use debugger::{DbgSlot, DebugSession, Debugger};
-pub use snapshot::{BpSnapshot, Snapshot};
+pub use hotplug::OnlineError;
+pub use snapshot::{BpSnapshot, SlotSnapshot, Snapshot};
 use wide::Hint;
 
 /// One registered breakpoint, as the books know it.
