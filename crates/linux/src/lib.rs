@@ -71,7 +71,6 @@ pub mod procfs;
 pub mod ptrace;
 pub mod record;
 pub mod ring;
-mod selfattach;
 pub mod sigtrap;
 pub mod store;
 pub mod symbols;

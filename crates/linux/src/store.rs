@@ -71,7 +71,7 @@ pub struct Regs<'a> {
 
 impl Regs<'_> {
     fn get(&self, n: u32) -> Option<u64> {
-        crate::watch::user_reg(self.regs, self.mask, n)
+        crate::record::user_reg(self.regs, self.mask, n)
     }
 
     /// The value of a general-purpose register operand, zero-extended from its size.
