@@ -86,7 +86,7 @@ impl Regs<'_> {
 }
 
 /// Every register an x86-64 store can name: what `PERF_SAMPLE_REGS_USER`
-/// must record for [`written`] to work (the same set as
+/// must record for `written` to work (the same set as
 /// [`crate::watch::X86_64_REGS_USER_MASK`]).
 pub const REGS_MASK: u64 = crate::watch::X86_64_REGS_USER_MASK;
 

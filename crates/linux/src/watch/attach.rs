@@ -1,7 +1,7 @@
 //! The request's *where*: the [`Target`], the fan-out domain that opens
-//! every watch on each of its members all-or-nothing ([`PerfDomain`], over
+//! every watch on each of its members all-or-nothing (`PerfDomain`, over
 //! `hwbreak_core::fanout`), how a process's threads are attached without
-//! escape ([`attach_process`]: frozen with ptrace, by a forked helper for
+//! escape (`attach_process`: frozen with ptrace, by a forked helper for
 //! our own process, else re-scanned), and the mapping of the kernel's
 //! refusals to [`Error`]s that name the rule.
 

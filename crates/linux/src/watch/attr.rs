@@ -1,6 +1,6 @@
 //! The request's *what*, in perf's terms: a [`Watch`] (a name and core's
 //! `BpAttr`), the [`Mode`] and [`Callchain`] it is sampled with, and the
-//! `perf_event_attr` built from them ([`event_attr`]). No system call here
+//! `perf_event_attr` built from them (`event_attr`). No system call here
 //! except the one-time probe of the kernel's `PERF_FORMAT_LOST` support.
 
 use crate::event::{Event, EventAttr};
