@@ -50,7 +50,7 @@ use alloc::vec::Vec;
 
 use spin::Mutex;
 
-use crate::arch::{Arch, ArchBp, Pool, RawStatus};
+use crate::arch::{Arch, ArchBp, Pool, RawStatus, Trigger};
 use crate::attr::BpAttr;
 use crate::bp::{BpId, Life};
 use crate::dispatch::Fire;
@@ -204,7 +204,12 @@ impl Layer {
         if self.arch.slots(bp.pool) == 0 {
             return Err(Error::NoSuchPool { pool: bp.pool });
         }
-        if self.arch.needs_step_over(&bp) && m.single_step().is_none() {
+        // A field test first: a trap-after breakpoint (x86 data) costs no
+        // call here.
+        if bp.trigger == Trigger::Before
+            && self.arch.needs_step_over(&bp)
+            && m.single_step().is_none()
+        {
             return Err(Error::NeedsSingleStep { pool: bp.pool });
         }
         Ok(bp)
