@@ -190,9 +190,9 @@ impl PoolBooks {
 /// The books: which slots are booked, per pool and CPU. See the module docs.
 ///
 /// ```
-/// use hwbreak_core::{arch::Pool, slots::Slots, CpuId, TaskId, Target, Error};
-/// let mut s = Slots::new(2, [0, 4]); // x86: 4 shared slots, no separate inst pool
-/// for _ in 0..4 {
+/// use hwbreak_core::{arch::Pool, arch::x86_64::NUM_SLOTS, slots::Slots, CpuId, TaskId, Target, Error};
+/// let mut s = Slots::new(2, [0, NUM_SLOTS]); // x86: 4 shared slots, no separate inst pool
+/// for _ in 0..NUM_SLOTS {
 ///     s.reserve(Pool::Data, Target::Task(TaskId(1)), 1).unwrap();
 /// }
 /// // Another task does not compete with task 1 ...
