@@ -7,12 +7,12 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use alloc::vec::Vec;
 use hwbreak_core::layer::{Hit, Request};
-use hwbreak_core::{BpAttr, BpId, CpuId, Error, Target};
+use hwbreak_core::{BpAttr, BpId, CpuId, Error, Target, TaskId};
 
 use crate::dr::{self, with_layer};
 use crate::percpu::{self, MAX_CPUS};
 use crate::trap::TrapFrame;
-use crate::{fmt, kprintln, smp, CaseResult};
+use crate::{fmt, kprintln, sched, smp, CaseResult};
 
 /// Variables the cases watch: each on its own 64-byte line.
 #[repr(C, align(64))]
@@ -67,6 +67,16 @@ fn var(i: usize) -> u64 {
 /// Register `attr` (privileged: kernel addresses) on `target`, counting
 /// hits into `HITS[counter][hit cpu]`.
 fn register(attr: BpAttr, target: Target, counter: usize) -> Result<BpId, Error> {
+    register_with(attr, target, counter, |_| {})
+}
+
+/// [`register`], also calling `also` on each hit.
+fn register_with(
+    attr: BpAttr,
+    target: Target,
+    counter: usize,
+    also: impl Fn(&Hit) + Send + Sync + 'static,
+) -> Result<BpId, Error> {
     with_layer(|l, m| {
         l.register(
             m,
@@ -74,6 +84,7 @@ fn register(attr: BpAttr, target: Target, counter: usize) -> Result<BpId, Error>
                 .cookie(counter as u64)
                 .callback(move |h: &Hit| {
                     HITS[counter][h.cpu.idx()].fetch_add(1, Ordering::Relaxed);
+                    also(h);
                 }),
         )
     })
@@ -372,6 +383,83 @@ fn wide_unfit_no_trace() -> CaseResult {
     Ok(())
 }
 
+/// Writes `VARS[6]` `n` times, yielding every 500 writes.
+fn task_writer(n: u64, done: &'static AtomicU64) {
+    for k in 0..n {
+        VARS.0[6].0.store(k, Ordering::Relaxed);
+        if k % 500 == 499 {
+            sched::yield_now();
+        }
+    }
+    done.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A per-task breakpoint fires exactly for its task's writes, on whichever
+/// CPU it runs, while `2*ncpus` other tasks write the same variable; the
+/// task's exit releases it.
+fn task_bp_follows_its_task_across_migration() -> CaseResult {
+    static DONE: AtomicU64 = AtomicU64::new(0);
+    static TARGET_DONE_SINK: AtomicU64 = AtomicU64::new(0);
+    static WRONG: AtomicU64 = AtomicU64::new(0);
+    reset_hits();
+    DONE.store(0, Ordering::SeqCst);
+    WRONG.store(0, Ordering::SeqCst);
+    const M: u64 = 20_000;
+    let ncpus = percpu::ncpus();
+    let others = 2 * ncpus as u64;
+    let task = sched::create(|| {
+        task_writer(M, &DONE);
+        TARGET_DONE.store(1, Ordering::SeqCst);
+    });
+    let tid = TaskId(task.id);
+    let id = register_with(BpAttr::write(var(6), 8), Target::Task(tid), 6, move |h| {
+        if h.task != Some(tid) {
+            WRONG.fetch_add(1, Ordering::Relaxed);
+        }
+    })
+    .map_err(|e| fmt!("register: {e}"))?;
+    static TARGET_DONE: AtomicU64 = AtomicU64::new(0);
+    TARGET_DONE.store(0, Ordering::SeqCst);
+    // The others keep writing (and rotating through the run queue) until
+    // the watched task is done, so it keeps changing CPUs.
+    for _ in 0..others {
+        sched::spawn(|| {
+            while TARGET_DONE.load(Ordering::SeqCst) == 0 {
+                task_writer(500, &TARGET_DONE_SINK);
+            }
+            DONE.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    sched::start(task);
+    while DONE.load(Ordering::SeqCst) < others + 1 || sched::LIVE.load(Ordering::SeqCst) != 0 {
+        core::hint::spin_loop();
+    }
+    let still = dr::layer().is_registered(id);
+    if still {
+        let _ = unregister(id);
+    }
+    let per_cpu: Vec<u64> = (0..ncpus).map(|c| hits_on(6, c)).collect();
+    kprintln!("  task {} hits per CPU {per_cpu:?}", tid.0);
+    check!(!still, "task exit left its breakpoint registered");
+    check_eq!(hits(6), M, "hits = the task's own writes");
+    check_eq!(
+        WRONG.load(Ordering::SeqCst),
+        0,
+        "hits charged to another task"
+    );
+    let cpus = per_cpu.iter().filter(|&&n| n > 0).count();
+    check!(
+        ncpus == 1 || cpus >= 2,
+        "the task never migrated (hits on {cpus} CPU)"
+    );
+    check!(
+        dr::layer().registered().is_empty(),
+        "breakpoints left: {:?}",
+        dr::layer().registered()
+    );
+    Ok(())
+}
+
 /// Single-step traps not claimed by the layer (nothing sets TF yet).
 pub fn on_step(_f: &mut TrapFrame) {}
 
@@ -387,6 +475,10 @@ pub const CASES: &[Case] = &[
     ("fifth_refused_no_trace", fifth_refused_no_trace),
     ("wide_hits_every_cpu", wide_hits_every_cpu),
     ("wide_unfit_no_trace", wide_unfit_no_trace),
+    (
+        "task_bp_follows_its_task_across_migration",
+        task_bp_follows_its_task_across_migration,
+    ),
 ];
 
 /// Run the cases named in `sel` (comma-separated; all when `None`). Returns

@@ -111,6 +111,9 @@ extern "C" fn kernel_bsp_main() -> ! {
     smp::start_aps();
     kprintln!("hwbreak-kernel: all {} CPUs online", percpu::ncpus());
     let _ = dr::layer();
+    // The test driver shares CPU 0 with tasks.
+    sched::home_busy(0, true);
+    sched::start_timer();
     trap::enable_irqs();
     let failed = cases::run(cmdline_opt("cases"));
     port::qemu_exit(u32::from(failed > 0))

@@ -106,6 +106,7 @@ pub fn cpu_setup(cpu: usize) {
 extern "C" fn kernel_ap_main() -> ! {
     let cpu = percpu::this_cpu();
     cpu_setup(cpu);
+    crate::sched::start_timer();
     idle_loop(cpu)
 }
 
@@ -118,6 +119,7 @@ pub fn idle_loop(cpu: usize) -> ! {
             Some(w) => {
                 trap::enable_irqs();
                 w();
+                crate::sched::home_busy(cpu, false);
                 WORK_DONE[cpu].store(true, Ordering::Release);
             }
             // SAFETY: `sti; hlt` sleeps until the next interrupt; the STI
@@ -139,6 +141,8 @@ pub fn start_on(cpu: usize, f: impl FnOnce() + Send + 'static) {
     wait_on(cpu);
     WORK_DONE[cpu].store(false, Ordering::Release);
     *WORK[cpu].lock() = Some(Box::new(f));
+    // The work loop shares the CPU with tasks until the item is done.
+    crate::sched::home_busy(cpu, true);
     crate::apic::send_ipi(CPUS[cpu].apic_id.load(Ordering::Relaxed), VEC_WORK);
 }
 

@@ -74,3 +74,8 @@ fn an_unknown_case_name_fails_with_exit_code_1() {
     );
     assert_eq!(b.code, Some(1), "log:\n{}", b.log);
 }
+
+#[test]
+fn per_task_breakpoint_fires_only_in_its_task_while_it_migrates_over_4_cpus_and_exit_releases_it() {
+    run_cases(4, &["task_bp_follows_its_task_across_migration"]);
+}
