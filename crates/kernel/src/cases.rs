@@ -460,6 +460,80 @@ fn task_bp_follows_its_task_across_migration() -> CaseResult {
     Ok(())
 }
 
+/// A wide breakpoint registered while a CPU is offline reaches it when it
+/// comes back, leaves it when it goes again, and counts exactly per CPU.
+fn hotplug_wide_follows_offline_online() -> CaseResult {
+    let n = percpu::ncpus();
+    check!(n >= 2, "needs at least 2 CPUs, has {n}");
+    let c = n - 1;
+    reset_hits();
+    smp::cpu_down(c);
+    check!(!percpu::is_online(c), "cpu{c} still online after cpu_down");
+    let mut held = Held::new();
+    let id = held.add(register(BpAttr::write(var(4), 8), Target::AllCpus, 4))?;
+    let members = |id| {
+        dr::layer()
+            .snapshot()
+            .bps
+            .into_iter()
+            .find(|b| b.id == id)
+            .map(|b| b.members.len())
+    };
+    check_eq!(
+        members(id),
+        Some(n - 1),
+        "wide members while cpu{c} is offline"
+    );
+    for cpu in 0..c {
+        on_cpu(cpu, || writes(4, 100));
+    }
+    smp::cpu_up(c).map_err(|(id, e)| fmt!("cpu_up: {id:?}: {e}"))?;
+    check_eq!(members(id), Some(n), "wide members after cpu_up");
+    check_eq!(dr7_of(c) & 1, 1, "DR7 slot 0 on the returning CPU");
+    on_cpu(c, || writes(4, 77));
+    smp::cpu_down(c);
+    smp::cpu_up(c).map_err(|(id, e)| fmt!("second cpu_up: {id:?}: {e}"))?;
+    on_cpu(c, || writes(4, 5));
+    held.release()?;
+    check_eq!(hits_on(4, c), 82, "hits on the CPU that went and came back");
+    for cpu in 0..c {
+        check_eq!(hits_on(4, cpu), 100, "hits on the CPUs that stayed");
+    }
+    check_eq!(dr7_of(c) & 0xff, 0, "DR7 after unregister");
+    Ok(())
+}
+
+/// A CPU coming online where a wide breakpoint does not fit (four task
+/// breakpoints pinned to it fill it) is reported; the wide breakpoint stays
+/// on the other CPUs and never fires on that one.
+fn hotplug_unfit_wide_is_reported() -> CaseResult {
+    let n = percpu::ncpus();
+    check!(n >= 2, "needs at least 2 CPUs, has {n}");
+    let c = n - 1;
+    reset_hits();
+    smp::cpu_down(c);
+    let mut held = Held::new();
+    let ghost = Target::TaskOnCpu(TaskId(u64::MAX), CpuId(c as u32));
+    for i in 0..4 {
+        held.add(register(BpAttr::write(var(i), 8), ghost, i))?;
+    }
+    let wide = held.add(register(BpAttr::write(var(5), 8), Target::AllCpus, 5))?;
+    let r = smp::cpu_up(c);
+    for cpu in 0..n {
+        on_cpu(cpu, move || writes(5, 10 + cpu as u64));
+    }
+    held.release()?;
+    check!(
+        matches!(&r, Err((id, Error::NoSlot { cpu, .. })) if *id == wide && cpu.idx() == c),
+        "cpu_up: {r:?}, want NoSlot for {wide:?} on cpu{c}"
+    );
+    check_eq!(hits_on(5, c), 0, "hits on the CPU where it did not fit");
+    for cpu in 0..c {
+        check_eq!(hits_on(5, cpu), 10 + cpu as u64, "hits on the other CPUs");
+    }
+    Ok(())
+}
+
 /// Single-step traps not claimed by the layer (nothing sets TF yet).
 pub fn on_step(_f: &mut TrapFrame) {}
 
@@ -478,6 +552,14 @@ pub const CASES: &[Case] = &[
     (
         "task_bp_follows_its_task_across_migration",
         task_bp_follows_its_task_across_migration,
+    ),
+    (
+        "hotplug_wide_follows_offline_online",
+        hotplug_wide_follows_offline_online,
+    ),
+    (
+        "hotplug_unfit_wide_is_reported",
+        hotplug_unfit_wide_is_reported,
     ),
 ];
 

@@ -117,6 +117,15 @@ static SCHED: [spin::Mutex<CpuSched>; MAX_CPUS] = [const {
 /// The home context of a CPU wants the CPU back (the test driver, a work item).
 static HOME_BUSY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 
+/// CPUs that take no tasks (going offline, or offline).
+static NO_TASKS: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Stop (or resume) running tasks on `cpu`: its current task leaves at the
+/// next tick and goes back to the run queue for the other CPUs.
+pub fn take_tasks(cpu: usize, on: bool) {
+    NO_TASKS[cpu].store(!on, Ordering::Release);
+}
+
 /// Mark this CPU's home context as busy (it shares the CPU with tasks) or idle
 /// (it runs only when no task is ready).
 pub fn home_busy(cpu: usize, busy: bool) {
@@ -224,8 +233,9 @@ fn schedule(cpu: usize, voluntary: bool) {
     let dead = s.current.as_ref().is_some_and(|t| t.dead);
     let in_task = s.current.is_some();
     // The home context gets the CPU back after a task's turn when it is busy.
-    let to_home = in_task && (dead || HOME_BUSY[cpu].load(Ordering::Acquire));
-    let next = if to_home && !dead {
+    let tasks_ok = !NO_TASKS[cpu].load(Ordering::Acquire);
+    let to_home = in_task && (dead || !tasks_ok || HOME_BUSY[cpu].load(Ordering::Acquire));
+    let next = if (to_home && !dead) || !tasks_ok {
         None
     } else {
         RUNQ.lock().pop_front()

@@ -153,6 +153,58 @@ pub fn wait_on(cpu: usize) {
     }
 }
 
+/// Asks a CPU's home context to park (set by [`cpu_down`], cleared by [`cpu_up`]).
+static PARK: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Take CPU `cpu` offline (not the caller's, not CPU 0): its task leaves,
+/// the layer's `cpu_offline` runs while it can still answer IPIs (its wide
+/// breakpoints leave, its CPU-bound ones are unregistered), then it parks
+/// with interrupts off, marked offline.
+pub fn cpu_down(cpu: usize) {
+    assert!(cpu != 0 && cpu != percpu::this_cpu(), "cpu_down({cpu})");
+    crate::sched::take_tasks(cpu, false);
+    run_on(cpu, || {}); // returns once the home context runs there: no task does
+    crate::dr::with_layer(|l, m| l.cpu_offline(m, hwbreak_core::CpuId(cpu as u32)));
+    PARK[cpu].store(true, Ordering::SeqCst);
+    start_on(cpu, move || park(cpu));
+    while CPUS[cpu].online.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Bring a parked CPU back: it comes online, gets every wide breakpoint
+/// (the layer's `cpu_online`), then takes tasks again. A wide breakpoint
+/// that does not fit there is returned (it stays on the other CPUs).
+pub fn cpu_up(cpu: usize) -> Result<(), (hwbreak_core::BpId, hwbreak_core::Error)> {
+    PARK[cpu].store(false, Ordering::SeqCst);
+    wait_on(cpu);
+    let r = crate::dr::with_layer(|l, m| l.cpu_online(m, hwbreak_core::CpuId(cpu as u32)));
+    if let Err((id, e)) = &r {
+        crate::kprintln!(
+            "cpu{cpu} online: wide breakpoint {} does not fit there: {e}",
+            id.0
+        );
+    }
+    crate::sched::take_tasks(cpu, true);
+    r
+}
+
+/// A parked CPU: offline, interrupts and timer off, still applying the
+/// debug-register writes meant for it (there should be none) until woken.
+fn park(cpu: usize) {
+    trap::disable_irqs();
+    crate::apic::stop_timer();
+    CPUS[cpu].online.store(false, Ordering::SeqCst);
+    while PARK[cpu].load(Ordering::SeqCst) {
+        crate::dr::apply_pending(cpu);
+        core::hint::spin_loop();
+    }
+    crate::dr::apply_pending(cpu);
+    CPUS[cpu].online.store(true, Ordering::SeqCst);
+    crate::sched::start_timer();
+    trap::enable_irqs();
+}
+
 /// An NMI: nothing sends them yet.
 pub fn on_nmi(cpu: usize, _f: &mut TrapFrame) {
     crate::kprintln!("cpu{cpu}: unexpected NMI");

@@ -79,3 +79,24 @@ fn an_unknown_case_name_fails_with_exit_code_1() {
 fn per_task_breakpoint_fires_only_in_its_task_while_it_migrates_over_4_cpus_and_exit_releases_it() {
     run_cases(4, &["task_bp_follows_its_task_across_migration"]);
 }
+
+#[test]
+fn wide_breakpoint_follows_a_cpu_offline_and_online_and_an_unfit_one_is_reported() {
+    let Some(b) = run_cases(
+        4,
+        &[
+            "hotplug_wide_follows_offline_online",
+            "hotplug_unfit_wide_is_reported",
+        ],
+    ) else {
+        return;
+    };
+    assert!(
+        b.log
+            .lines()
+            .any(|l| l.starts_with("cpu3 online: wide breakpoint")
+                && l.contains("does not fit there: no free Data slot on CPU 3")),
+        "the unfit CPU is not reported; log:\n{}",
+        b.log
+    );
+}
