@@ -72,6 +72,7 @@ extern crate alloc;
 pub mod arch;
 pub mod attr;
 pub mod dispatch;
+pub mod ds;
 pub mod error;
 pub mod events;
 pub mod fanout;

@@ -45,6 +45,7 @@ pub mod hw;
 pub mod machine;
 pub mod program;
 pub mod sim;
+pub mod trace;
 
 pub use error::SimError;
 pub use machine::{SimMachine, MAX_CPUS};
