@@ -428,7 +428,8 @@ fn a_refused_bts_request_names_the_lbr_holder_and_lbr_names_the_bts_holder() {
     assert!(err.to_string().contains("\"perf-lbr-callstack\""), "{err}");
     // PEBS may still come: it is not exclusive with LBR.
     sim.ds
-        .add_pebs(&mut sim.hw, PebsConfig::new("pebs", CPU0, 10));
+        .add_pebs(&mut sim.hw, PebsConfig::new("pebs", CPU0, 10))
+        .expect("PEBS is not exclusive with LBR");
     sim.ds.remove(&mut sim.hw, l).unwrap();
     let b = add(&mut sim, BtsConfig::new("tracer", Scope::Task(t)));
     let err = sim
