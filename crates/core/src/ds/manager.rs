@@ -956,11 +956,27 @@ impl DsManager {
 
     /// Drain a stream user's hardware buffer now (BTS or PEBS), without
     /// waiting for the threshold: before reading at the end of a run, or for
-    /// a task that is not running.
+    /// a task that is not running. For a task running under a CPU buffer,
+    /// that buffer is drained too. Returns the hardware records read.
     pub fn flush(&mut self, hw: &mut dyn DsHardware, id: UserId) -> Result<usize, DsError> {
         let u = self.user(id)?;
         match &u.kind {
-            Kind::Bts(b) if b.mode == Mode::Stream => Ok(self.drain_bts(hw, id)),
+            Kind::Bts(b) if b.mode == Mode::Stream => {
+                // A running task's newest records may sit in a CPU buffer
+                // that feeds it; they come out with it (and go to the CPU
+                // user's ring too, in order).
+                let mut n = 0;
+                if let Scope::Task(t) = u.scope {
+                    let cpu_user = self
+                        .cpu_running(t)
+                        .and_then(|c| self.cpus[c.idx()].cpu_bts)
+                        .filter(|&c| self.bts(c).mode == Mode::Stream);
+                    if let Some(c) = cpu_user {
+                        n += self.drain_bts(hw, c);
+                    }
+                }
+                Ok(n + self.drain_bts(hw, id))
+            }
             Kind::Pebs(_) => match u.scope {
                 Scope::Cpu(c) => Ok(self.drain_pebs(hw, c)),
                 Scope::Task(_) => Ok(0),
