@@ -828,15 +828,24 @@ impl DsManager {
             Kind::Bts(b) => Some(b),
             _ => None,
         });
-        if let Some(bytes) = hw.mem(buf.base, n * BTS_RECORD_BYTES) {
-            for chunk in bytes.chunks_exact(BTS_RECORD_BYTES) {
-                let Some(r) = BtsRecord::decode(chunk) else {
-                    continue;
-                };
-                if main.privilege.admits(&r) {
-                    main.ring.push(r);
-                }
-                if let Some(t) = task.as_deref_mut() {
+        let Some(bytes) = hw.mem(buf.base, n * BTS_RECORD_BYTES) else {
+            self.set_bts_index(hw, id, buf.base);
+            return n;
+        };
+        let recs = bytes
+            .chunks_exact(BTS_RECORD_BYTES)
+            .filter_map(BtsRecord::decode);
+        match task.as_deref_mut() {
+            // One consumer: a filtered bulk copy.
+            None => {
+                let p = main.privilege;
+                main.ring.push_all(recs.filter(|r| p.admits(r)));
+            }
+            Some(t) => {
+                for r in recs {
+                    if main.privilege.admits(&r) {
+                        main.ring.push(r);
+                    }
                     if t.privilege.admits(&r) {
                         t.ring.push(r);
                     }

@@ -59,6 +59,21 @@ impl<T: Copy> Ring<T> {
         true
     }
 
+    /// Append every record of `recs`, as [`push`](Self::push) one by one
+    /// would; when no gap is pending and all of them fit, in one bulk copy
+    /// (the overflow drain's fast path).
+    #[inline]
+    pub fn push_all(&mut self, recs: impl Iterator<Item = T>) {
+        let room = self.cap - self.buf.len();
+        if self.pending_lost == 0 && recs.size_hint().1.is_some_and(|most| most <= room) {
+            self.buf.extend(recs.map(Entry::Rec));
+        } else {
+            for r in recs {
+                self.push(r);
+            }
+        }
+    }
+
     fn drop_one(&mut self) -> bool {
         self.pending_lost += 1;
         self.lost_total += 1;
@@ -139,6 +154,36 @@ mod tests {
         );
         assert_eq!(r.lost_total(), 3);
         assert!(r.is_empty());
+    }
+
+    #[test]
+    fn push_all_equals_pushing_one_by_one_with_and_without_room() {
+        for (cap, pre, n) in [
+            (8usize, 0u32, 5u32),
+            (8, 3, 5),
+            (8, 6, 5),
+            (4, 4, 3),
+            (3, 0, 9),
+        ] {
+            let (mut a, mut b) = (Ring::new(cap), Ring::new(cap));
+            for i in 0..pre {
+                a.push(i);
+                b.push(i);
+            }
+            // A pending gap forces the slow path even with room.
+            if pre as usize == cap {
+                a.push(99);
+                b.push(99);
+                a.buf.clear();
+                b.buf.clear();
+            }
+            a.push_all(100..100 + n);
+            for i in 100..100 + n {
+                b.push(i);
+            }
+            assert_eq!(read(&mut a), read(&mut b), "cap {cap} pre {pre} n {n}");
+            assert_eq!(a.lost_total(), b.lost_total());
+        }
     }
 
     #[test]
