@@ -824,7 +824,7 @@ impl DsManager {
         let Kind::Bts(main) = &mut main.kind else {
             unreachable!()
         };
-        let mut task = task.and_then(|t| match &mut t.kind {
+        let task = task.and_then(|t| match &mut t.kind {
             Kind::Bts(b) => Some(b),
             _ => None,
         });
@@ -835,7 +835,7 @@ impl DsManager {
         let recs = bytes
             .chunks_exact(BTS_RECORD_BYTES)
             .filter_map(BtsRecord::decode);
-        match task.as_deref_mut() {
+        match task {
             // One consumer: a filtered bulk copy.
             None => {
                 let p = main.privilege;
