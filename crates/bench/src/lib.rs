@@ -46,6 +46,7 @@
 
 #![warn(missing_docs)]
 
+mod children;
 mod contenders;
 mod judge;
 mod parse;
@@ -166,6 +167,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .prefix("hwbreak-bench-")
         .tempdir()
         .context("cannot create a temporary directory for the bench")?;
+    // From here on, SIGINT/SIGTERM/SIGHUP kill every peer and target this
+    // bench started and remove `dir` before exiting (children.rs).
+    children::install(dir.path(), args.keep)?;
     let env = Env::prepare(dir.path(), &gcc, &args)?;
     let load_before = read_trimmed("/proc/loadavg");
 
@@ -214,6 +218,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     } else {
         print!("{}", render_table(&conditions, &rows, &perf_bench));
     }
+    children::finish();
     if args.keep {
         let path = dir.keep();
         eprintln!("hwbreak-bench: kept {}", path.display());

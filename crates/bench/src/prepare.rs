@@ -51,9 +51,7 @@ impl Env {
         compile(gcc, &["-O2"], &dir.join("raw_count.c"), &raw_count)?;
         let nm =
             find_in_path("nm").context("nm (binutils) is needed to find the target's address")?;
-        let out = Command::new(&nm)
-            .arg(&target)
-            .output()
+        let out = crate::children::output(Command::new(&nm).arg(&target))
             .with_context(|| format!("cannot run {}", nm.display()))?;
         let addr = nm_address(&String::from_utf8_lossy(&out.stdout), SYMBOL)
             .with_context(|| format!("nm found no `{SYMBOL}` in {}", target.display()))?;
@@ -78,12 +76,7 @@ impl Env {
 }
 
 pub(crate) fn compile(gcc: &Path, flags: &[&str], src: &Path, out: &Path) -> Result<()> {
-    let o = Command::new(gcc)
-        .args(flags)
-        .arg(src)
-        .arg("-o")
-        .arg(out)
-        .output()
+    let o = crate::children::output(Command::new(gcc).args(flags).arg(src).arg("-o").arg(out))
         .with_context(|| format!("cannot run {}", gcc.display()))?;
     if !o.status.success() {
         bail!(

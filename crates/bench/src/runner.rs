@@ -3,7 +3,6 @@
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -23,13 +22,12 @@ pub(crate) fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Du
     cmd.args(rest)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        // Its own process group, so that a timeout kills gdb's or perf's child too.
-        .process_group(0);
+        .stderr(Stdio::piped());
     let cpu_before = children_cpu_seconds();
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
+    // Its own process group (children::spawn), so that a timeout or a signal
+    // kills gdb's or perf's child too.
+    let mut child = crate::children::spawn(&mut cmd)
         .with_context(|| format!("cannot start {}", step.display()))?;
     let pid = child.id();
     let stdout = child.stdout.take().context("no stdout pipe")?;
@@ -55,7 +53,9 @@ pub(crate) fn run_step(step: &Step, timeout: Duration) -> Result<(StepOutput, Du
         }
         false
     });
-    let status = child.wait().context("wait for a contender")?;
+    let status = child.wait();
+    crate::children::forget(pid);
+    let status = status.context("wait for a contender")?;
     let elapsed = start.elapsed();
     // One step runs at a time, so the growth of our reaped children's CPU time
     // is this step's (its descendants are included once it reaped them).
