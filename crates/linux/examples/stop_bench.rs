@@ -3,7 +3,7 @@
 //!
 //! | row | what |
 //! |---|---|
-//! | `raw-c` | `benches/peers/raw_count.c`: plain counting, the floor |
+//! | `raw-c` | `crates/bench/peers/raw_count.c`: plain counting, the floor |
 //! | `bpf-filter` | our BPF filter, condition never true: every hit evaluated, none delivered |
 //! | `bpf-stop` | our BPF filter with the stop: time to the stopped process |
 //! | `sigtrap-ptrace` | the other design: `sigtrap` perf events on a `PTRACE_SEIZE`d target; each hit is a signal-delivery-stop, the tracer reads the value and continues |
@@ -42,7 +42,7 @@ fn build(dir: &Path) -> (PathBuf, PathBuf, u64) {
             &seq,
             &["-no-pie", "-fno-pie", "-pthread"][..],
         ),
-        ("benches/peers/raw_count.c", &raw, &[][..]),
+        ("crates/bench/peers/raw_count.c", &raw, &[][..]),
     ] {
         let st = Command::new("gcc")
             .args(["-O1", "-g", "-fno-omit-frame-pointer"])

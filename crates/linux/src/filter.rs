@@ -236,7 +236,9 @@ impl HitFilter {
 
 fn bpf_error(what: &str, e: std::io::Error) -> Error {
     match e.raw_os_error() {
-        Some(errno @ (libc::EPERM | libc::EACCES)) => Error::permission(what, errno, Denied::Bpf),
+        Some(errno @ (libc::EPERM | libc::EACCES)) => {
+            crate::procfs::permission_error(what, errno, Denied::Bpf)
+        }
         _ => Error::sys(what, e),
     }
 }

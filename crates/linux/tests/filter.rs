@@ -300,3 +300,46 @@ fn func_condition_matches_writes_inside_the_function_only() {
         "ip is past the range end"
     );
 }
+
+#[test]
+fn watcher_with_a_filter_samples_only_the_matching_hits() {
+    use hwbreak_linux::watch::{Callchain, Mode, Target, Watcher};
+    let _g = common::slots();
+    // 2 threads x 10,000 rounds, value = round % 100: 200 writes of 7.
+    let mut s = Seq::spawn(10_000, 100, 2);
+    let f = std::sync::Arc::new(filter(Some("new == 7"), s.value, false));
+    let w = Watcher::builder()
+        .target(Target::Process(s.pid))
+        .watch("value", BpAttr::write(s.value, 8))
+        .mode(Mode::Sample {
+            callchain: Callchain::Off,
+            user_regs_stack: false,
+        })
+        .filter(f.clone())
+        .open()
+        .unwrap();
+    s.go();
+    assert!(s.child.wait().unwrap().success());
+    let mut ips = Vec::new();
+    w.drain(|h| ips.push(h.ip));
+    assert_eq!(ips.len(), 200, "only the matches are sampled");
+    assert!(ips.iter().all(|&ip| ip == s.after_write));
+    assert_eq!(w.counts().unwrap(), vec![20_000], "every hit is counted");
+    assert_eq!(w.lost(), 0);
+    let c = f.counts(0).unwrap();
+    assert_eq!((c.hits, c.matched), (20_000, 200));
+}
+
+#[test]
+fn watcher_refuses_a_filter_built_for_another_number_of_watches() {
+    use hwbreak_linux::watch::{Target, Watcher};
+    let f = std::sync::Arc::new(filter(Some("new == 7"), 0x1000, false));
+    let e = Watcher::builder()
+        .target(Target::Process(std::process::id() as i32))
+        .watch("a", BpAttr::write(0x1000, 8))
+        .watch("b", BpAttr::write(0x1008, 8))
+        .filter(f)
+        .open()
+        .unwrap_err();
+    assert!(e.to_string().contains("1 programs for 2 watches"), "{e}");
+}
