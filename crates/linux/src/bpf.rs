@@ -279,10 +279,8 @@ impl ArrayMap {
         };
         let fd = sys_bpf(BPF_MAP_CREATE, &mut a)?;
         // SAFETY: the kernel just returned this fd; we are its only owner.
-        Ok(ArrayMap {
-            fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
-            words,
-        })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+        Ok(ArrayMap { fd, words })
     }
 
     /// The map's fd, for [`Insn::ld_map_fd`].
@@ -360,10 +358,11 @@ impl Prog {
             ..Default::default()
         };
         match sys_bpf(BPF_PROG_LOAD, &mut a) {
-            // SAFETY: the kernel just returned this fd; we are its only owner.
-            Ok(fd) => Ok(Prog {
-                fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
-            }),
+            Ok(fd) => {
+                // SAFETY: the kernel just returned this fd; we are its only owner.
+                let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+                Ok(Prog { fd })
+            }
             Err(err) => {
                 let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 Err(LoadError {

@@ -180,11 +180,13 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         return Err(Error::Invalid("no watch: call .watch(name, attr)".into()));
     }
     let bpf: Vec<std::os::fd::RawFd> = match &filter {
-        Some(f) if f.len() != watches.len() => return Err(Error::Invalid(format!(
+        Some(f) if f.len() != watches.len() => {
+            return Err(Error::Invalid(format!(
             "the filter has {} programs for {} watches: build it with one FilterWatch per watch",
             f.len(),
             watches.len()
-        ))),
+        )))
+        }
         Some(f) => (0..f.len()).map(|i| f.prog_fd(i)).collect(),
         None => Vec::new(),
     };
