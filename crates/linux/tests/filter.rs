@@ -343,3 +343,17 @@ fn watcher_refuses_a_filter_built_for_another_number_of_watches() {
         .unwrap_err();
     assert!(e.to_string().contains("1 programs for 2 watches"), "{e}");
 }
+
+#[test]
+fn function_range_covers_the_instruction_after_the_write() {
+    use hwbreak_linux::symbols::{function_range, Resolver};
+    let s = Seq::spawn(10, 10, 1);
+    let r = Resolver::for_pid(s.pid).unwrap();
+    let f = function_range(&r, "write_value").unwrap();
+    // start < ip <= end: the trap's IP is in (start, end].
+    assert!(f.start < s.after_write && s.after_write <= f.end, "{f:x?}");
+    let e = function_range(&r, "value").unwrap_err();
+    assert!(e.to_string().contains("is not a function"), "{e}");
+    let e = function_range(&r, "no_such_fn").unwrap_err();
+    assert!(e.to_string().contains("no_such_fn"), "{e}");
+}
