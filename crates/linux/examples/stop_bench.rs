@@ -327,7 +327,7 @@ fn main() {
         best(&|| sigtrap_ptrace(&seq, addr, rounds, threads)),
     ];
     if !no_gdb {
-        rows.push(best(&|| gdb(&seq, rounds, threads, 0, "gdb-startup")));
+        rows.push(best(&|| gdb(&seq, rounds, threads, 1, "gdb-startup")));
         rows.push(gdb(&seq, rounds, threads, rounds - 1, "gdb"));
     }
     let raw_rate = rows[0].hits as f64 / rows[0].secs;

@@ -357,3 +357,43 @@ fn function_range_covers_the_instruction_after_the_write() {
     let e = function_range(&r, "no_such_fn").unwrap_err();
     assert!(e.to_string().contains("no_such_fn"), "{e}");
 }
+
+#[test]
+fn gdb_attaches_to_the_stopped_process_and_agrees_on_rip_and_value() {
+    if Command::new("gdb").arg("--version").output().is_err() {
+        println!("SKIP: gdb is not installed");
+        return;
+    }
+    let _g = common::slots();
+    let mut s = Seq::spawn(100_000, 1000, 2);
+    let f = filter(Some("new == 7"), s.value, true);
+    let ev = s.watch(&f);
+    s.go();
+    let rec = wait_stop(&f);
+    stop::wait_group_stop(s.pid).unwrap();
+    // Close the events: gdb finds the process as the user would after hwbreak.
+    drop(ev);
+    let o = Command::new("gdb")
+        .args(["-nx", "-batch", "-p", &s.pid.to_string()])
+        .args(["-ex", &format!("thread find {}", rec.tid)])
+        .args(["-ex", "info threads"])
+        .args(["-ex", "print value", "-ex", "detach"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("$1 = 7"), "gdb reads the new value: {out}");
+    // The writer's frame in `info threads` is at after_write (gdb prints the
+    // PC of frames not at a line start: "0x... in write_value").
+    let line = out
+        .lines()
+        .find(|l| {
+            let t = l.trim_start_matches(['*', ' ']);
+            t.starts_with(|c: char| c.is_ascii_digit()) && l.contains(&format!("LWP {})", rec.tid))
+        })
+        .unwrap_or_else(|| panic!("no line for LWP {} in: {out}", rec.tid));
+    assert!(
+        line.contains(&format!("{:#018x}", s.after_write)) && line.contains("write_value"),
+        "writer at after_write: {line}"
+    );
+}
