@@ -104,6 +104,27 @@ struct Row {
     name: &'static str,
     hits: u64,
     secs: f64,
+    /// CPU seconds of everything involved (the target, the tool, the
+    /// tracer): on a loaded machine, wall time mostly measures waiting.
+    cpu: f64,
+}
+
+/// User + system CPU seconds of `who` (RUSAGE_SELF or RUSAGE_CHILDREN).
+fn cpu_of(who: i32) -> f64 {
+    // SAFETY: getrusage writes one rusage struct, a live local.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(who, &mut r) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(r.ru_utime) + t(r.ru_stime)
+}
+
+/// Run `f` and fill in its row's CPU time: ours plus our reaped children's.
+fn with_cpu(f: &dyn Fn() -> Row) -> Row {
+    let c0 = cpu_of(libc::RUSAGE_SELF) + cpu_of(libc::RUSAGE_CHILDREN);
+    let mut r = f();
+    r.cpu = cpu_of(libc::RUSAGE_SELF) + cpu_of(libc::RUSAGE_CHILDREN) - c0;
+    r
 }
 
 fn raw_c(raw: &Path, seq: &Path, addr: u64, rounds: u64, threads: u32) -> Row {
@@ -130,6 +151,7 @@ fn raw_c(raw: &Path, seq: &Path, addr: u64, rounds: u64, threads: u32) -> Row {
         name: "raw-c",
         hits: field("hits=").parse().unwrap(),
         secs: field("seconds=").parse().unwrap(),
+        cpu: 0.0,
     }
 }
 
@@ -181,6 +203,7 @@ fn bpf(seq: &Path, addr: u64, rounds: u64, threads: u32, stop_at_end: bool) -> R
         },
         hits: f.counts(0).unwrap().hits,
         secs,
+        cpu: 0.0,
     }
 }
 
@@ -251,6 +274,7 @@ fn sigtrap_ptrace(seq: &Path, addr: u64, rounds: u64, threads: u32) -> Row {
         name: "sigtrap-ptrace",
         hits,
         secs,
+        cpu: 0.0,
     }
 }
 
@@ -295,6 +319,7 @@ fn gdb(seq: &Path, rounds: u64, threads: u32, k: u64, name: &'static str) -> Row
         name,
         hits: 0,
         secs,
+        cpu: 0.0,
     }
 }
 
@@ -309,8 +334,8 @@ fn main() {
     let best = |f: &dyn Fn() -> Row| {
         (0..repeat)
             .map(|_| {
-                let r = f();
-                eprintln!("  {} {} hits {:.4} s", r.name, r.hits, r.secs);
+                let r = with_cpu(f);
+                eprintln!("  {} {} hits {:.4} s, cpu {:.4} s", r.name, r.hits, r.secs, r.cpu);
                 r
             })
             .min_by(|a, b| a.secs.total_cmp(&b.secs))
@@ -328,29 +353,34 @@ fn main() {
     ];
     if !no_gdb {
         rows.push(best(&|| gdb(&seq, rounds, threads, 1, "gdb-startup")));
-        rows.push(gdb(&seq, rounds, threads, rounds - 1, "gdb"));
+        rows.push(with_cpu(&|| gdb(&seq, rounds, threads, rounds - 1, "gdb")));
     }
     let raw_rate = rows[0].hits as f64 / rows[0].secs;
+    let raw_cpu_rate = rows[0].hits as f64 / rows[0].cpu;
     println!(
         "seq {rounds} rounds x {threads} threads, condition new == {}, best of {repeat}",
         rounds - 1
     );
     println!(
-        "{:<16} {:>10} {:>10} {:>12} {:>8}",
-        "row", "hits", "seconds", "hits/s", "x raw"
+        "{:<16} {:>8} {:>9} {:>11} {:>7} {:>9} {:>11} {:>7}",
+        "row", "hits", "wall s", "hits/s", "x raw", "cpu s", "hits/cpu-s", "x raw"
     );
     for r in &rows {
-        let rate = r.hits as f64 / r.secs;
+        let (rate, cpu_rate) = (r.hits as f64 / r.secs, r.hits as f64 / r.cpu);
         println!(
-            "{:<16} {:>10} {:>10.4} {:>12.0} {:>8.3}",
+            "{:<16} {:>8} {:>9.4} {:>11.0} {:>7.3} {:>9.4} {:>11.0} {:>7.3}",
             r.name,
             r.hits,
             r.secs,
             rate,
-            rate / raw_rate
+            rate / raw_rate,
+            r.cpu,
+            cpu_rate,
+            cpu_rate / raw_cpu_rate
         );
     }
-    let stop = rows.iter().find(|r| r.name == "bpf-stop").unwrap().secs;
+    let stop_row = rows.iter().find(|r| r.name == "bpf-stop").unwrap();
+    let (stop, stop_cpu) = (stop_row.secs, stop_row.cpu);
     if let (Some(g), Some(s)) = (
         rows.iter().find(|r| r.name == "gdb"),
         rows.iter().find(|r| r.name == "gdb-startup"),
@@ -362,6 +392,12 @@ fn main() {
             stop,
             g.secs / stop,
             (g.secs - s.secs) / stop
+        );
+        println!(
+            "CPU to the stop: gdb + target {:.3} s, bpf-stop {:.4} s: {:.1}x less",
+            g.cpu,
+            stop_cpu,
+            g.cpu / stop_cpu
         );
     }
 }
