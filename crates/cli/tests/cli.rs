@@ -10,35 +10,8 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
-
-/// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
-fn demo() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_demo(&[], "debug"))
-}
-
-/// The demo as the README runs it (release: its atomics compile to
-/// `lock inc` / `lock add`, not the debug build's `lock xadd`).
-fn demo_release() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_demo(&["--release"], "release"))
-}
-
-fn build_demo(flags: &[&str], profile: &str) -> PathBuf {
-    let tdir = workspace().join("target/cli-tests");
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
-        .arg(&tdir)
-        .args(flags)
-        .current_dir(workspace())
-        .status()
-        .expect("run cargo");
-    assert!(st.success(), "building hwbreak-demo failed");
-    tdir.join(profile).join("hwbreak-demo")
-}
 
 /// `expect NAME=N ...` from a target's output.
 fn expected(text: &str, name: &str) -> u64 {

@@ -169,3 +169,29 @@ pub fn assert_clean_error(o: &Out, needle: &str) {
         o.stderr
     );
 }
+
+/// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
+pub fn demo() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_demo(&[], "debug"))
+}
+
+/// The demo as the README runs it (release: its atomics compile to
+/// `lock inc` / `lock add`, not the debug build's `lock xadd`).
+pub fn demo_release() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_demo(&["--release"], "release"))
+}
+
+fn build_demo(flags: &[&str], profile: &str) -> PathBuf {
+    let tdir = workspace().join("target/cli-tests");
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
+        .arg(&tdir)
+        .args(flags)
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo");
+    assert!(st.success(), "building hwbreak-demo failed");
+    tdir.join(profile).join("hwbreak-demo")
+}
