@@ -14,14 +14,15 @@ use std::io::{BufReader, Write};
 
 /// Read a record file into totals.
 pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg), CliError> {
-    let f = std::fs::File::open(path).map_err(|e| {
-        CliError::new(format!(
-            "cannot open record file {}: {e}; make one with `hwbreak record -o FILE SPEC -- CMD`",
-            path.display()
-        ))
+    let f = std::fs::File::open(path).map_err(|source| CliError::RecordOpen {
+        path: path.to_path_buf(),
+        source,
     })?;
-    let mut r = Reader::new(BufReader::with_capacity(1 << 20, f))
-        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+    let read_error = |source| CliError::RecordRead {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut r = Reader::new(BufReader::with_capacity(1 << 20, f)).map_err(read_error)?;
     let watches = r
         .header
         .watches
@@ -30,10 +31,7 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
         .collect();
     let mut agg = Agg::new(watches);
     let mut hit = Hit::default();
-    while r
-        .next_hit(&mut hit)
-        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?
-    {
+    while r.next_hit(&mut hit).map_err(read_error)? {
         agg.add(hit.watch as usize, hit.tid, hit.time_ns, hit.ip, &hit.stack);
     }
     agg.lost = r.totals().lost;
@@ -84,8 +82,7 @@ fn print<S: Symbolize>(
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
         let j = view.json(&mut sym);
-        serde_json::to_writer(&mut out, &j)
-            .map_err(|e| CliError::new(format!("cannot write JSON: {e}")))?;
+        serde_json::to_writer(&mut out, &j).map_err(CliError::json)?;
         writeln!(out)?;
     } else {
         writeln!(

@@ -91,7 +91,7 @@ impl Maps {
 }
 
 fn linux_error(e: hwbreak_linux::Error) -> CliError {
-    CliError::new(e.to_string())
+    CliError::Linux(e)
 }
 
 /// An open session: the watcher and what it was opened for.
@@ -374,7 +374,7 @@ pub fn stat(a: &StatArgs) -> Result<(), CliError> {
             watches: &totals,
             target_exit: exit,
         };
-        serde_json::to_writer(&mut out, &j).map_err(|e| CliError::new(e.to_string()))?;
+        serde_json::to_writer(&mut out, &j).map_err(CliError::json)?;
         writeln!(out)?;
     } else {
         if let Some(e) = &exit {
@@ -845,9 +845,12 @@ fn run_sampling(
 ) -> Result<(), CliError> {
     // Create the output first: a bad path fails before any breakpoint exists.
     let file = match output {
-        Some(p) => Some(std::fs::File::create(p).map_err(|e| {
-            CliError::new(format!("cannot create record file {}: {e}", p.display()))
-        })?),
+        Some(p) => Some(
+            std::fs::File::create(p).map_err(|source| CliError::RecordCreate {
+                path: p.to_path_buf(),
+                source,
+            })?,
+        ),
         None => None,
     };
     let no_stack = callchain == Callchain::Off;
@@ -949,6 +952,9 @@ fn run_sampling(
     let last_pass = std::sync::atomic::AtomicU64::new(0);
     let last_pass = &last_pass;
     let watcher = &s.watcher;
+    // The reader of stdout went away: stop, close every event, then end
+    // by SIGPIPE (see crate::error).
+    let mut pipe_closed = false;
     let end = std::thread::scope(|sc| -> Result<End, CliError> {
         let (tx, rx) = std::sync::mpsc::channel::<Batch>();
         let (back_tx, back_rx) = std::sync::mpsc::channel::<Batch>();
@@ -1029,11 +1035,15 @@ fn run_sampling(
             }
             let _ = sink.out.flush();
             if let Some(e) = sink.err.take() {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    end = Some(End::Stopped);
-                } else {
-                    finishing.store(true, Ordering::SeqCst);
-                    return Err(CliError::new(format!("cannot write output: {e}")));
+                match CliError::output(e) {
+                    CliError::BrokenPipe => {
+                        pipe_closed = true;
+                        end = Some(End::Stopped);
+                    }
+                    e => {
+                        finishing.store(true, Ordering::SeqCst);
+                        return Err(e);
+                    }
                 }
             }
             if end.is_none() {
@@ -1065,6 +1075,12 @@ fn run_sampling(
     };
     sink.drain(&s.watcher);
     sink.finish();
+    if let Some(e) = sink.err.take() {
+        match CliError::output(e) {
+            CliError::BrokenPipe => pipe_closed = true,
+            e => return Err(e),
+        }
+    }
     sink.agg.lost = s.watcher.lost();
     status.clear();
     let dur = s.started.elapsed().as_secs_f64();
@@ -1087,29 +1103,32 @@ fn run_sampling(
         // record: the summary goes to stderr, stdout stays free.
         let mut e = std::io::stderr().lock();
         view.text(&mut e, &mut sink.sym)?;
-    } else if json {
-        let j = view.json(&mut sink.sym);
-        let r = serde_json::to_writer(&mut sink.out, &j)
-            .map_err(std::io::Error::other)
-            .and_then(|_| sink.out.write_all(b"\n"))
-            .and_then(|_| sink.out.flush());
-        ignore_broken_pipe(r)?;
-    } else {
-        let r = view
-            .text(&mut sink.out, &mut sink.sym)
-            .and_then(|_| sink.out.flush());
-        ignore_broken_pipe(r)?;
+    } else if !pipe_closed {
+        let r = if json {
+            let j = view.json(&mut sink.sym);
+            serde_json::to_writer(&mut sink.out, &j).map_err(CliError::json)
+        } else {
+            view.text(&mut sink.out, &mut sink.sym)
+                .map_err(CliError::output)
+        };
+        let r = r.and_then(|_| {
+            if json {
+                sink.out.write_all(b"\n").map_err(CliError::output)?;
+            }
+            sink.out.flush().map_err(CliError::output)
+        });
+        if let Err(e) = r {
+            drop(sink);
+            drop(s);
+            return Err(e);
+        }
     }
     drop(sink);
     drop(s);
-    Ok(())
-}
-
-fn ignore_broken_pipe(r: std::io::Result<()>) -> Result<(), CliError> {
-    match r {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
+    if pipe_closed {
+        return Err(CliError::BrokenPipe);
     }
+    Ok(())
 }
 
 impl HitSink<'_> {

@@ -528,6 +528,42 @@ fn target_exiting_mid_watch_still_prints_the_summary() {
     assert!(o.stdout.contains("bump_counter"), "{}", o.stdout);
 }
 
+/// `hwbreak watch ... | head -1`, in text and JSON: hwbreak ends by SIGPIPE
+/// as other Unix filters do (the shell shows status 141) and prints nothing
+/// after its banner: no "Broken pipe" error.
+#[test]
+fn a_closed_output_pipe_ends_watch_quietly_by_sigpipe_in_text_and_json() {
+    use std::os::unix::process::ExitStatusExt;
+    let _g = slots();
+    for json in [false, true] {
+        let t = Waiting::start(
+            Command::new(c_targets().join("counter")).args(["2000", "2", "2", "wait"]),
+        );
+        let pid = t.pid().to_string();
+        let mut args = vec!["watch", "-p", &pid, "counter"];
+        if json {
+            args.insert(1, "--json");
+        }
+        let mut bg = Background::start(hwbreak().args(&args));
+        let mut out = BufReader::new(bg.take_stdout());
+        let target = std::thread::spawn(move || t.release());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.contains("counter"), "first line: {first}");
+        // `head -1` exits: the pipe's read end closes with 8000 hits to come.
+        drop(out);
+        target.join().unwrap();
+        let (st, stderr) = bg.wait();
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGPIPE),
+            "json {json}: {st:?}; {stderr}"
+        );
+        let after_banner: Vec<&str> = stderr.lines().filter(|l| !l.contains("watching")).collect();
+        assert!(after_banner.is_empty(), "json {json}: {stderr}");
+    }
+}
+
 fn t_pid(text: &str) -> i32 {
     text.lines()
         .find_map(|l| l.strip_prefix("pid="))

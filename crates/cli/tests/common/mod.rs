@@ -115,6 +115,20 @@ impl Background {
         b
     }
 
+    /// hwbreak's stdout, to read as it comes (then [`Background::finish`]
+    /// has none to collect).
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child.stdout.take().unwrap()
+    }
+
+    /// Wait for the end; the exit status and all of stderr.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let st = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr_all.lock().unwrap().clone();
+        (st, stderr)
+    }
+
     pub fn interrupt(&self) {
         // SAFETY: kill takes integers; the pid is our own live child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
