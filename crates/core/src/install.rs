@@ -17,10 +17,9 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::arch::{Arch, ArchBp, Pool, MAX_SLOTS};
-use crate::dispatch::Shared;
+use crate::bp::{BpId, Life};
 use crate::machine::Machine;
 use crate::target::{CpuId, TaskId};
-use crate::BpId;
 
 /// One occupied hardware slot.
 #[derive(Clone)]
@@ -32,7 +31,7 @@ pub(crate) struct Installed {
     /// `Some(task)` for a task breakpoint (removed when the task leaves the CPU).
     pub task: Option<TaskId>,
     /// Callback, cookie, in-flight counter.
-    pub shared: Arc<Shared>,
+    pub life: Arc<Life>,
     /// The slot is disabled in hardware for a step-over and must be re-armed
     /// when the step completes.
     pub stepping: bool,
@@ -44,7 +43,7 @@ pub(crate) struct Pending {
     pub pool: Pool,
     pub slot: usize,
     pub id: BpId,
-    pub shared: Arc<Shared>,
+    pub life: Arc<Life>,
     pub ip: u64,
     pub addr: u64,
     /// False for a stray that is stepped over only to make progress.
@@ -328,7 +327,7 @@ mod tests {
                 .parse(&BpAttr::write(0x1000 + 8 * id as u64, 8))
                 .unwrap(),
             task: None,
-            shared: Arc::new(Shared::new(BpId(id), 0, None)),
+            life: Arc::new(Life::new(BpId(id), 0, None)),
             stepping: false,
         }
     }

@@ -71,6 +71,7 @@ extern crate alloc;
 
 pub mod arch;
 pub mod attr;
+pub mod bp;
 pub mod dispatch;
 pub mod error;
 pub mod events;
@@ -82,10 +83,7 @@ pub mod slots;
 pub mod target;
 
 pub use attr::{Access, BpAttr};
+pub use bp::BpId;
 pub use error::Error;
 pub use machine::Machine;
 pub use target::{CpuId, Target, TaskId};
-
-/// A registered breakpoint's identity. Never reused within one layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BpId(pub u32);
