@@ -48,6 +48,14 @@ pub enum CliError {
         /// Why.
         source: io::Error,
     },
+    /// The record file cannot be written (a full disk, `/dev/full`).
+    #[error("cannot write record file {}: {source}", path.display())]
+    RecordWrite {
+        /// The file named with `-o`.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Writing the hits or the summary failed (other than a closed pipe).
     #[error("cannot write output: {0}")]
     Output(#[source] io::Error),

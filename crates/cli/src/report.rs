@@ -8,7 +8,7 @@ use crate::cli::ReportArgs;
 use crate::error::CliError;
 use crate::frames::{FrameCache, Symbolize};
 use crate::offline;
-use crate::recfile::{Hit, Reader};
+use crate::recfile::Reader;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use std::io::{BufReader, Write};
 
@@ -30,9 +30,8 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
         .map(|w| WatchTotal::new(&w.name, w.addr, w.len, w.access))
         .collect();
     let mut agg = Agg::new(watches);
-    let mut hit = Hit::default();
-    while r.next_hit(&mut hit).map_err(read_error)? {
-        agg.add(hit.watch as usize, hit.tid, hit.time_ns, hit.ip, &hit.stack);
+    while let Some(hit) = r.next_hit().map_err(read_error)? {
+        agg.add_hit(&hit);
     }
     agg.lost = r.totals().lost;
     Ok((r.header, agg))

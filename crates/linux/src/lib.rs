@@ -67,16 +67,19 @@
 pub mod error;
 pub mod event;
 pub mod launch;
+pub mod order;
 pub mod procfs;
 pub mod ptrace;
 pub mod record;
 pub mod ring;
+pub mod ringsize;
 mod selfattach;
 pub mod sigtrap;
 pub mod store;
 pub mod symbols;
 pub mod threads;
 pub mod unwind;
+pub mod values;
 pub mod watch;
 
 pub use error::{Error, Result};
