@@ -140,12 +140,9 @@ impl<S: Sink> Flow<'_, S> {
         let ip = h.sample.ip;
         self.stack_buf.clear();
         self.stack_buf.push(ip);
-        let cc = match h.ext.stack.first() {
-            Some(&first) if first == ip => &h.ext.stack[1..],
-            _ => h.ext.stack,
-        };
         self.stack_buf.extend(
-            cc.iter()
+            h.callers()
+                .iter()
                 .copied()
                 .filter(|&a| !hwbreak_linux::record::is_context_marker(a) && a != 0),
         );

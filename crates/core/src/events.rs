@@ -68,7 +68,9 @@ pub struct Sample {
 pub struct Extension<'a> {
     /// The process of [`Sample::task`] (0: not known).
     pub pid: u32,
-    /// Return addresses, innermost first; the IP itself is not repeated.
+    /// The callchain, innermost first. A source may start it with the IP
+    /// itself (the Linux drain does, as the kernel's callchain does);
+    /// [`Extended::callers`] is the chain without it.
     pub stack: &'a [u64],
     /// Whether the stack went on past [`Extension::stack`] (the walk was
     /// cut), so the outermost frames are missing.
@@ -115,6 +117,7 @@ impl Extension<'_> {
 /// let s = Sample { bp: BpId(0), cpu: CpuId(1), task: Some(TaskId(7)), ip: 0x40_1000, addr: 0x60_0000, time: 5 };
 /// let stack = [0x40_2000, 0x40_3000];
 /// let hit = Extended { sample: s, ext: Extension { pid: 7, stack: &stack, value: Some(42), ..Extension::NONE } };
+/// assert_eq!(hit.callers(), &stack);
 /// assert_eq!(hit.tid(), 7);
 /// assert_eq!(Extended::from(s).ext, Extension::NONE);
 /// ```
@@ -135,6 +138,15 @@ impl Extended<'_> {
     /// Index of the watch (the breakpoint) this hit is of.
     pub fn watch(&self) -> usize {
         self.sample.bp.0 as usize
+    }
+
+    /// The return addresses: [`Extension::stack`] without a first entry
+    /// equal to the IP.
+    pub fn callers(&self) -> &[u64] {
+        match self.ext.stack.split_first() {
+            Some((&first, rest)) if first == self.sample.ip => rest,
+            _ => self.ext.stack,
+        }
     }
 }
 

@@ -28,9 +28,8 @@
 //! ```
 
 use crate::symbols::MapEntry;
-use crate::watch::{TaskRecord, WatchHit, Watcher};
+use crate::watch::{TaskRecord, Watcher};
 use hwbreak_core::events::{Extended, Extension, Sample};
-use hwbreak_core::{BpId, CpuId, TaskId};
 
 /// How long before a drain's start a hit must be stamped to be certain to
 /// be in that drain. A hit is stamped in the trap and written to its ring
@@ -88,31 +87,6 @@ impl Held {
     }
 }
 
-/// The Linux drain's hit as the one record: the sample (its `bp` is the
-/// watch's index in [`Watcher::watches`]), and the stack, registers and
-/// process the drain knows.
-pub fn extended<'a>(h: &WatchHit<'a>) -> Extended<'a> {
-    Extended {
-        sample: Sample {
-            bp: BpId(h.watch_idx as u32),
-            cpu: CpuId(h.cpu),
-            task: Some(TaskId(u64::from(h.tid))),
-            ip: h.ip,
-            addr: h.addr,
-            time: h.time,
-        },
-        ext: Extension {
-            pid: h.pid,
-            stack: h.callchain,
-            stack_truncated: h.stack_truncated,
-            regs: h.regs,
-            regs_mask: h.regs_mask,
-            stack_bytes: h.stack,
-            value: None,
-        },
-    }
-}
-
 /// Hits drained from the rings at one time.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -152,8 +126,7 @@ impl Batch {
             }
         };
         w.drain_with_tasks(
-            |h| {
-                let e = extended(h);
+            |e| {
                 let stack_at = arena.len();
                 arena.extend_from_slice(e.ext.stack);
                 let regs_at = arena.len();
@@ -287,6 +260,7 @@ impl TimeOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hwbreak_core::{BpId, CpuId, TaskId};
 
     fn held(b: &mut Batch, time: u64, stack: &[u64]) {
         let stack_at = b.arena.len();

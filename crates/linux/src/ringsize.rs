@@ -37,10 +37,7 @@ pub fn for_sampling() -> RingSize {
         };
     }
     let page_kb = (crate::ring::page_size() / 1024).max(1);
-    let Some(kb) = std::fs::read_to_string("/proc/sys/kernel/perf_event_mlock_kb")
-        .ok()
-        .and_then(|s| s.trim().parse::<usize>().ok())
-    else {
+    let Some(kb) = crate::procfs::perf_event_mlock_kb() else {
         return RingSize {
             pages: DEFAULT_PAGES,
             note: None,
