@@ -11,7 +11,7 @@
 //!     .mode(Mode::Sample { callchain: Callchain::Kernel, user_regs_stack: false })
 //!     .open()?;
 //! w.poll(Some(std::time::Duration::from_millis(100)))?;
-//! w.drain(|hit| println!("{} tid {} ip {:#x}", w.watch_name(hit.watch_idx), hit.tid, hit.ip));
+//! w.drain(|hit| println!("{} tid {} ip {:#x}", w.watch_name(hit.watch()), hit.tid(), hit.sample.ip));
 //! println!("lost {}", w.lost());
 //! # Ok::<(), hwbreak_linux::Error>(())
 //! ```
