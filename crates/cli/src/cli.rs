@@ -151,6 +151,18 @@ pub struct WatchArgs {
     /// Top writer stacks shown in the summary.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+    /// Show only the hits for which EXPR holds, evaluated in the kernel at
+    /// each hit (the program never stops for it): old, new, tid, ip, hits,
+    /// func == "name", with == != < <= > >= && || ! and parentheses, e.g.
+    /// 'new == 0', 'new < old && tid != 1234'. The summary counts every hit
+    /// and the matches. Needs root or CAP_BPF + CAP_PERFMON.
+    #[arg(long = "if", value_name = "EXPR")]
+    pub cond: Option<String>,
+    /// Stop the whole process right after the first matching write (the
+    /// first write, without --if), print where, and leave it stopped for a
+    /// debugger (`gdb -p PID`).
+    #[arg(long)]
+    pub stop: bool,
 }
 
 /// How `watch` and `record` collect each hit's call stack.

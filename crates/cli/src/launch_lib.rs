@@ -23,11 +23,27 @@ use std::process::Command;
 /// The command line after `--`, as hwbreak launches it. With
 /// `stdout_to_stderr` (`--json`, `record`) its stdout goes to hwbreak's
 /// stderr, so that hwbreak's stdout stays clean.
-pub fn command(cmd: &[String], stdout_to_stderr: bool) -> Command {
+pub fn command(cmd: &[String], stdout_to_stderr: bool, own_session: bool) -> Command {
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]);
     if stdout_to_stderr {
         c.stdout(std::io::stderr());
+    }
+    if own_session {
+        // `--stop` leaves the program stopped after hwbreak exits. In
+        // hwbreak's process group (or a new one in its session) it would
+        // then be a stopped member of an orphaned process group, which the
+        // kernel sends SIGHUP and SIGCONT (POSIX job control): in a session
+        // of its own, it stays stopped for the debugger.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and
+        // makes one async-signal-safe call.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
     }
     c
 }
@@ -45,8 +61,9 @@ pub fn start(
     t: &TargetArgs,
     cmd: &[String],
     stdout_to_stderr: bool,
+    own_session: bool,
 ) -> Result<(Plan, AtEntry), CliError> {
-    let stopped = StoppedAtEntry::spawn(command(cmd, stdout_to_stderr), true)
+    let stopped = StoppedAtEntry::spawn(command(cmd, stdout_to_stderr, own_session), true)
         .map_err(|e| CliError::new(e.to_string()))?;
     let plan = plan::plan_loaded(t, stopped.pid())?;
     Ok((plan, AtEntry { stopped }))

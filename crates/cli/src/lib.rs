@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod conds;
 pub mod error;
 pub mod frames;
 pub mod launch_lib;

@@ -335,7 +335,10 @@ fn main() {
         (0..repeat)
             .map(|_| {
                 let r = with_cpu(f);
-                eprintln!("  {} {} hits {:.4} s, cpu {:.4} s", r.name, r.hits, r.secs, r.cpu);
+                eprintln!(
+                    "  {} {} hits {:.4} s, cpu {:.4} s",
+                    r.name, r.hits, r.secs, r.cpu
+                );
                 r
             })
             .min_by(|a, b| a.secs.total_cmp(&b.secs))

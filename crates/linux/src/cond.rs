@@ -204,7 +204,7 @@ pub struct HitValues {
 
 /// A bad condition: what is wrong, and where (1-based column).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("condition `{src}`, column {column}: {msg}\n  {src}\n  {caret:>width$}", caret = "^", width = .column)]
+#[error("condition `{src}`, column {column}: {msg}")]
 pub struct CondError {
     /// The condition as given.
     pub src: String,
@@ -212,6 +212,13 @@ pub struct CondError {
     pub column: usize,
     /// What is wrong and what to write instead.
     pub msg: String,
+}
+
+impl CondError {
+    /// The condition with a caret under the column, on two lines.
+    pub fn pointer(&self) -> String {
+        format!("{}\n{:>width$}", self.src, "^", width = self.column)
+    }
 }
 
 /// A parsed condition (not yet bound to a watch's type).
@@ -985,8 +992,9 @@ mod tests {
                 "{src}: {e}"
             );
             // The caret sits under the column.
-            let last = e.to_string().lines().last().unwrap().to_string();
-            assert_eq!(last.find('^'), Some(col + 1), "{src}: {e}");
+            let last = e.pointer().lines().last().unwrap().to_string();
+            assert_eq!(last.find('^'), Some(col - 1), "{src}: {e}");
+            assert_eq!(e.to_string().lines().count(), 1);
         }
     }
 

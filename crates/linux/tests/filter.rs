@@ -321,7 +321,7 @@ fn watcher_with_a_filter_samples_only_the_matching_hits() {
     s.go();
     assert!(s.child.wait().unwrap().success());
     let mut ips = Vec::new();
-    w.drain(|h| ips.push(h.ip));
+    w.drain(|h| ips.push(h.sample.ip));
     assert_eq!(ips.len(), 200, "only the matches are sampled");
     assert!(ips.iter().all(|&ip| ip == s.after_write));
     assert_eq!(w.counts().unwrap(), vec![20_000], "every hit is counted");
@@ -350,6 +350,11 @@ fn function_range_covers_the_instruction_after_the_write() {
     let s = Seq::spawn(10, 10, 1);
     let r = Resolver::for_pid(s.pid).unwrap();
     let f = function_range(&r, "write_value").unwrap();
+    assert!(
+        !f.needs_rebase,
+        "a running process's addresses are run-time"
+    );
+    let f = f.range;
     // start < ip <= end: the trap's IP is in (start, end].
     assert!(f.start < s.after_write && s.after_write <= f.end, "{f:x?}");
     let e = function_range(&r, "value").unwrap_err();

@@ -7,10 +7,20 @@ use crate::error::{Error, Result};
 use object::{Object, ObjectSymbol};
 use std::ops::Range;
 
-/// The run-time address range of function `name` (which [`Resolver::resolve`]
+/// A function's addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionRange {
+    /// From its first byte to one past its last.
+    pub range: Range<u64>,
+    /// The range is link-time, in a position-independent file that is not
+    /// running yet: add the load bias (as [`super::Resolved::needs_rebase`]).
+    pub needs_rebase: bool,
+}
+
+/// The address range of function `name` (which [`Resolver::resolve`]
 /// accepts, e.g. `record_hit` or `libfoo.so:f`). An error when the name is
 /// not a function, or its file gives it no size.
-pub fn function_range(r: &Resolver, name: &str) -> Result<Range<u64>> {
+pub fn function_range(r: &Resolver, name: &str) -> Result<FunctionRange> {
     let res = r
         .resolve(name)
         .map_err(|e| Error::Invalid(format!("condition: {e}")))?;
@@ -33,5 +43,8 @@ pub fn function_range(r: &Resolver, name: &str) -> Result<Range<u64>> {
                 .map(|s| s.size())
         })
         .ok_or_else(|| not("has no size in its ELF symbol table"))?;
-    Ok(res.addr..res.addr + size)
+    Ok(FunctionRange {
+        range: res.addr..res.addr + size,
+        needs_rebase: res.needs_rebase,
+    })
 }

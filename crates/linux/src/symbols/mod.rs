@@ -53,7 +53,7 @@ pub(crate) fn map_file(path: &std::path::Path) -> Option<memmap2::Mmap> {
     // not undefined behaviour in the safe code that reads the byte slice.
     unsafe { memmap2::Mmap::map(&f) }.ok()
 }
-pub use funcs::function_range;
+pub use funcs::{function_range, FunctionRange};
 pub use initial::initial_value;
 pub use maps::{parse_maps, read_maps, MapEntry};
 pub use resolver::Resolver;
