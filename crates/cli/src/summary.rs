@@ -427,6 +427,7 @@ mod tests {
             len: 8,
             access: "w",
             hits: 0,
+            matched: None,
         }])
     }
 
@@ -454,6 +455,7 @@ mod tests {
             duration_s: 0.0,
             top: 5,
             target_exit: None,
+            stopped: None,
         };
         v.text(&mut out, &mut FrameCache::new(NoSymbols)).unwrap();
         let s = String::from_utf8(out).unwrap();
@@ -461,5 +463,14 @@ mod tests {
         let j = serde_json::to_value(v.json(&mut FrameCache::new(NoSymbols))).unwrap();
         assert_eq!(j["lost"], 0);
         assert_eq!(j["type"], "summary");
+    }
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
     }
 }
