@@ -62,6 +62,7 @@ Examples:
   hwbreak watch -p 1234 counter state.count
   hwbreak watch --json --no-stack STATE.total -- ./demo > hits.jsonl
   hwbreak watch record_hit -- ./target/release/hwbreak-demo   # a function: :x
+  hwbreak watch --if 'new == 0' --stop -p 1234 counter        # stop at the write that zeroes it
 
 The program keeps running; Ctrl-C stops watching (the target is left running
 when attached with -p, and killed when hwbreak launched it). The summary at the
