@@ -120,6 +120,7 @@ pub mod arch;
 pub mod attr;
 pub mod bp;
 pub mod dispatch;
+pub mod ds;
 pub mod error;
 pub mod events;
 pub mod fanout;
