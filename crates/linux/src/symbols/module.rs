@@ -97,12 +97,18 @@ pub(crate) struct DwarfIndex {
 /// One ELF file, parsed once; DWARF indexed on first use.
 pub(crate) struct Module {
     pub path: PathBuf,
+    /// The separate debug file its DWARF came from (see `debugfile.rs`).
+    pub debug_file: Option<PathBuf>,
+    /// The GNU build-id, if the file has one.
+    #[allow(dead_code)]
+    pub build_id: Option<Vec<u8>>,
     /// `ET_DYN`: loaded at a bias chosen at run time (PIE or shared library).
     pub is_dyn: bool,
     pub loads: Vec<Load>,
     pub syms: Vec<ElfSym>,
     sym_by_name: HashMap<String, Vec<usize>>,
-    dwarf_sections: Option<gimli::DwarfSections<R>>,
+    /// The file holding the DWARF: `debug_file`, or the file itself.
+    dwarf_src: Option<PathBuf>,
     endian: RunTimeEndian,
     dwarf: OnceLock<Result<Option<DwarfIndex>, String>>,
 }
@@ -122,7 +128,11 @@ pub(crate) fn demangle(raw: &str) -> String {
 impl Module {
     /// Read and parse the ELF file at `open` (reported as `path`).
     pub fn load(path: &Path, open: &Path) -> Result<Module, SymbolError> {
-        let data = std::fs::read(open).map_err(|e| SymbolError::io(open, e))?;
+        let data = {
+            let f = std::fs::File::open(open).map_err(|e| SymbolError::io(open, e))?;
+            // SAFETY: a read-only private mapping, as in `super::map_file`.
+            unsafe { memmap2::Mmap::map(&f) }.map_err(|e| SymbolError::io(open, e))?
+        };
         let bad = |reason: String| SymbolError::BadElf {
             path: path.to_path_buf(),
             reason,
@@ -143,31 +153,35 @@ impl Module {
         }
         let mut syms = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        // The full symbol table when present; the dynamic one (never stripped) too.
-        for sym in file.symbols().chain(file.dynamic_symbols()) {
-            let kind = match sym.kind() {
-                object::SymbolKind::Text => SymKind::Func,
-                object::SymbolKind::Data => SymKind::Object,
-                object::SymbolKind::Tls => SymKind::Tls,
-                _ => continue,
-            };
-            if sym.is_undefined() || sym.address() == 0 && kind != SymKind::Tls {
-                continue;
-            }
-            let Ok(raw) = sym.name() else { continue };
-            if raw.is_empty() || !seen.insert((raw.to_string(), sym.address())) {
-                continue;
-            }
-            // GNU symbol versions in .dynsym ("name@@GLIBC_2.2.5") are not part of the name.
-            let raw = raw.split('@').next().unwrap_or(raw).to_string();
-            syms.push(ElfSym {
-                name: demangle(&raw),
-                raw,
-                addr: sym.address(),
-                size: sym.size(),
-                kind,
-            });
+        collect_syms(&file, &mut syms, &mut seen);
+        let endian = if file.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let build_id = super::debugfile::build_id(&file);
+        // A stripped file: DWARF and the full symbol table (statics such as
+        // glibc's `main_arena`) come from its separate debug file.
+        let debug_file = super::debugfile::find(path, &file);
+        let debug_map = debug_file.as_deref().and_then(super::map_file);
+        let debug_obj = match &debug_map {
+            Some(d) => Some(object::File::parse(&**d).map_err(|e| SymbolError::BadElf {
+                path: debug_file.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        if let Some(d) = &debug_obj {
+            collect_syms(d, &mut syms, &mut seen);
         }
+        // DWARF is read on first use (`dwarf`), from wherever it is.
+        let dwarf_src = if debug_obj.is_some() {
+            debug_file.clone()
+        } else {
+            file.section_by_name(".debug_info")
+                .is_some()
+                .then(|| open.to_path_buf())
+        };
         let mut sym_by_name: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, s) in syms.iter().enumerate() {
             sym_by_name.entry(s.raw.clone()).or_default().push(i);
@@ -179,36 +193,15 @@ impl Module {
                 }
             }
         }
-        let endian = if file.is_little_endian() {
-            RunTimeEndian::Little
-        } else {
-            RunTimeEndian::Big
-        };
-        let has_dwarf = file.section_by_name(".debug_info").is_some();
-        let dwarf_sections = if has_dwarf {
-            let load = |id: gimli::SectionId| -> Result<R, object::Error> {
-                let bytes: Arc<[u8]> = match file.section_by_name(id.name()) {
-                    Some(s) => Arc::from(&*s.uncompressed_data()?),
-                    None => Arc::from(&[][..]),
-                };
-                Ok(EndianArcSlice::new(bytes, endian))
-            };
-            Some(
-                gimli::DwarfSections::load(load).map_err(|e| SymbolError::Dwarf {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?,
-            )
-        } else {
-            None
-        };
         Ok(Module {
             path: path.to_path_buf(),
+            debug_file,
+            build_id,
             is_dyn,
             loads,
             syms,
             sym_by_name,
-            dwarf_sections,
+            dwarf_src,
             endian,
             dwarf: OnceLock::new(),
         })
@@ -216,16 +209,24 @@ impl Module {
 
     /// The DWARF index, built on first use. `Ok(None)`: no debug info.
     pub fn dwarf(&self) -> Result<Option<&DwarfIndex>, SymbolError> {
-        let r = self.dwarf.get_or_init(|| match &self.dwarf_sections {
-            None => Ok(None),
-            Some(s) => DwarfIndex::build(s, self.endian)
-                .map(Some)
-                .map_err(|e| e.to_string()),
+        let r = self.dwarf.get_or_init(|| {
+            let Some(src) = &self.dwarf_src else {
+                return Ok(None);
+            };
+            let data =
+                super::map_file(src).ok_or_else(|| format!("cannot map {}", src.display()))?;
+            let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
+            match load_dwarf(&file, self.endian).map_err(|e| e.to_string())? {
+                None => Ok(None),
+                Some(s) => DwarfIndex::build(&s, self.endian)
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+            }
         });
         match r {
             Ok(d) => Ok(d.as_ref()),
             Err(reason) => Err(SymbolError::Dwarf {
-                path: self.path.clone(),
+                path: self.dwarf_src.clone().unwrap_or_else(|| self.path.clone()),
                 reason: reason.clone(),
             }),
         }
@@ -247,6 +248,23 @@ impl Module {
             .filter(|s| s.kind != SymKind::Tls)
             .filter(|s| s.addr <= addr && addr < s.addr + s.size.max(1))
             .min_by_key(|s| s.size)
+    }
+
+    /// The function symbol whose range holds link-time address `addr`.
+    pub fn func_containing(&self, addr: u64) -> Option<&ElfSym> {
+        self.syms
+            .iter()
+            .filter(|s| s.kind == SymKind::Func)
+            .filter(|s| s.addr <= addr && addr < s.addr + s.size.max(1))
+            .min_by_key(|s| s.size)
+    }
+
+    /// The link-time address that file offset `off` is loaded at.
+    pub fn vaddr_of_file_offset(&self, off: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|l| l.offset <= off && off < l.offset + l.filesz)
+            .map(|l| off - l.offset + l.vaddr)
     }
 
     /// Load bias from one mapping of this file: `map_start` maps file offset `map_offset`.
@@ -277,6 +295,57 @@ impl Module {
         v.dedup();
         v
     }
+}
+
+/// Add `file`'s function, data and TLS symbols (full table, then dynamic) to
+/// `syms`, skipping (name, address) pairs already in `seen`.
+fn collect_syms(
+    file: &object::File<'_>,
+    syms: &mut Vec<ElfSym>,
+    seen: &mut std::collections::HashSet<(String, u64)>,
+) {
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        let kind = match sym.kind() {
+            object::SymbolKind::Text => SymKind::Func,
+            object::SymbolKind::Data => SymKind::Object,
+            object::SymbolKind::Tls => SymKind::Tls,
+            _ => continue,
+        };
+        if sym.is_undefined() || sym.address() == 0 && kind != SymKind::Tls {
+            continue;
+        }
+        let Ok(raw) = sym.name() else { continue };
+        // GNU symbol versions in .dynsym ("name@@GLIBC_2.2.5") are not part of the name.
+        let raw = raw.split('@').next().unwrap_or(raw);
+        if raw.is_empty() || !seen.insert((raw.to_string(), sym.address())) {
+            continue;
+        }
+        syms.push(ElfSym {
+            name: demangle(raw),
+            raw: raw.to_string(),
+            addr: sym.address(),
+            size: sym.size(),
+            kind,
+        });
+    }
+}
+
+/// The DWARF sections of `file`, decompressed; `None` without `.debug_info`.
+fn load_dwarf(
+    file: &object::File<'_>,
+    endian: RunTimeEndian,
+) -> Result<Option<gimli::DwarfSections<R>>, object::Error> {
+    if file.section_by_name(".debug_info").is_none() {
+        return Ok(None);
+    }
+    let load = |id: gimli::SectionId| -> Result<R, object::Error> {
+        let bytes: Arc<[u8]> = match file.section_by_name(id.name()) {
+            Some(s) => Arc::from(&*s.uncompressed_data()?),
+            None => Arc::from(&[][..]),
+        };
+        Ok(EndianArcSlice::new(bytes, endian))
+    };
+    gimli::DwarfSections::load(load).map(Some)
 }
 
 fn attr_u64(v: AttributeValue<R>) -> Option<u64> {
