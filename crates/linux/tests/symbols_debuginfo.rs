@@ -63,7 +63,11 @@ fn addr2line_chains(file: &Path, addrs: &[u64]) -> Vec<Vec<Link>> {
         cmd.arg(format!("{a:#x}"));
     }
     let out = cmd.output().expect("run addr2line");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     let mut chains: Vec<Vec<Link>> = Vec::new();
     let mut lines = text.lines().peekable();
@@ -116,7 +120,12 @@ fn libc_inline_chains_match_addr2line_i_at_every_sampled_address() {
     // glibc's allocator and stdio, built with -O2: full of inlined helpers.
     let ranges = func_ranges(
         &dbg,
-        &["_int_malloc", "_int_free", "__libc_malloc", "_IO_new_file_xsputn"],
+        &[
+            "_int_malloc",
+            "_int_free",
+            "__libc_malloc",
+            "_IO_new_file_xsputn",
+        ],
     );
     assert_eq!(ranges.len(), 4, "{ranges:?}");
     // libc's text is mapped at file offset == link-time address (its PT_LOADs say so).
@@ -153,13 +162,18 @@ fn libc_inline_chains_match_addr2line_i_at_every_sampled_address() {
             inlined += 1;
         }
         if &chain != w {
-            mismatches.push(format!("{v:#x}: addr2line {w:?}\n          hwbreak  {chain:?}"));
+            mismatches.push(format!(
+                "{v:#x}: addr2line {w:?}\n          hwbreak  {chain:?}"
+            ));
         }
     }
     eprintln!(
         "{inlined} of {} sampled addresses are in inlined code; e.g. {}",
         vaddrs.len(),
-        got.iter().find(|g| g.inlined.len() > 2).map(|g| g.to_string()).unwrap_or_default()
+        got.iter()
+            .find(|g| g.inlined.len() > 2)
+            .map(|g| g.to_string())
+            .unwrap_or_default()
     );
     assert!(
         inlined > 100,
@@ -247,11 +261,17 @@ fn waiting_python() -> Option<(std::process::Child, PathBuf)> {
         return None;
     }
     let Some(dbg) = build_id_debug_file(&py) else {
-        eprintln!("SKIP: no debug file for {}; install python3.11-dbg", py.display());
+        eprintln!(
+            "SKIP: no debug file for {}; install python3.11-dbg",
+            py.display()
+        );
         return None;
     };
     let mut c = Command::new(&py)
-        .args(["-c", "import sys; print('ready', flush=True); sys.stdin.read()"])
+        .args([
+            "-c",
+            "import sys; print('ready', flush=True); sys.stdin.read()",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -304,7 +324,10 @@ fn functions_split_into_hot_and_cold_parts_get_offsets_within_the_function() {
     let pid = c.id() as i32;
     let ranges = func_ranges(
         &dbg,
-        &["_Py_PreInitializeFromPyArgv", "_Py_PreInitializeFromPyArgv.cold"],
+        &[
+            "_Py_PreInitializeFromPyArgv",
+            "_Py_PreInitializeFromPyArgv.cold",
+        ],
     );
     assert_eq!(ranges.len(), 2, "{ranges:?}");
     let mut sym = Symbolizer::new(pid).unwrap();

@@ -42,7 +42,7 @@ pub enum SymbolError {
         reason: String,
     },
     /// The expression does not follow the grammar.
-    #[error("bad location '{expr}' at column {column}: {message}. Expected NAME, NAME.field, NAME[index], NAME+OFFSET, lib.so:NAME, crate::PATH or 0xADDRESS")]
+    #[error("bad location '{expr}' at column {column}: {message}. Expected NAME, NAME.field, NAME[index], NAME+OFFSET, lib.so:NAME, 'file.c'::NAME, function::NAME, ns::Class<T>::NAME, crate::PATH or 0xADDRESS")]
     Syntax {
         /// The whole expression.
         expr: String,
@@ -63,6 +63,25 @@ pub enum SymbolError {
         searched: String,
         /// Close matches by edit distance, best first.
         suggestions: Vec<String>,
+    },
+    /// A name denotes several variables (two `static int count;` in two
+    /// files, or one name in several namespaces).
+    #[error("'{name}' names {} variables in {module}: {}. Name the one you mean as shown", matches.len(), matches.join("; "))]
+    Ambiguous {
+        /// The name looked up.
+        name: String,
+        /// The module holding them.
+        module: String,
+        /// Each match: how to name it, its address and file.
+        matches: Vec<String>,
+    },
+    /// `'file.c'::NAME` names a source file that no module was built from.
+    #[error("no source file '{scope}' in {searched}: write the file name as the debug info has it (e.g. 'counter.c'::count or 'src/counter.c'::count)")]
+    NoScope {
+        /// The file asked for.
+        scope: String,
+        /// The modules searched.
+        searched: String,
     },
     /// `lib.so:NAME` names a module that is not loaded (or not the executable).
     #[error("no module '{module}' is loaded{where_}; loaded modules: {loaded}. If the library is loaded later (dlopen, or a command not started yet), attach with -p once it is loaded")]

@@ -42,18 +42,79 @@ pub(crate) struct ElfSym {
     pub addr: u64,
     pub size: u64,
     pub kind: SymKind,
+    /// For a local (static) symbol, the source file its `STT_FILE` names.
+    pub file: Option<String>,
+    /// A global (or weak) symbol, visible to other files.
+    pub global: bool,
 }
 
 /// A type reference: unit index and DIE offset in that unit.
 pub(crate) type TyRef = (usize, UnitOffset);
 
-/// A global variable found in DWARF.
+/// A variable with a static address (or thread-local) found in DWARF.
 #[derive(Debug, Clone)]
 pub(crate) struct DwVar {
+    /// The qualified name as gdb prints it: `counter`, `hwbreak_demo::STATE`,
+    /// `ns::Pool<int>::hwm`, `(anonymous namespace)::x`, `main::calls` (a
+    /// function's static).
     pub full: String,
+    /// The source file of its compilation unit (`counter.c`, `../Python/ceval.c`).
+    pub file: Option<String>,
+    /// A function's static: named only as `function::name`.
+    pub local: bool,
+    /// Visible to other files (`DW_AT_external`): not a `static`.
+    pub external: bool,
     pub addr: Option<u64>,
     pub tls: bool,
     pub ty: Option<TyRef>,
+}
+
+/// `s` with the spaces a C++ demangler and a user may place differently
+/// removed (`Pool<std::pair<int, long> >` → `Pool<std::pair<int,long>>`);
+/// a space between two words (`unsigned int`, `(anonymous namespace)`) stays.
+pub(crate) fn norm(s: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && out.chars().last().is_some_and(word) && word(c) {
+            out.push(' ');
+        }
+        pending_space = false;
+        out.push(c);
+    }
+    out
+}
+
+/// The byte offsets of each top-level `::` in `s` (not inside `<>` or `()`).
+pub(crate) fn top_level_seps(s: &str) -> Vec<usize> {
+    let b = s.as_bytes();
+    let mut depth = 0i32;
+    let mut v = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'<' | b'(' => depth += 1,
+            b'>' | b')' => depth -= 1,
+            b':' if depth == 0 && b.get(i + 1) == Some(&b':') => {
+                v.push(i);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    v
+}
+
+/// Whether `file` (a compilation unit's name) is the source file `scope`
+/// names: the same path, or a path ending in `/scope`.
+pub(crate) fn file_matches(file: &str, scope: &str) -> bool {
+    file == scope || file.ends_with(&format!("/{scope}"))
 }
 
 /// The shape of a (typedef- and qualifier-stripped) type.
@@ -69,10 +130,12 @@ pub(crate) enum TyKind {
     Other,
 }
 
-/// A struct or union member.
+/// A struct or union member, or a base class (`DW_TAG_inheritance`).
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     pub name: Option<String>,
+    /// For a base class: its name as written (`Base`, `_Vector_base<int, std::allocator<int> >`).
+    pub base: Option<String>,
     pub offset: u64,
     pub ty: Option<TyRef>,
 }
@@ -88,6 +151,8 @@ pub(crate) struct Ty {
 pub(crate) struct DwarfIndex {
     dwarf: gimli::Dwarf<R>,
     units: Vec<gimli::Unit<R>>,
+    /// Each unit's `.debug_info` offset, ascending, to follow cross-unit references.
+    starts: Vec<u64>,
     rust: Vec<bool>,
     /// Globals by full path and by last path segment.
     by_name: HashMap<String, Vec<usize>>,
@@ -304,7 +369,12 @@ fn collect_syms(
     syms: &mut Vec<ElfSym>,
     seen: &mut std::collections::HashSet<(String, u64)>,
 ) {
+    let mut cur_file: Option<String> = None;
     for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() == object::SymbolKind::File {
+            cur_file = sym.name().ok().map(str::to_string);
+            continue;
+        }
         let kind = match sym.kind() {
             object::SymbolKind::Text => SymKind::Func,
             object::SymbolKind::Data => SymKind::Object,
@@ -326,6 +396,12 @@ fn collect_syms(
             addr: sym.address(),
             size: sym.size(),
             kind,
+            file: if sym.is_local() {
+                cur_file.clone()
+            } else {
+                None
+            },
+            global: !sym.is_local(),
         });
     }
 }
@@ -372,62 +448,279 @@ impl DwarfIndex {
         while let Some(h) = headers.next()? {
             units.push(dwarf.unit(h)?);
         }
+        let starts: Vec<u64> = units.iter().map(|u| u.header.offset().0 as u64).collect();
         let mut rust = Vec::with_capacity(units.len());
-        let mut vars = Vec::new();
-        for (ui, unit) in units.iter().enumerate() {
-            let mut tree = unit.entries_tree(None)?;
-            let root = tree.root()?;
-            let lang = root.entry().attr_value(gimli::DW_AT_language);
+        let mut files = Vec::with_capacity(units.len());
+        for unit in &units {
+            let mut c = unit.entries();
+            let root = c.next_dfs()?.cloned();
+            let lang = root
+                .as_ref()
+                .and_then(|e| e.attr_value(gimli::DW_AT_language));
             rust.push(matches!(
                 lang,
                 Some(AttributeValue::Language(gimli::DW_LANG_Rust))
             ));
-            let mut ns = Vec::new();
-            walk(&dwarf, unit, ui, root, &mut ns, &mut vars)?;
+            files.push(
+                unit.name
+                    .as_ref()
+                    .and_then(|n| n.to_string_lossy().ok().map(|c| c.into_owned())),
+            );
         }
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, v) in vars.iter().enumerate() {
-            by_name.entry(v.full.clone()).or_default().push(i);
-            let last = last_segment(&v.full);
-            if last != v.full {
-                by_name.entry(last.to_string()).or_default().push(i);
-            }
-        }
-        Ok(DwarfIndex {
+        let mut idx = DwarfIndex {
             dwarf,
             units,
+            starts,
             rust,
-            by_name,
-            vars,
-        })
+            by_name: HashMap::new(),
+            vars: Vec::new(),
+        };
+        let mut vars = Vec::new();
+        for ui in 0..idx.units.len() {
+            idx.walk(ui, files[ui].clone(), &mut vars)?;
+        }
+        // The same variable in several units (a C++ inline or template static,
+        // emitted wherever it is used) is one variable.
+        let mut seen = std::collections::HashSet::new();
+        vars.retain(|v: &DwVar| seen.insert((v.full.clone(), v.addr, v.tls)));
+        for (i, v) in vars.iter().enumerate() {
+            let key = norm(&v.full);
+            // Non-local names are also found by each `::`-suffix: `STATE` for
+            // `hwbreak_demo::STATE`, `Pool<int>::hwm` for `ns::Pool<int>::hwm`.
+            if !v.local {
+                for sep in top_level_seps(&key) {
+                    idx.by_name
+                        .entry(key[sep + 2..].to_string())
+                        .or_default()
+                        .push(i);
+                }
+            }
+            idx.by_name.entry(key).or_default().push(i);
+        }
+        idx.vars = vars;
+        Ok(idx)
     }
 
-    /// Globals with this full path or last segment; definitions with an address first.
-    pub fn vars_named(&self, name: &str) -> Vec<&DwVar> {
-        let mut v: Vec<&DwVar> = self
+    /// Variables named `name` (a qualified name or a `::`-suffix of one),
+    /// in source file `scope` if given. Exact full names win over suffix
+    /// matches, and the program's names over Rust's standard library's; one
+    /// entry per address. More than one entry: the name is ambiguous.
+    pub fn vars_named(&self, name: &str, scope: Option<&str>) -> Vec<&DwVar> {
+        let q = norm(name);
+        let all: Vec<&DwVar> = self
             .by_name
-            .get(name)
+            .get(&q)
             .into_iter()
             .flatten()
             .map(|&i| &self.vars[i])
+            .filter(|v| match scope {
+                Some(s) => v.file.as_deref().is_some_and(|f| file_matches(f, s)),
+                None => true,
+            })
             .collect();
-        // Exact full-path matches first, then definitions, then names outside
-        // Rust's standard library, then the shortest paths: `STATE` means the
-        // program's `demo::STATE`, not some `std::...::STATE`.
+        let exact: Vec<&DwVar> = all.iter().copied().filter(|v| norm(&v.full) == q).collect();
+        let mut v = if exact.is_empty() { all } else { exact };
         let std_lib = |f: &str| {
             ["std::", "core::", "alloc::"]
                 .iter()
                 .any(|p| f.starts_with(p))
         };
-        v.sort_by_key(|x| {
-            (
-                x.full != name,
-                x.addr.is_none() && !x.tls,
-                std_lib(&x.full),
-                x.full.matches("::").count(),
-            )
-        });
+        if v.iter().any(|x| !std_lib(&x.full)) {
+            v.retain(|x| !std_lib(&x.full));
+        }
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|x| seen.insert((x.addr, x.tls.then(|| x.full.clone()))));
         v
+    }
+
+    /// Whether any compilation unit is the source file `scope`.
+    pub fn has_file(&self, scope: &str) -> bool {
+        self.units.iter().any(|u| {
+            u.name
+                .as_ref()
+                .and_then(|n| n.to_string_lossy().ok())
+                .is_some_and(|n| file_matches(&n, scope))
+        })
+    }
+
+    /// The unit holding `.debug_info` offset `o`.
+    fn unit_of(&self, o: gimli::DebugInfoOffset) -> Option<TyRef> {
+        let k = self
+            .starts
+            .partition_point(|&s| s <= o.0 as u64)
+            .checked_sub(1)?;
+        o.to_unit_offset(&self.units[k].header).map(|uo| (k, uo))
+    }
+
+    /// Follow reference attribute `a` of a DIE in unit `ui`.
+    fn follow(&self, ui: usize, a: Option<AttributeValue<R>>) -> Option<TyRef> {
+        match a? {
+            AttributeValue::UnitRef(o) => Some((ui, o)),
+            AttributeValue::DebugInfoRef(o) => self.unit_of(o),
+            _ => None,
+        }
+    }
+
+    /// The DIEs a declaration chain goes through: `e`'s
+    /// `DW_AT_specification` / `DW_AT_abstract_origin`, and theirs.
+    fn origins(
+        &self,
+        ui: usize,
+        e: &gimli::DebuggingInformationEntry<R>,
+    ) -> Vec<(usize, gimli::DebuggingInformationEntry<R>)> {
+        let mut out = Vec::new();
+        let mut cur = (ui, e.clone());
+        for _ in 0..3 {
+            let next = self
+                .follow(cur.0, cur.1.attr_value(gimli::DW_AT_specification))
+                .or_else(|| self.follow(cur.0, cur.1.attr_value(gimli::DW_AT_abstract_origin)));
+            let Some(r) = next else { break };
+            let Ok(d) = self.entry(r) else { break };
+            out.push((r.0, d.clone()));
+            cur = (r.0, d);
+        }
+        out
+    }
+
+    /// The first of `attr` on `e` or its origins, with the unit it is in.
+    fn attr_through(
+        &self,
+        ui: usize,
+        e: &gimli::DebuggingInformationEntry<R>,
+        origins: &[(usize, gimli::DebuggingInformationEntry<R>)],
+        attr: gimli::DwAt,
+    ) -> Option<(usize, AttributeValue<R>)> {
+        e.attr_value(attr).map(|v| (ui, v)).or_else(|| {
+            origins
+                .iter()
+                .find_map(|(u, d)| d.attr_value(attr).map(|v| (*u, v)))
+        })
+    }
+
+    fn string(&self, ui: usize, v: AttributeValue<R>) -> Option<String> {
+        let s = self.dwarf.attr_string(&self.units[ui], v).ok()?;
+        s.to_string_lossy().ok().map(|c| c.into_owned())
+    }
+
+    /// The name of a function DIE (through its origins).
+    fn func_name(&self, ui: usize, e: &gimli::DebuggingInformationEntry<R>) -> String {
+        let origins = self.origins(ui, e);
+        self.attr_through(ui, e, &origins, gimli::DW_AT_name)
+            .and_then(|(u, v)| self.string(u, v))
+            .unwrap_or_else(|| "??".into())
+    }
+
+    /// Collect unit `ui`'s variables with a static address (globals,
+    /// namespace and class statics, and functions' statics).
+    fn walk(&self, ui: usize, file: Option<String>, out: &mut Vec<DwVar>) -> gimli::Result<()> {
+        let unit = &self.units[ui];
+        // Enclosing scopes: (depth, name, is a function).
+        let mut scopes: Vec<(isize, String, bool)> = Vec::new();
+        let mut cursor = unit.entries();
+        while let Some(e) = cursor.next_dfs()? {
+            let depth = e.depth();
+            while scopes.last().is_some_and(|s| s.0 >= depth) {
+                scopes.pop();
+            }
+            match e.tag() {
+                gimli::DW_TAG_namespace => {
+                    let n = e
+                        .attr_value(gimli::DW_AT_name)
+                        .and_then(|v| self.string(ui, v))
+                        .unwrap_or_else(|| "(anonymous namespace)".into());
+                    scopes.push((depth, n, false));
+                }
+                gimli::DW_TAG_structure_type
+                | gimli::DW_TAG_class_type
+                | gimli::DW_TAG_union_type => {
+                    let n = e
+                        .attr_value(gimli::DW_AT_name)
+                        .and_then(|v| self.string(ui, v))
+                        .unwrap_or_else(|| "<anonymous>".into());
+                    scopes.push((depth, n, false));
+                }
+                gimli::DW_TAG_subprogram | gimli::DW_TAG_inlined_subroutine => {
+                    let n = self.func_name(ui, e);
+                    scopes.push((depth, n, true));
+                }
+                gimli::DW_TAG_variable => {
+                    let Some(AttributeValue::Exprloc(x)) = e.attr_value(gimli::DW_AT_location)
+                    else {
+                        continue; // a declaration, optimised out, or on the stack
+                    };
+                    let mut addr = None;
+                    let mut tls = false;
+                    let mut ops = x.operations(unit.encoding());
+                    let mut other = false;
+                    while let Ok(Some(op)) = ops.next() {
+                        match op {
+                            gimli::Operation::Address { address } => addr = Some(address),
+                            gimli::Operation::AddressIndex { index } => {
+                                addr = self.dwarf.address(unit, index).ok();
+                            }
+                            gimli::Operation::TLS => tls = true,
+                            gimli::Operation::PlusConstant { .. }
+                            | gimli::Operation::UnsignedConstant { .. } => {}
+                            _ => other = true,
+                        }
+                    }
+                    if (addr.is_none() && !tls) || (other && !tls) {
+                        continue; // not at a fixed address
+                    }
+                    let origins = self.origins(ui, e);
+                    let Some(name) = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_name)
+                        .and_then(|(u, v)| self.string(u, v))
+                    else {
+                        continue;
+                    };
+                    let linkage = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_linkage_name)
+                        .or_else(|| {
+                            self.attr_through(ui, e, &origins, gimli::DW_AT_MIPS_linkage_name)
+                        })
+                        .and_then(|(u, v)| self.string(u, v));
+                    let ty = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_type)
+                        .and_then(|(u, v)| self.follow(u, Some(v)));
+                    let local = scopes.iter().any(|s| s.2);
+                    let external = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_external)
+                        .is_some_and(|(_, v)| v != AttributeValue::Flag(false));
+                    let demangled = linkage
+                        .filter(|l| l.starts_with("_Z") && !self.rust[ui])
+                        .and_then(|l| {
+                            let opts = cpp_demangle::DemangleOptions::new()
+                                .no_params()
+                                .no_return_type();
+                            cpp_demangle::Symbol::new(l.as_bytes())
+                                .ok()?
+                                .demangle_with_options(&opts)
+                                .ok()
+                        });
+                    let full = match demangled {
+                        Some(d) => d,
+                        None if scopes.is_empty() => name,
+                        None => {
+                            let mut p: Vec<&str> = scopes.iter().map(|s| s.1.as_str()).collect();
+                            p.push(&name);
+                            p.join("::")
+                        }
+                    };
+                    out.push(DwVar {
+                        full,
+                        file: file.clone(),
+                        local,
+                        external,
+                        addr: if tls { None } else { addr },
+                        tls,
+                        ty,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn entry(&self, r: TyRef) -> gimli::Result<gimli::DebuggingInformationEntry<R>> {
@@ -438,11 +731,7 @@ impl DwarfIndex {
     fn deref(&self, unit: usize, v: Option<AttributeValue<R>>) -> Option<TyRef> {
         match v? {
             AttributeValue::UnitRef(o) => Some((unit, o)),
-            AttributeValue::DebugInfoRef(o) => self
-                .units
-                .iter()
-                .enumerate()
-                .find_map(|(i, u)| o.to_unit_offset(&u.header).map(|uo| (i, uo))),
+            AttributeValue::DebugInfoRef(o) => self.unit_of(o),
             _ => None,
         }
     }
@@ -560,7 +849,8 @@ impl DwarfIndex {
                 let mut children = node.children();
                 while let Some(c) = children.next()? {
                     let ce = c.entry();
-                    if ce.tag() != gimli::DW_TAG_member {
+                    let is_base = ce.tag() == gimli::DW_TAG_inheritance;
+                    if ce.tag() != gimli::DW_TAG_member && !is_base {
                         continue;
                     }
                     // Static members have no location within the object.
@@ -584,10 +874,16 @@ impl DwarfIndex {
                             .and_then(attr_u64)
                             .map_or(0, |b| b / 8),
                     };
+                    let ty = self.deref(u, ce.attr_value(gimli::DW_AT_type));
                     members.push(Member {
-                        name: self.name_of(u, ce),
+                        name: if is_base { None } else { self.name_of(u, ce) },
+                        base: if is_base {
+                            ty.and_then(|t| self.entry(t).ok().and_then(|e| self.name_of(t.0, &e)))
+                        } else {
+                            None
+                        },
                         offset,
-                        ty: self.deref(u, ce.attr_value(gimli::DW_AT_type)),
+                        ty,
                     });
                 }
                 let n = name.unwrap_or_else(|| "<anonymous>".into());
@@ -734,80 +1030,4 @@ fn array_ty(
         size: computed.or(size),
         kind: TyKind::Array { elem, dims, stride },
     }
-}
-
-/// Collect global variables under `node`, descending only into namespaces.
-fn walk(
-    dwarf: &gimli::Dwarf<R>,
-    unit: &gimli::Unit<R>,
-    ui: usize,
-    node: gimli::EntriesTreeNode<'_, '_, R>,
-    ns: &mut Vec<String>,
-    out: &mut Vec<DwVar>,
-) -> gimli::Result<()> {
-    let mut children = node.children();
-    while let Some(child) = children.next()? {
-        let e = child.entry();
-        let name = |e: &gimli::DebuggingInformationEntry<R>| -> Option<String> {
-            let v = e.attr_value(gimli::DW_AT_name)?;
-            let s = dwarf.attr_string(unit, v).ok()?;
-            s.to_string_lossy().ok().map(|c| c.into_owned())
-        };
-        match e.tag() {
-            gimli::DW_TAG_namespace => {
-                let n = name(e).unwrap_or_else(|| "{anonymous}".into());
-                ns.push(n);
-                walk(dwarf, unit, ui, child, ns, out)?;
-                ns.pop();
-            }
-            gimli::DW_TAG_variable => {
-                // A definition of an earlier declaration names it through DW_AT_specification.
-                let spec = match e.attr_value(gimli::DW_AT_specification) {
-                    Some(AttributeValue::UnitRef(o)) => unit.entry(o).ok(),
-                    _ => None,
-                };
-                let Some(n) = name(e).or_else(|| spec.as_ref().and_then(name)) else {
-                    continue;
-                };
-                let mut addr = None;
-                let mut tls = false;
-                if let Some(AttributeValue::Exprloc(x)) = e.attr_value(gimli::DW_AT_location) {
-                    let mut ops = x.operations(unit.encoding());
-                    while let Ok(Some(op)) = ops.next() {
-                        match op {
-                            gimli::Operation::Address { address } => addr = Some(address),
-                            gimli::Operation::AddressIndex { index } => {
-                                addr = dwarf.address(unit, index).ok();
-                            }
-                            gimli::Operation::TLS => tls = true,
-                            _ => {}
-                        }
-                    }
-                }
-                if addr.is_none() && !tls {
-                    continue; // a declaration, or optimised out
-                }
-                let ty_attr = e
-                    .attr_value(gimli::DW_AT_type)
-                    .or_else(|| spec.as_ref().and_then(|s| s.attr_value(gimli::DW_AT_type)));
-                let ty = match ty_attr {
-                    Some(AttributeValue::UnitRef(o)) => Some((ui, o)),
-                    _ => None,
-                };
-                let full = if ns.is_empty() {
-                    n
-                } else {
-                    format!("{}::{n}", ns.join("::"))
-                };
-                out.push(DwVar {
-                    full,
-                    addr: if tls { None } else { addr },
-                    tls,
-                    ty,
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }
