@@ -208,6 +208,44 @@ impl<'a> P<'a> {
     }
 }
 
+/// Scan one path segment (an identifier with template arguments and ABI
+/// tags, or `(anonymous namespace)`) at the start of `s`: its length in
+/// bytes, or the byte position and text of the problem. For other parsers of
+/// names (the CLI's SPEC), so the two accept the same names.
+pub fn scan_segment(s: &str) -> Result<usize, (usize, String)> {
+    let mut p = P {
+        s,
+        b: s.as_bytes(),
+        i: 0,
+    };
+    p.segment().map(|_| p.i).map_err(syntax_pos)
+}
+
+/// Scan a file scope (`'file.c'::` or `file.c::`) at the start of `s`: the
+/// file and the bytes consumed, `None` when there is none, or the byte
+/// position and text of the problem.
+pub fn scan_scope(s: &str) -> Result<Option<(String, usize)>, (usize, String)> {
+    let mut p = P {
+        s,
+        b: s.as_bytes(),
+        i: 0,
+    };
+    match p.scope() {
+        Ok(Some(f)) => Ok(Some((f, p.i))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(syntax_pos(e)),
+    }
+}
+
+fn syntax_pos(e: SymbolError) -> (usize, String) {
+    match e {
+        SymbolError::Syntax {
+            column, message, ..
+        } => (column - 1, message),
+        other => (0, other.to_string()),
+    }
+}
+
 /// Whether `s` names a source file (`counter.c`, `src/lib.rs`): file-name
 /// characters and a source extension, so `obj.Base::field` is not one.
 pub fn is_source_file(s: &str) -> bool {

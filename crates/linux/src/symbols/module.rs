@@ -90,6 +90,39 @@ pub(crate) fn norm(s: &str) -> String {
     out
 }
 
+/// gdb's `(anonymous namespace)` for the `_GLOBAL__N_1` that the demangler
+/// leaves in names from an anonymous namespace.
+fn anon_namespace(d: &str) -> String {
+    let mut out = String::with_capacity(d.len());
+    let mut rest = d;
+    while let Some(i) = rest.find("_GLOBAL__N_") {
+        out.push_str(&rest[..i]);
+        out.push_str("(anonymous namespace)");
+        rest = rest[i + "_GLOBAL__N_".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `s` without its ABI tags (`name[abi:cxx11]` → `name`): gdb finds a
+/// tagged name without them too.
+fn strip_abi_tags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("[abi:") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find(']') {
+            Some(j) => rest = &rest[i + j + 1..],
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The byte offsets of each top-level `::` in `s` (not inside `<>` or `()`).
 pub(crate) fn top_level_seps(s: &str) -> Vec<usize> {
     let b = s.as_bytes();
@@ -476,8 +509,9 @@ impl DwarfIndex {
             vars: Vec::new(),
         };
         let mut vars = Vec::new();
-        for ui in 0..idx.units.len() {
-            idx.walk(ui, files[ui].clone(), &mut vars)?;
+        let mut decl_scopes = HashMap::new();
+        for (ui, file) in files.into_iter().enumerate() {
+            idx.walk(ui, file, &mut vars, &mut decl_scopes)?;
         }
         // The same variable in several units (a C++ inline or template static,
         // emitted wherever it is used) is one variable.
@@ -485,17 +519,25 @@ impl DwarfIndex {
         vars.retain(|v: &DwVar| seen.insert((v.full.clone(), v.addr, v.tls)));
         for (i, v) in vars.iter().enumerate() {
             let key = norm(&v.full);
-            // Non-local names are also found by each `::`-suffix: `STATE` for
-            // `hwbreak_demo::STATE`, `Pool<int>::hwm` for `ns::Pool<int>::hwm`.
-            if !v.local {
-                for sep in top_level_seps(&key) {
-                    idx.by_name
-                        .entry(key[sep + 2..].to_string())
-                        .or_default()
-                        .push(i);
+            let untagged = strip_abi_tags(&key);
+            let keys = if untagged != key {
+                vec![key, untagged]
+            } else {
+                vec![key]
+            };
+            for key in keys {
+                // Non-local names are also found by each `::`-suffix: `STATE` for
+                // `hwbreak_demo::STATE`, `Pool<int>::hwm` for `ns::Pool<int>::hwm`.
+                if !v.local {
+                    for sep in top_level_seps(&key) {
+                        idx.by_name
+                            .entry(key[sep + 2..].to_string())
+                            .or_default()
+                            .push(i);
+                    }
                 }
+                idx.by_name.entry(key).or_default().push(i);
             }
-            idx.by_name.entry(key).or_default().push(i);
         }
         idx.vars = vars;
         Ok(idx)
@@ -518,7 +560,14 @@ impl DwarfIndex {
                 None => true,
             })
             .collect();
-        let exact: Vec<&DwVar> = all.iter().copied().filter(|v| norm(&v.full) == q).collect();
+        let exact: Vec<&DwVar> = all
+            .iter()
+            .copied()
+            .filter(|v| {
+                let f = norm(&v.full);
+                f == q || strip_abi_tags(&f) == q
+            })
+            .collect();
         let mut v = if exact.is_empty() { all } else { exact };
         let std_lib = |f: &str| {
             ["std::", "core::", "alloc::"]
@@ -612,7 +661,16 @@ impl DwarfIndex {
 
     /// Collect unit `ui`'s variables with a static address (globals,
     /// namespace and class statics, and functions' statics).
-    fn walk(&self, ui: usize, file: Option<String>, out: &mut Vec<DwVar>) -> gimli::Result<()> {
+    /// `decl_scopes`: the enclosing scopes of each declaration seen so far,
+    /// for a definition elsewhere that names it by `DW_AT_specification`
+    /// (a namespace's variable defined at file level).
+    fn walk(
+        &self,
+        ui: usize,
+        file: Option<String>,
+        out: &mut Vec<DwVar>,
+        decl_scopes: &mut HashMap<(usize, UnitOffset), Vec<String>>,
+    ) -> gimli::Result<()> {
         let unit = &self.units[ui];
         // Enclosing scopes: (depth, name, is a function).
         let mut scopes: Vec<(isize, String, bool)> = Vec::new();
@@ -643,10 +701,20 @@ impl DwarfIndex {
                     let n = self.func_name(ui, e);
                     scopes.push((depth, n, true));
                 }
+                gimli::DW_TAG_variable | gimli::DW_TAG_member
+                    if e.attr_value(gimli::DW_AT_declaration).is_some() && !scopes.is_empty() =>
+                {
+                    decl_scopes.insert(
+                        (ui, e.offset()),
+                        scopes.iter().map(|s| s.1.clone()).collect(),
+                    );
+                }
+                gimli::DW_TAG_variable | gimli::DW_TAG_member
+                    if e.attr_value(gimli::DW_AT_declaration).is_some() => {}
                 gimli::DW_TAG_variable => {
                     let Some(AttributeValue::Exprloc(x)) = e.attr_value(gimli::DW_AT_location)
                     else {
-                        continue; // a declaration, optimised out, or on the stack
+                        continue; // optimised out, or on the stack
                     };
                     let mut addr = None;
                     let mut tls = false;
@@ -664,7 +732,7 @@ impl DwarfIndex {
                             _ => other = true,
                         }
                     }
-                    if (addr.is_none() && !tls) || (other && !tls) {
+                    if !tls && (addr.is_none() || other) {
                         continue; // not at a fixed address
                     }
                     let origins = self.origins(ui, e);
@@ -697,14 +765,21 @@ impl DwarfIndex {
                                 .ok()?
                                 .demangle_with_options(&opts)
                                 .ok()
+                                .map(|d| anon_namespace(&d))
                         });
+                    // The scopes of the declaration this defines, if it is elsewhere.
+                    let spec_scopes = self
+                        .follow(ui, e.attr_value(gimli::DW_AT_specification))
+                        .and_then(|r| decl_scopes.get(&r));
+                    let mut path: Vec<&str> = match spec_scopes {
+                        Some(s) if scopes.is_empty() => s.iter().map(String::as_str).collect(),
+                        _ => scopes.iter().map(|s| s.1.as_str()).collect(),
+                    };
                     let full = match demangled {
                         Some(d) => d,
-                        None if scopes.is_empty() => name,
                         None => {
-                            let mut p: Vec<&str> = scopes.iter().map(|s| s.1.as_str()).collect();
-                            p.push(&name);
-                            p.join("::")
+                            path.push(&name);
+                            path.join("::")
                         }
                     };
                     out.push(DwVar {

@@ -314,7 +314,12 @@ impl Resolver {
                             Err(err) => return Err(err),
                         };
                         if let Some(base) = self.find(m, n, e.scope.as_deref(), globals_only)? {
-                            let (slot, base) = self.copy_relocated(i, base, n)?;
+                            // Only a global is copy-relocated; a static stays in its file.
+                            let (slot, base) = if globals_only {
+                                self.copy_relocated(i, base, n)?
+                            } else {
+                                (i, base)
+                            };
                             let m = self.module(slot)?;
                             return self.finish(slot, m, base, &e, n, &shown);
                         }
