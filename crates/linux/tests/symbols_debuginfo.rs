@@ -344,3 +344,59 @@ fn functions_split_into_hot_and_cold_parts_get_offsets_within_the_function() {
         }
     }
 }
+
+#[test]
+fn fully_stripped_program_with_a_debuglink_resolves_and_symbolizes_from_its_debug_file() {
+    // As a distribution ships a program: `strip --strip-all` (no DWARF, no
+    // .symtab) plus a .gnu_debuglink to the file holding both.
+    let Some(dir) = symbols_common::c_targets() else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let prog = t.path().join("counter");
+    let dbg = t.path().join("counter.debug");
+    let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
+    if !ok(Command::new("objcopy")
+        .arg("--only-keep-debug")
+        .arg(dir.join("counter"))
+        .arg(&dbg))
+    {
+        eprintln!("SKIP: objcopy missing; install binutils");
+        return;
+    }
+    assert!(ok(Command::new("objcopy")
+        .current_dir(t.path())
+        .args(["--strip-all", "--add-gnu-debuglink=counter.debug"])
+        .arg(dir.join("counter"))
+        .arg(&prog)));
+    let target = symbols_common::start(&prog, &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(target.pid()).unwrap();
+    let c = r.resolve("state.count").unwrap();
+    assert_eq!(c.addr, target.addr("state.count"));
+    assert_eq!(c.type_name.as_deref(), Some("long int"));
+    let f = r.resolve("bump_state").unwrap();
+    assert!(f.is_function());
+    let mut s = Symbolizer::new(target.pid()).unwrap();
+    let frame = s.symbolize_one(f.addr);
+    assert_eq!(frame.function.as_deref(), Some("bump_state"), "{frame}");
+    assert_eq!(frame.offset, 0);
+    assert!(
+        frame
+            .file
+            .as_deref()
+            .is_some_and(|p| p.ends_with("counter.c")),
+        "{frame}"
+    );
+    // Without the debug file the program has no names, and the error says so.
+    drop(target);
+    std::fs::remove_file(&dbg).unwrap();
+    let target = symbols_common::start(&prog, &["10", "1", "1", "wait"]);
+    let e = Resolver::for_pid(target.pid())
+        .unwrap()
+        .resolve("counter:state.count")
+        .unwrap_err();
+    assert!(
+        matches!(e, hwbreak_linux::symbols::SymbolError::NotFound { .. }),
+        "{e}"
+    );
+}
