@@ -159,7 +159,14 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
                 }
                 Resolver::for_pid(*p).map_err(symbol_error)?
             }
-            TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).map_err(symbol_error)?,
+            TargetKind::Launch(cmd) => match Resolver::for_exe(&cmd[0]) {
+                Ok(r) => r,
+                // A `#!` script or other non-ELF command: names are looked up
+                // in the program it runs (its interpreter, or what a wrapper
+                // `exec`s), once that is loaded.
+                Err(SymbolError::BadElf { .. }) => return Ok(Planned::AtEntry(cmd.clone())),
+                Err(e) => return Err(symbol_error(e)),
+            },
             TargetKind::AllCpus => {
                 return Err(CliError::usage(
                     "with -a (all CPUs) there is no process to look names up in: give addresses (0x...), or watch a process with -p PID",

@@ -797,3 +797,21 @@ fn describe_stops_at_rust_atomics() {
         ("hwbreak_demo::STATE.table[2]", 8)
     );
 }
+
+#[test]
+fn a_script_is_not_an_elf_file_said_once() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("s.sh");
+    std::fs::write(&p, "#!/bin/sh\necho hi\n").unwrap();
+    let e = Resolver::for_exe(&p)
+        .err()
+        .expect("a script has no ELF symbols");
+    assert!(matches!(e, SymbolError::BadElf { .. }), "{e}");
+    let text = e.to_string();
+    assert_eq!(
+        text.matches("is not a readable ELF file").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches("s.sh").count(), 1, "{text}");
+}

@@ -19,7 +19,41 @@ struct Slot {
     mapping: Option<(u64, u64)>,
     /// Running: the load bias is known (0 for a fixed-address executable).
     running: bool,
-    module: OnceLock<Result<Arc<Module>, String>>,
+    module: OnceLock<Result<Arc<Module>, LoadError>>,
+}
+
+/// Why a module could not be loaded, kept to give the same error on every use.
+#[derive(Debug, Clone)]
+enum LoadError {
+    /// Not a parsable ELF file: (path, reason).
+    BadElf(PathBuf, String),
+    /// Not readable: (path, kind, message).
+    Io(PathBuf, std::io::ErrorKind, String),
+    /// Anything else, as its message.
+    Other(String),
+}
+
+impl LoadError {
+    fn of(e: SymbolError) -> LoadError {
+        match e {
+            SymbolError::BadElf { path, reason } => LoadError::BadElf(path, reason),
+            SymbolError::Io { path, source, .. } => {
+                LoadError::Io(path, source.kind(), source.to_string())
+            }
+            other => LoadError::Other(other.to_string()),
+        }
+    }
+
+    fn to_error(&self, display: &str) -> SymbolError {
+        match self.clone() {
+            LoadError::BadElf(path, reason) => SymbolError::BadElf { path, reason },
+            LoadError::Io(path, kind, msg) => SymbolError::io(path, std::io::Error::new(kind, msg)),
+            LoadError::Other(msg) => SymbolError::BadElf {
+                path: PathBuf::from(display),
+                reason: msg,
+            },
+        }
+    }
 }
 
 impl Slot {
@@ -225,12 +259,9 @@ impl Resolver {
         let r = s.module.get_or_init(|| {
             Module::load(Path::new(&s.display), &s.open)
                 .map(Arc::new)
-                .map_err(|e| e.to_string())
+                .map_err(LoadError::of)
         });
-        r.as_ref().map_err(|reason| SymbolError::BadElf {
-            path: PathBuf::from(&s.display),
-            reason: reason.clone(),
-        })
+        r.as_ref().map_err(|e| e.to_error(&s.display))
     }
 
     /// Load bias of slot `i`: `Some` when running (0 for fixed-address files).

@@ -1,0 +1,144 @@
+//! `hwbreak watch|stat SPEC -- SCRIPT`: a `#!` script or a wrapper. Names
+//! resolve in the ELF program that actually runs: the script's interpreter,
+//! or the program a wrapper `exec`s. Real hardware breakpoints; CPython as
+//! Debian ships it (with python3.11-dbg) for the interpreter cases.
+
+mod common;
+
+use common::{c_targets, hwbreak, run, slots};
+use std::path::{Path, PathBuf};
+
+/// An executable script with `body` in a fresh temp dir (kept alive by the dir).
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+#[test]
+fn wrapper_script_that_execs_the_program_is_followed_to_it_and_counts_exactly() {
+    let _g = slots();
+    let t = tempfile::tempdir().unwrap();
+    let counter = c_targets().join("counter");
+    let w = script(
+        t.path(),
+        "wrap.sh",
+        &format!("#!/bin/sh\nexec {} \"$@\"\n", counter.display()),
+    );
+    let o = run(hwbreak()
+        .args(["stat", "state.count", "--"])
+        .arg(&w)
+        .args(["100", "1", "1"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    // counter's 2 threads write state.count 100 times each.
+    let line = o
+        .stdout
+        .lines()
+        .find(|l| {
+            l.contains("state.count")
+                && !l.starts_with("addr")
+                && !l.starts_with("expect")
+                && !l.starts_with("done")
+        })
+        .unwrap_or_else(|| panic!("{}", o.stdout));
+    assert_eq!(line.split_whitespace().next(), Some("200"), "{line}");
+    assert!(!o.stderr.contains("not a readable ELF"), "{}", o.stderr);
+}
+
+#[test]
+fn wrapper_that_runs_the_program_without_exec_is_a_clear_error() {
+    let _g = slots();
+    let t = tempfile::tempdir().unwrap();
+    let counter = c_targets().join("counter");
+    let w = script(
+        t.path(),
+        "nowrap.sh",
+        &format!("#!/bin/sh\n{} \"$@\"\n", counter.display()),
+    );
+    let o = run(hwbreak()
+        .args(["stat", "counter", "--"])
+        .arg(&w)
+        .args(["10", "1", "1"]));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "one error line: {}", o.stderr);
+    assert!(
+        o.stderr.contains("without running another program"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("must `exec` the program"), "{}", o.stderr);
+}
+
+#[test]
+fn script_whose_interpreter_lacks_the_name_is_refused_before_it_runs() {
+    let _g = slots();
+    let py = Path::new("/usr/bin/python3.11");
+    if !py.exists() {
+        eprintln!("SKIP: /usr/bin/python3.11 missing; install python3.11");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let marker = t.path().join("ran");
+    let s = script(
+        t.path(),
+        "s.py",
+        &format!(
+            "#!{}\nopen({:?}, 'w').write('x')\n",
+            py.display(),
+            marker.display()
+        ),
+    );
+    let o = run(hwbreak()
+        .args(["stat", "no_such_variable_xyz", "--"])
+        .arg(&s));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "one error line: {}", o.stderr);
+    assert!(
+        o.stderr.contains("is a script run by /usr/bin/python3.11"),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("no_such_variable_xyz"), "{}", o.stderr);
+    assert!(!marker.exists(), "the script must not have run");
+}
+
+#[test]
+fn script_names_resolve_in_its_interpreter_with_debug_symbols() {
+    let _g = slots();
+    let py = Path::new("/usr/bin/python3.11");
+    if !py.exists() {
+        eprintln!("SKIP: /usr/bin/python3.11 missing; install python3.11");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let s = script(
+        t.path(),
+        "s.py",
+        &format!(
+            "#!{}\nimport gc\nfor _ in range(3): gc.collect()\n",
+            py.display()
+        ),
+    );
+    // A field of CPython's runtime state, from python3.11-dbg's DWARF.
+    let o = run(hwbreak()
+        .args([
+            "stat",
+            "--json",
+            "_PyRuntime.gilstate.check_enabled:rw",
+            "--",
+        ])
+        .arg(&s));
+    if o.stderr.contains("has no debug info") || o.stderr.contains("no variable or function") {
+        eprintln!("SKIP: no debug info for python3.11; install python3.11-dbg");
+        return;
+    }
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("watching _PyRuntime.gilstate.check_enabled"),
+        "{}",
+        o.stderr
+    );
+}
