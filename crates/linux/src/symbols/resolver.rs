@@ -738,6 +738,48 @@ impl Resolver {
         Ok(out)
     }
 
+    /// Refuse a raw address that is a link-time address (as `nm` or
+    /// `objdump` print it) of a symbol in a position-independent file of the
+    /// target (a PIE or shared library, loaded at a bias chosen at run time)
+    /// and is not mapped in the process (or the program is not running yet,
+    /// so nothing is). Such an address would watch nothing, silently; the
+    /// error names the symbol and its run-time address. Other unmapped
+    /// addresses are allowed (memory may be mapped later).
+    pub fn check_raw_address(&self, addr: u64) -> Result<(), SymbolError> {
+        if self.pid.is_some() && self.maps.iter().any(|m| m.contains(addr)) {
+            return Ok(());
+        }
+        for i in 0..self.slots.len() {
+            let Ok(m) = self.module(i) else { continue };
+            if !m.is_dyn {
+                continue;
+            }
+            let Some(sym) = m.sym_containing(addr) else {
+                continue;
+            };
+            let within = addr - sym.addr;
+            let name = if within == 0 {
+                sym.name.clone()
+            } else {
+                format!("{}+{within:#x}", sym.name)
+            };
+            let running = self.slots[i].running;
+            let runtime = if running {
+                self.bias(i, m).map(|b| addr.wrapping_add(b))
+            } else {
+                None
+            };
+            return Err(SymbolError::LinkTimeAddress {
+                addr,
+                symbol: name,
+                module: self.slots[i].display.clone(),
+                pid: self.pid.filter(|_| running),
+                runtime,
+            });
+        }
+        Ok(())
+    }
+
     /// Name what lies at run-time address `addr`: the variable, field or
     /// element holding it (`state.count`, `table[3]`, `outer.p[1].y`,
     /// `counter+0x2` inside a scalar), or the function (`bump_counter+0x4`).

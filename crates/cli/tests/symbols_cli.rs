@@ -1,7 +1,9 @@
-//! `hwbreak watch|stat SPEC -- SCRIPT`: a `#!` script or a wrapper. Names
-//! resolve in the ELF program that actually runs: the script's interpreter,
-//! or the program a wrapper `exec`s. Real hardware breakpoints; CPython as
-//! Debian ships it (with python3.11-dbg) for the interpreter cases.
+//! Symbols as the CLI uses them. `hwbreak watch|stat SPEC -- SCRIPT`: a `#!`
+//! script or a wrapper; names resolve in the ELF program that actually runs:
+//! the script's interpreter, or the program a wrapper `exec`s (CPython as
+//! Debian ships it, with python3.11-dbg, for the interpreter cases). And raw
+//! addresses copied from `nm` for a PIE: refused, with the run-time address.
+//! Real hardware breakpoints.
 
 mod common;
 
@@ -140,5 +142,47 @@ fn script_names_resolve_in_its_interpreter_with_debug_symbols() {
             .contains("watching _PyRuntime.gilstate.check_enabled"),
         "{}",
         o.stderr
+    );
+}
+
+/// `nm`'s address for `name` in `file`, or `None` (SKIP printed) without nm.
+fn nm_address(file: &Path, name: &str) -> Option<u64> {
+    let out = match std::process::Command::new("nm").arg(file).output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("SKIP: cannot run nm ({e}); install binutils");
+            return None;
+        }
+    };
+    String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() == 3 && f[2] == name).then(|| u64::from_str_radix(f[0], 16).unwrap())
+    })
+}
+
+#[test]
+fn link_time_address_of_a_pie_symbol_is_refused_naming_the_symbol() {
+    let _g = slots();
+    let counter = c_targets().join("counter");
+    let Some(link) = nm_address(&counter, "counter") else {
+        return;
+    };
+    // Launched: the PIE is not loaded yet, so the address cannot be its.
+    let o = run(hwbreak()
+        .args(["stat", &format!("{link:#x}"), "--"])
+        .arg(&counter)
+        .args(["10", "1", "1"]));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "one error line: {}", o.stderr);
+    assert!(
+        o.stderr
+            .contains(&format!("{link:#x} is the link-time address of 'counter'")),
+        "{}",
+        o.stderr
+    );
+    assert!(o.stderr.contains("watch 'counter' by name"), "{}", o.stderr);
+    assert!(
+        !o.stdout.contains("done counter="),
+        "the program must not have run"
     );
 }
