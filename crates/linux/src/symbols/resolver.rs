@@ -739,17 +739,19 @@ impl Resolver {
     }
 
     /// Refuse a raw address that is a link-time address (as `nm` or
-    /// `objdump` print it) of a symbol in a position-independent file of the
-    /// target (a PIE or shared library, loaded at a bias chosen at run time)
-    /// and is not mapped in the process (or the program is not running yet,
-    /// so nothing is). Such an address would watch nothing, silently; the
-    /// error names the symbol and its run-time address. Other unmapped
-    /// addresses are allowed (memory may be mapped later).
+    /// `objdump` print it) of a symbol in the executable when it is
+    /// position-independent (a PIE, loaded at a bias chosen at run time) and
+    /// is not mapped in the process (or the program is not running yet, so
+    /// nothing is). Such an address would watch nothing, silently; the error
+    /// names the symbol and its run-time address. Other unmapped addresses
+    /// are allowed (memory may be mapped later). Libraries are not checked:
+    /// every library's link-time range starts at 0, so a bare address cannot
+    /// say which one it was copied from.
     pub fn check_raw_address(&self, addr: u64) -> Result<(), SymbolError> {
         if self.pid.is_some() && self.maps.iter().any(|m| m.contains(addr)) {
             return Ok(());
         }
-        for i in 0..self.slots.len() {
+        for i in 0..self.slots.len().min(1) {
             let Ok(m) = self.module(i) else { continue };
             if !m.is_dyn {
                 continue;
