@@ -15,114 +15,74 @@
 //! 4. where the arch traps *before* the access ([`crate::arch::Arch::needs_step_over`]),
 //!    the slot is disabled on this CPU, single-step is armed and the hit is
 //!    parked; the step-completion exception re-arms the slot, turns
-//!    single-step off and delivers;
+//!    single-step off and delivers. Single-step is the machine's optional
+//!    [`crate::machine::SingleStep`]; registration refuses a breakpoint that
+//!    needs it on a machine without it ([`crate::Error::NeedsSingleStep`]);
+//!    should the machine withdraw it later, the hit is counted as a stray and
+//!    the slot stays armed (the machine sees no progress, never a lost hit);
 //! 5. delivery: callback, per-breakpoint counter, `Record::Sample`.
 //!
-//! ## Synchronous unregister
-//! Each breakpoint has an in-flight counter (`Shared`). Delivery increments
-//! it, then checks the *dying* flag; unregister sets *dying*, uninstalls, then
-//! waits for the counter to reach zero. Both sides use `SeqCst`, so either
-//! delivery sees *dying* and backs out, or unregister sees the increment and
-//! waits for the callback to finish. After unregister returns, no callback for
-//! that breakpoint runs.
+//! Delivery follows the synchronous-unregister protocol of [`crate::bp`]:
+//! after `unregister` returns, no callback for that breakpoint runs.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use alloc::sync::Arc;
+use spin::Mutex;
 
-use crate::arch::{Pool, RawStatus};
-use crate::events::{Record, Sample};
-use crate::install::{Pending, MAX_HITS};
-use crate::layer::{Callback, Dispatched, Hit, Layer};
-use crate::machine::Machine;
+use crate::arch::{Arch, Pool, RawStatus};
+use crate::bp::{Hit, Life};
+use crate::events::{Events, Record, Sample};
+use crate::install::{CpuTable, Pending, MAX_HITS};
+use crate::machine::{set_single_step, Machine};
 use crate::target::CpuId;
-use crate::BpId;
 
-/// What dispatch needs of a breakpoint without touching the books.
-pub(crate) struct Shared {
-    pub id: BpId,
-    pub cookie: u64,
-    pub callback: Option<Callback>,
-    /// Set once registration has committed on every CPU.
-    live: AtomicBool,
-    /// Set when unregister starts.
-    dying: AtomicBool,
-    /// Deliveries running now.
-    in_flight: AtomicU32,
-    /// Hits delivered.
-    pub hits: AtomicU64,
+/// What dispatch did with an exception.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dispatched {
+    /// Hits delivered now.
+    pub delivered: u32,
+    /// Hits filtered as strays.
+    pub strays: u32,
+    /// Dispatch armed a single-step (step-over); the machine must run one
+    /// instruction and call `handle_exception` again with the step status.
+    pub stepping: bool,
+    /// x86: set RF on resume.
+    pub resume_flag: bool,
 }
 
-impl Shared {
-    pub fn new(id: BpId, cookie: u64, callback: Option<Callback>) -> Self {
-        Shared {
-            id,
-            cookie,
-            callback,
-            live: AtomicBool::new(false),
-            dying: AtomicBool::new(false),
-            in_flight: AtomicU32::new(0),
-            hits: AtomicU64::new(0),
-        }
-    }
-
-    /// Registration finished: hits may be delivered from now on.
-    pub fn set_live(&self) {
-        self.live.store(true, Ordering::SeqCst);
-    }
-
-    /// Fully registered and not being unregistered.
-    pub fn is_live(&self) -> bool {
-        self.live.load(Ordering::SeqCst) && !self.dying.load(Ordering::SeqCst)
-    }
-
-    /// Start a delivery. False when the breakpoint is dying or not live: no callback.
-    fn enter(&self) -> bool {
-        self.in_flight.fetch_add(1, Ordering::SeqCst);
-        if self.is_live() {
-            true
-        } else {
-            self.in_flight.fetch_sub(1, Ordering::SeqCst);
-            false
-        }
-    }
-
-    fn exit(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
-    }
-
-    /// Unregister's half of the protocol: no new delivery starts after this.
-    pub fn kill(&self) {
-        self.dying.store(true, Ordering::SeqCst);
-    }
-
-    /// Wait until every delivery that started before [`Shared::kill`] is done.
-    /// Spins: a callback runs in exception context and never blocks.
-    pub fn wait_idle(&self) {
-        while self.in_flight.load(Ordering::SeqCst) != 0 {
-            core::hint::spin_loop();
-        }
-    }
+/// What a hit on one CPU needs of the layer, and nothing more: that CPU's
+/// install table (the only lock dispatch takes), the arch that decodes the
+/// status and reprograms slots, and the event buffer delivery writes to.
+pub(crate) struct Fire<'a> {
+    /// The faulting CPU's install table.
+    pub table: &'a Mutex<CpuTable>,
+    /// The arch backend.
+    pub arch: &'a dyn Arch,
+    /// Where delivered hits are recorded.
+    pub events: &'a Events,
 }
 
 /// A hit to deliver once the table lock is dropped.
 struct Delivery {
-    shared: Arc<Shared>,
+    life: Arc<Life>,
     ip: u64,
     addr: u64,
 }
 
+/// Handle one debug exception on `cpu` (see the module doc).
 pub(crate) fn handle(
-    layer: &Layer,
+    fire: Fire<'_>,
     m: &mut dyn Machine,
     cpu: CpuId,
     raw: &RawStatus,
 ) -> Dispatched {
     let mut out = Dispatched::default();
-    let Some(table) = layer.table(cpu) else {
-        return out;
-    };
-    let arch = layer.arch();
+    let Fire {
+        table,
+        arch,
+        events,
+    } = fire;
     // Fixed-size: dispatch never allocates.
     let mut todo: [Option<Delivery>; MAX_HITS] = core::array::from_fn(|_| None);
     let mut n = 0usize;
@@ -162,17 +122,19 @@ pub(crate) fn handle(
                     push(
                         &mut todo,
                         Delivery {
-                            shared: p.shared,
+                            life: p.life,
                             ip: p.ip,
                             addr: p.addr,
                         },
                     );
                 }
             }
-            m.set_single_step(cpu, false);
+            set_single_step(m, cpu, false);
         }
 
         let mut stepping = false;
+        // Asked once, and only for a trap-before hit (never on x86).
+        let mut can_step = None;
         for pool in Pool::ALL {
             for slot in 0..arch.slots(pool).min(crate::arch::MAX_SLOTS) {
                 if !decoded.hit(pool, slot) {
@@ -193,11 +155,22 @@ pub(crate) fn handle(
                     Some(a) => e.bp.in_requested(a, decoded.len.max(1)),
                     None => true,
                 };
-                let ok = in_range && e.shared.is_live();
+                let ok = in_range && e.life.is_live();
                 if !ok {
                     out.strays += 1;
                 }
-                if arch.needs_step_over(&e.bp) {
+                let step_over = arch.needs_step_over(&e.bp);
+                if step_over && !*can_step.get_or_insert_with(|| m.single_step().is_some()) {
+                    // Registration refuses a step-over breakpoint on a machine
+                    // without single-step (Error::NeedsSingleStep), so only a
+                    // machine that withdrew the capability gets here. Neither
+                    // park (the hit would be lost) nor deliver a hit that has
+                    // not happened: leave the slot armed, so the machine
+                    // traps again and sees no progress.
+                    if ok {
+                        out.strays += 1;
+                    }
+                } else if step_over {
                     // Trap-before: the access has not happened. Disable the slot
                     // here, step one instruction, deliver on completion. Strays
                     // are stepped over too, or the CPU would trap forever.
@@ -206,7 +179,7 @@ pub(crate) fn handle(
                         pool,
                         slot,
                         id: e.id,
-                        shared: e.shared.clone(),
+                        life: e.life.clone(),
                         ip: decoded.ip,
                         addr,
                         deliver: ok,
@@ -222,7 +195,7 @@ pub(crate) fn handle(
                         push(
                             &mut todo,
                             Delivery {
-                                shared: e.shared.clone(),
+                                life: e.life.clone(),
                                 ip: decoded.ip,
                                 addr,
                             },
@@ -232,7 +205,7 @@ pub(crate) fn handle(
             }
         }
         if stepping {
-            m.set_single_step(cpu, true);
+            set_single_step(m, cpu, true);
             out.stepping = true;
         }
     }
@@ -242,24 +215,24 @@ pub(crate) fn handle(
     let time = m.now();
     for d in todo.iter_mut().take(n) {
         let Some(d) = d.take() else { continue };
-        if !d.shared.enter() {
+        if !d.life.enter() {
             out.strays += 1; // unregistered between the trap and now
             continue;
         }
         let hit = Hit {
-            bp: d.shared.id,
-            cookie: d.shared.cookie,
+            bp: d.life.id,
+            cookie: d.life.cookie,
             cpu,
             task,
             ip: d.ip,
             addr: d.addr,
             time,
         };
-        if let Some(cb) = &d.shared.callback {
+        if let Some(cb) = &d.life.callback {
             cb(&hit);
         }
-        d.shared.hits.fetch_add(1, Ordering::Relaxed);
-        layer.push_event(
+        d.life.hits.fetch_add(1, Ordering::Relaxed);
+        events.push(
             cpu,
             Record::Sample(Sample {
                 bp: hit.bp,
@@ -270,7 +243,7 @@ pub(crate) fn handle(
                 time,
             }),
         );
-        d.shared.exit();
+        d.life.exit();
         out.delivered += 1;
     }
     out
