@@ -19,20 +19,26 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
     p
 }
 
-#[test]
-fn wrapper_script_that_execs_the_program_is_followed_to_it_and_counts_exactly() {
-    let _g = slots();
+/// `hwbreak stat SPEC -- WRAPPER ITER 1 1`, where WRAPPER is a shell script
+/// running the counter target: with `exec` when `exec` is "exec ".
+fn stat_through_wrapper(spec: &str, exec: &str, iters: &str) -> common::Out {
     let t = tempfile::tempdir().unwrap();
     let counter = c_targets().join("counter");
     let w = script(
         t.path(),
         "wrap.sh",
-        &format!("#!/bin/sh\nexec {} \"$@\"\n", counter.display()),
+        &format!("#!/bin/sh\n{exec}{} \"$@\"\n", counter.display()),
     );
-    let o = run(hwbreak()
-        .args(["stat", "state.count", "--"])
+    run(hwbreak()
+        .args(["stat", spec, "--"])
         .arg(&w)
-        .args(["100", "1", "1"]));
+        .args([iters, "1", "1"]))
+}
+
+#[test]
+fn wrapper_script_that_execs_the_program_is_followed_to_it_and_counts_exactly() {
+    let _g = slots();
+    let o = stat_through_wrapper("state.count", "exec ", "100");
     assert_eq!(o.code, 0, "{}", o.stderr);
     // counter's 2 threads write state.count 100 times each.
     let line = o
@@ -52,17 +58,7 @@ fn wrapper_script_that_execs_the_program_is_followed_to_it_and_counts_exactly() 
 #[test]
 fn wrapper_that_runs_the_program_without_exec_is_a_clear_error() {
     let _g = slots();
-    let t = tempfile::tempdir().unwrap();
-    let counter = c_targets().join("counter");
-    let w = script(
-        t.path(),
-        "nowrap.sh",
-        &format!("#!/bin/sh\n{} \"$@\"\n", counter.display()),
-    );
-    let o = run(hwbreak()
-        .args(["stat", "counter", "--"])
-        .arg(&w)
-        .args(["10", "1", "1"]));
+    let o = stat_through_wrapper("counter", "", "10");
     assert_eq!(o.code, 1, "{}", o.stderr);
     assert_eq!(o.stderr.lines().count(), 1, "one error line: {}", o.stderr);
     assert!(
@@ -73,14 +69,20 @@ fn wrapper_that_runs_the_program_without_exec_is_a_clear_error() {
     assert!(o.stderr.contains("must `exec` the program"), "{}", o.stderr);
 }
 
-#[test]
-fn script_whose_interpreter_lacks_the_name_is_refused_before_it_runs() {
-    let _g = slots();
+/// Debian's CPython 3.11, or `None` (SKIP printed).
+fn python() -> Option<&'static Path> {
     let py = Path::new("/usr/bin/python3.11");
     if !py.exists() {
         eprintln!("SKIP: /usr/bin/python3.11 missing; install python3.11");
-        return;
+        return None;
     }
+    Some(py)
+}
+
+#[test]
+fn script_whose_interpreter_lacks_the_name_is_refused_before_it_runs() {
+    let _g = slots();
+    let Some(py) = python() else { return };
     let t = tempfile::tempdir().unwrap();
     let marker = t.path().join("ran");
     let s = script(
@@ -109,11 +111,7 @@ fn script_whose_interpreter_lacks_the_name_is_refused_before_it_runs() {
 #[test]
 fn script_names_resolve_in_its_interpreter_with_debug_symbols() {
     let _g = slots();
-    let py = Path::new("/usr/bin/python3.11");
-    if !py.exists() {
-        eprintln!("SKIP: /usr/bin/python3.11 missing; install python3.11");
-        return;
-    }
+    let Some(py) = python() else { return };
     let t = tempfile::tempdir().unwrap();
     let s = script(
         t.path(),
