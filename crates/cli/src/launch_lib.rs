@@ -73,7 +73,7 @@ pub fn start(
                     "`{}` is a script run by {}, and its names are looked up there: {}. hwbreak watches the program that runs: names of the script's own language are not symbols of it (install the interpreter's debug symbols, e.g. python3.11-dbg, to name its C variables)",
                     cmd[0],
                     exe.display(),
-                    e.msg
+                    e
                 ))));
                 Follow::Stop
             }
@@ -85,7 +85,7 @@ pub fn start(
         (Ok(_), None) => Err(CliError::new("internal error: no program was chosen")),
         (Err(e), _) => Err(CliError::new(format!(
             "{e}; no program it ran defines what was asked{}. A wrapper script must `exec` the program for hwbreak to follow it",
-            last_err.map(|e| format!(" ({})", e.msg)).unwrap_or_default()
+            last_err.map(|e| format!(" ({})", e)).unwrap_or_default()
         ))),
     }
 }

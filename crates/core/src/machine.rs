@@ -59,6 +59,14 @@ pub trait Machine {
 
     /// A monotonic timestamp for event records (nanoseconds, or simulated ticks).
     fn now(&self) -> u64;
+
+    /// The debug store (BTS and PEBS buffers, `IA32_DS_AREA`), if this
+    /// machine has one. The default is `None`: a machine without branch
+    /// tracing says so instead of implementing a store that fails at run
+    /// time, and [`crate::ds`] users take the other road.
+    fn debug_store(&mut self) -> Option<&mut dyn crate::ds::DsHardware> {
+        None
+    }
 }
 
 /// Set single-step on `cpu` where the machine has it; `false` where it has

@@ -52,6 +52,7 @@ pub mod hw;
 pub mod machine;
 pub mod program;
 pub mod sim;
+pub mod trace;
 
 pub use error::SimError;
 pub use machine::{CpuFault, SimMachine, MAX_CPUS};

@@ -14,11 +14,12 @@ use crate::attr::BpAttr;
 use crate::bp::{BpId, Callback, Hit, Life};
 use crate::error::Error;
 use crate::fanout::Fanout;
-use crate::install::Installed;
+use crate::install::{CpuTable, Installed};
 use crate::machine::Machine;
 use crate::slots::Slots;
 use crate::target::{CpuId, Target};
 
+use super::tasks::{self, TaskBp};
 use super::wide::Wide;
 use super::{booked, release, Books, Bp, Layer, NoneOrEq};
 
@@ -162,9 +163,6 @@ impl Layer {
             }
         };
         b.next_id += 1;
-        if let Some(t) = target.task() {
-            b.tasks.entry(t).or_default().push(id);
-        }
         b.bps.insert(
             id,
             Bp {
@@ -181,40 +179,72 @@ impl Layer {
                 Target::Cpu(c) => {
                     self.tables[c.idx()].lock().install(&*self.arch, m, c, e);
                 }
-                Target::Task(t) | Target::TaskOnCpu(t, _) => {
-                    if let Some(c) = self.locate(b, m, t) {
-                        if target.cpu().is_none_or_eq(c) {
-                            self.tables[c.idx()].lock().install(&*self.arch, m, c, e);
-                        }
+                Target::Task(_) | Target::TaskOnCpu(..) => {} // below
+                Target::AllCpus => {}                         // committed by the fan-out
+            }
+        }
+        if let Some(t) = target.task() {
+            // The task's own list, which the context switch reads without
+            // the books; installed at once where the task runs now.
+            let cell = self.tasks.get_or_insert(t);
+            let mut st = cell.lock();
+            let tbp = TaskBp {
+                id,
+                arch: arch_bp,
+                cpu: target.cpu(),
+                enabled: !req.attr.disabled,
+                life: life.clone(),
+            };
+            if tbp.enabled {
+                let found =
+                    tasks::running_table(&self.tables, &*self.arch, &b.online, m, t, &mut st);
+                if let Some((c, mut table)) = found {
+                    if tbp.installs_on(c) {
+                        table.install(&*self.arch, m, c, tbp.entry(t));
                     }
                 }
-                Target::AllCpus => {} // committed by the fan-out
             }
+            st.bps.push(tbp);
         }
         // Only now may a hit be delivered: never from a half-done request.
         life.set_live();
         Ok(id)
     }
 
-    /// Call `f` for every CPU where `bp` is (or, if enabled, would be) installed now.
-    fn for_live_cpus(&self, b: &Books, bp: &Bp, mut f: impl FnMut(CpuId)) {
+    /// Call `f` with each CPU's table where `bp` is (or, if enabled, would
+    /// be) installed now. For a task breakpoint, `f` runs under the task's
+    /// cell lock, after `edit` changed its entry in the task's list (or
+    /// removed it), so a context switch sees the list and the registers agree.
+    fn for_live_tables(
+        &self,
+        id: BpId,
+        bp: &Bp,
+        online: &[bool],
+        m: &mut dyn Machine,
+        edit: impl FnOnce(&mut tasks::TaskState),
+        mut f: impl FnMut(&mut dyn Machine, CpuId, &mut CpuTable),
+    ) {
         match bp.target {
-            Target::Cpu(c) => f(c),
+            Target::Cpu(c) => f(m, c, &mut self.tables[c.idx()].lock()),
             Target::AllCpus => {
                 if let Some(w) = &bp.wide {
                     for (c, _) in w.members() {
-                        f(*c);
+                        f(m, *c, &mut self.tables[c.idx()].lock());
                     }
                 }
             }
-            Target::Task(t) => {
-                if let Some(&c) = b.running.get(&t) {
-                    f(c)
-                }
-            }
-            Target::TaskOnCpu(t, c) => {
-                if b.running.get(&t) == Some(&c) {
-                    f(c)
+            Target::Task(t) | Target::TaskOnCpu(t, _) => {
+                let Some(cell) = self.tasks.get(t) else {
+                    debug_assert!(false, "task breakpoint {id:?} missing from its task's list");
+                    return;
+                };
+                let mut st = cell.lock();
+                edit(&mut st);
+                let found = tasks::running_table(&self.tables, &*self.arch, online, m, t, &mut st);
+                if let Some((c, mut table)) = found {
+                    if bp.target.cpu().is_none_or_eq(c) {
+                        f(m, c, &mut table);
+                    }
                 }
             }
         }
@@ -275,20 +305,23 @@ impl Layer {
             };
             w.remove_all(&mut d);
         } else {
-            self.for_live_cpus(b, &bp, |c| {
-                self.tables[c.idx()].lock().uninstall(&*self.arch, m, c, id);
-            });
+            let arch = &*self.arch;
+            self.for_live_tables(
+                id,
+                &bp,
+                &b.online,
+                m,
+                |st| st.bps.retain(|x| x.id != id),
+                |m, c, t| {
+                    t.uninstall(arch, m, c, id);
+                },
+            );
             if bp.booked() {
                 release(&mut b.slots, bp.arch.pool, bp.target);
             }
         }
         if let Some(t) = bp.target.task() {
-            if let Some(list) = b.tasks.get_mut(&t) {
-                list.retain(|&x| x != id);
-                if list.is_empty() {
-                    b.tasks.remove(&t);
-                }
-            }
+            self.tasks.remove_if_empty(t);
         }
     }
 
@@ -345,17 +378,23 @@ impl Layer {
             life: bp.life.clone(),
             stepping: false,
         };
-        self.for_live_cpus(b, bp, |c| {
-            let mut t = self.tables[c.idx()].lock();
+        let arch = &*self.arch;
+        let edit = |st: &mut tasks::TaskState| {
+            if let Some(x) = st.bps.iter_mut().find(|x| x.id == id) {
+                x.arch = new;
+                x.enabled = now_on;
+            }
+        };
+        self.for_live_tables(id, bp, &b.online, m, edit, |m, c, t| {
             match (was_on, now_on) {
                 (true, true) => {
-                    t.reinstall(&*self.arch, m, c, id, new);
+                    t.reinstall(arch, m, c, id, new);
                 }
                 (true, false) => {
-                    t.uninstall(&*self.arch, m, c, id);
+                    t.uninstall(arch, m, c, id);
                 }
                 (false, true) => {
-                    t.install(&*self.arch, m, c, entry.clone());
+                    t.install(arch, m, c, entry.clone());
                 }
                 (false, false) => {}
             }

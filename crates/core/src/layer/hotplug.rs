@@ -111,11 +111,9 @@ impl Layer {
             {
                 let mut t = self.tables[cpu.idx()].lock();
                 t.uninstall_tasks(&*self.arch, m, cpu);
-                if let Some(task) = t.task.take() {
-                    if b.running.get(&task) == Some(&cpu) {
-                        b.running.remove(&task);
-                    }
-                }
+                // The task's on_cpu hint goes stale with this: checked
+                // against the table, it no longer counts (layer::tasks).
+                t.task = None;
                 if t.has_pending() {
                     t.pending.iter_mut().for_each(|p| *p = None);
                     set_single_step(m, cpu, false);
