@@ -71,7 +71,7 @@ impl Sink for Json {
 /// per-hit hot path. Measured with the test below
 /// (`cargo test --release -p hwbreak --lib -- --ignored --nocapture json_line`,
 /// a 6-frame demo hit, 200,000 lines each, the shared 2-core machine at
-/// 19:25 UTC): 249 ns per line by hand, 3.27 µs through `serde_json` with
+/// 19:17 UTC): 249 ns per line by hand, 3.27 µs through `serde_json` with
 /// the frames serialized per hit. The summary, once per run, goes through
 /// `serde`.
 fn hit_line(
