@@ -795,6 +795,73 @@ fn report_of_a_record_whose_module_map_names_a_fifo_finishes() {
     }
 }
 
+/// A record file with one flipped byte: `report` names the damaged block by
+/// offset, says how much it skipped, and reports the rest (issue 9, item 11).
+#[test]
+fn report_skips_a_damaged_block_by_offset_and_reports_the_rest() {
+    use hwbreak::recfile::{Header, WatchEntry, Writer};
+    use hwbreak_core::events::{Extended, Extension, Sample};
+    let header = Header {
+        pid: 1,
+        watches: vec![WatchEntry {
+            name: "x".into(),
+            addr: 0x1000,
+            len: 8,
+            access: hwbreak_core::Access::Write,
+        }],
+        ..Header::default()
+    };
+    let mut w = Writer::new(Vec::new(), &header).unwrap();
+    let stack = [0x40_2000u64; 20];
+    for i in 0..3000u64 {
+        w.hit(&Extended {
+            sample: Sample {
+                bp: hwbreak_core::BpId(0),
+                cpu: hwbreak_core::CpuId(0),
+                task: Some(hwbreak_core::TaskId(7)),
+                ip: 0x40_1000,
+                addr: 0x1000,
+                time: i,
+            },
+            ext: Extension {
+                stack: &stack,
+                ..Extension::NONE
+            },
+        })
+        .unwrap();
+    }
+    let mut bytes = w.finish().unwrap().1;
+    let blocks: Vec<usize> = (0..bytes.len() - 8)
+        .filter(|&i| &bytes[i..i + 8] == b"HWBRKBLK")
+        .collect();
+    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+    bytes[blocks[1] + 1000] ^= 0x01;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("damaged.rec");
+    std::fs::write(&file, &bytes).unwrap();
+    let o = run(hwbreak().args(["report", "--json"]).arg(&file));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let want = format!(
+        "skipped 1 damaged block ({} bytes at byte {}, holding ",
+        blocks[2] - blocks[1],
+        blocks[1]
+    );
+    assert!(o.stderr.contains(&want), "want {want:?} in {}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    let held: u64 = o
+        .stderr
+        .split("holding ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(j["hits"].as_u64().unwrap() + held, 3000);
+}
+
 /// `runuser -u nobody -- hwbreak ARGS`, or `None` (and why) when it cannot run here.
 fn as_nobody(test: &str, args: &[&str]) -> Option<Out> {
     // SAFETY: getuid has no preconditions.
