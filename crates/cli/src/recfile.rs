@@ -685,19 +685,7 @@ impl<R: BufRead> Reader<R> {
                     self.exact(&mut pad, "the trailer")?;
                     let hits = self.u64("the trailer")?;
                     let lost = self.u64("the trailer")?;
-                    if hits != self.hits_seen || lost != self.lost_seen {
-                        return self.corrupt(
-                            at,
-                            format!(
-                                "the trailer counts {hits} hits and {lost} lost, the records {} and {}",
-                                self.hits_seen, self.lost_seen
-                            ),
-                        );
-                    }
-                    let mut extra = [0u8; 1];
-                    if read_up_to(&mut self.inp, &mut extra)? != 0 {
-                        return self.corrupt(self.offset, "data after the trailer".into());
-                    }
+                    self.end(at, Trailer { hits, lost })?;
                     self.done = true;
                     return Ok(None);
                 }
@@ -745,20 +733,7 @@ impl<R: BufRead> Reader<R> {
                 if crc32fast::hash(&t[..16]).to_le_bytes() != t[16..20] {
                     return self.corrupt(start, "the trailer's checksum does not match".into());
                 }
-                if self.damage.is_empty() && (hits != self.hits_seen || lost != self.lost_seen) {
-                    return self.corrupt(
-                        start,
-                        format!(
-                            "the trailer counts {hits} hits and {lost} lost, the records {} and {}",
-                            self.hits_seen, self.lost_seen
-                        ),
-                    );
-                }
-                let mut extra = [0u8; 1];
-                if read_up_to(&mut self.inp, &mut extra)? != 0 {
-                    return self.corrupt(self.offset, "data after the trailer".into());
-                }
-                self.trailer = Some(Trailer { hits, lost });
+                self.end(start, Trailer { hits, lost })?;
                 self.block.clear();
                 self.pos = 0;
                 self.done = true;
@@ -781,6 +756,27 @@ impl<R: BufRead> Reader<R> {
                 });
             }
         }
+    }
+
+    /// The trailer at `at` was read: its totals must match the records
+    /// read (unless damaged parts were skipped), and nothing may follow.
+    fn end(&mut self, at: u64, t: Trailer) -> Result<(), RecError> {
+        let (hits, lost) = (t.hits, t.lost);
+        if self.damage.is_empty() && (hits != self.hits_seen || lost != self.lost_seen) {
+            return self.corrupt(
+                at,
+                format!(
+                    "the trailer counts {hits} hits and {lost} lost, the records {} and {}",
+                    self.hits_seen, self.lost_seen
+                ),
+            );
+        }
+        let mut extra = [0u8; 1];
+        if read_up_to(&mut self.inp, &mut extra)? != 0 {
+            return self.corrupt(self.offset, "data after the trailer".into());
+        }
+        self.trailer = Some(t);
+        Ok(())
     }
 
     /// The next 8 bytes of the file, outside any block.

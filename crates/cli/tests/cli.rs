@@ -724,51 +724,60 @@ fn record_into_a_full_device_names_the_file() {
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
 }
 
-/// A record file whose module map names a FIFO: `report` does not open it
-/// (it would block forever) and reports the hits (issue 9, item 3).
-#[test]
-fn report_of_a_record_whose_module_map_names_a_fifo_finishes() {
-    use hwbreak::recfile::{Header, Module, WatchEntry, Writer};
-    use hwbreak_core::events::{Extended, Extension, Sample};
-    let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo reads one NUL-terminated path, live for the call.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-    let header = Header {
+/// A record header with one write watch `x` at 0x1000 and these modules.
+fn one_watch_header(modules: Vec<hwbreak::recfile::Module>) -> hwbreak::recfile::Header {
+    hwbreak::recfile::Header {
         pid: 1,
-        watches: vec![WatchEntry {
+        watches: vec![hwbreak::recfile::WatchEntry {
             name: "x".into(),
             addr: 0x1000,
             len: 8,
             access: hwbreak_core::Access::Write,
         }],
-        modules: vec![Module {
-            start: 0x40_0000,
-            end: 0x50_0000,
-            file_offset: 0,
-            path: fifo.to_str().unwrap().into(),
-        }],
-        ..Header::default()
-    };
-    let file = dir.path().join("fifo.rec");
-    let mut w = Writer::new(std::fs::File::create(&file).unwrap(), &header).unwrap();
-    let stack = [0x40_2000];
-    w.hit(&Extended {
+        modules,
+        ..Default::default()
+    }
+}
+
+/// A hit of watch 0 by thread 7 at `time`, with `stack`.
+fn hit_at(time: u64, stack: &[u64]) -> hwbreak_core::events::Extended<'_> {
+    use hwbreak_core::events::{Extended, Extension, Sample};
+    Extended {
         sample: Sample {
             bp: hwbreak_core::BpId(0),
             cpu: hwbreak_core::CpuId(0),
             task: Some(hwbreak_core::TaskId(7)),
             ip: 0x40_1000,
             addr: 0x1000,
-            time: 1,
+            time,
         },
         ext: Extension {
-            stack: &stack,
+            stack,
             ..Extension::NONE
         },
-    })
-    .unwrap();
+    }
+}
+
+/// A record file whose module map names a FIFO: `report` does not open it
+/// (it would block forever) and reports the hits (issue 9, item 3).
+#[test]
+fn report_of_a_record_whose_module_map_names_a_fifo_finishes() {
+    use hwbreak::recfile::{Module, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads one NUL-terminated path, live for the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let header = one_watch_header(vec![Module {
+        start: 0x40_0000,
+        end: 0x50_0000,
+        file_offset: 0,
+        path: fifo.to_str().unwrap().into(),
+    }]);
+    let file = dir.path().join("fifo.rec");
+    let mut w = Writer::new(std::fs::File::create(&file).unwrap(), &header).unwrap();
+    let stack = [0x40_2000];
+    w.hit(&hit_at(1, &stack)).unwrap();
     w.finish().unwrap();
     for top in ["0", "5"] {
         let mut child = hwbreak()
@@ -799,36 +808,12 @@ fn report_of_a_record_whose_module_map_names_a_fifo_finishes() {
 /// offset, says how much it skipped, and reports the rest (issue 9, item 11).
 #[test]
 fn report_skips_a_damaged_block_by_offset_and_reports_the_rest() {
-    use hwbreak::recfile::{Header, WatchEntry, Writer};
-    use hwbreak_core::events::{Extended, Extension, Sample};
-    let header = Header {
-        pid: 1,
-        watches: vec![WatchEntry {
-            name: "x".into(),
-            addr: 0x1000,
-            len: 8,
-            access: hwbreak_core::Access::Write,
-        }],
-        ..Header::default()
-    };
+    use hwbreak::recfile::Writer;
+    let header = one_watch_header(Vec::new());
     let mut w = Writer::new(Vec::new(), &header).unwrap();
     let stack = [0x40_2000u64; 20];
     for i in 0..3000u64 {
-        w.hit(&Extended {
-            sample: Sample {
-                bp: hwbreak_core::BpId(0),
-                cpu: hwbreak_core::CpuId(0),
-                task: Some(hwbreak_core::TaskId(7)),
-                ip: 0x40_1000,
-                addr: 0x1000,
-                time: i,
-            },
-            ext: Extension {
-                stack: &stack,
-                ..Extension::NONE
-            },
-        })
-        .unwrap();
+        w.hit(&hit_at(i, &stack)).unwrap();
     }
     let mut bytes = w.finish().unwrap().1;
     let blocks: Vec<usize> = (0..bytes.len() - 8)
