@@ -225,7 +225,11 @@ impl Resolver {
         let r = s.module.get_or_init(|| {
             Module::load(Path::new(&s.display), &s.open)
                 .map(Arc::new)
-                .map_err(|e| e.to_string())
+                // Kept as the reason only: it is wrapped in BadElf again below.
+                .map_err(|e| match e {
+                    SymbolError::BadElf { reason, .. } => reason,
+                    e => e.to_string(),
+                })
         });
         r.as_ref().map_err(|reason| SymbolError::BadElf {
             path: PathBuf::from(&s.display),
