@@ -685,25 +685,6 @@ fn a_directory_given_as_the_command_is_named_as_a_directory() {
     assert!(!o.stderr.contains("no such file"), "{}", o.stderr);
 }
 
-/// A script given as the command: "not a readable ELF file" said once
-/// (issue 9, item 12).
-#[test]
-fn a_command_that_is_not_elf_is_named_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let script = dir.path().join("script.sh");
-    std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let o = run(hwbreak().args(["watch", "STATE.hits", "--"]).arg(&script));
-    assert_clean_error(&o, "is not a readable ELF file");
-    assert_eq!(
-        o.stderr.matches("is not a readable ELF file").count(),
-        1,
-        "{}",
-        o.stderr
-    );
-}
-
 /// A launched command's SPEC refused when the watches open: the error is
 /// the only line, no "watching ..." banner before it (issue 9, item 12).
 #[test]
