@@ -215,7 +215,6 @@ fn portable(s: &str) -> String {
         (r"\.rs:[0-9]+", ".rs:L"),
         (r"[ ]+", " "),
     ];
-    let mut out = out;
     for (re, to) in subs {
         out = Regex::new(re).unwrap().replace_all(&out, *to).into_owned();
     }
@@ -229,7 +228,7 @@ fn keep_demo_frames(v: &mut serde_json::Value) {
     match v {
         Value::Array(items) => {
             items.retain(|f| {
-                !f.get("ip").is_some() || f.to_string().contains("crates/demo/src/main.rs")
+                f.get("ip").is_none() || f.to_string().contains("crates/demo/src/main.rs")
             });
             items.iter_mut().for_each(keep_demo_frames);
         }
