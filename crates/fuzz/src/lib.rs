@@ -33,10 +33,9 @@ use std::io::Write as _;
 use std::path::PathBuf;
 
 use hwbreak::recfile::{Header, Module, Reader, WatchEntry, Writer};
-use hwbreak_core::bp::BpId;
 use hwbreak_core::events::{Extended, Extension, Sample};
-use hwbreak_core::target::{CpuId, TaskId};
 use hwbreak_core::Access;
+use hwbreak_core::{BpId, CpuId, TaskId};
 use hwbreak_linux::record::{parse, Record, SampleLayout, SUPPORTED_SAMPLE_BITS};
 use perf_event_open_sys::bindings as b;
 
@@ -226,8 +225,8 @@ fn recfile_seeds() -> Vec<Vec<u8>> {
                     time: 1_000_000 + 1000 * i as u64,
                 },
                 ext: Extension {
-                    value: h.values.then_some(i as u64),
                     stack: &stack,
+                    value: h.values.then_some(i as u64),
                     ..Extension::NONE
                 },
             })
