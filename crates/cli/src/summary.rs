@@ -486,6 +486,7 @@ mod tests {
             duration_s: 0.0,
             top: 5,
             target_exit: None,
+            stopped: None,
         };
         v.text(&mut out, &mut FrameCache::new(NoSymbols)).unwrap();
         let s = String::from_utf8(out).unwrap();
