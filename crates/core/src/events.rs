@@ -71,7 +71,7 @@ pub enum Record {
         time: u64,
     },
     /// A context switch: the issue-13 `departs`/`arrives` record
-    /// (`crate::ds::switch_as_bts` gives it in the 24-byte BTS format).
+    /// (`crate::ds::BtsRecord::switch` gives it in the 24-byte BTS format).
     Switch {
         /// CPU.
         cpu: CpuId,

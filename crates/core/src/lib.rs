@@ -7,7 +7,9 @@
 //! ([`dispatch`]), then it is **delivered** (the callback, and a record in
 //! [`events`]). [`bp`] holds what every stage shares about one breakpoint:
 //! its id, its life state (live, dying, deliveries in flight), [`bp::Hit`]
-//! and [`bp::Callback`].
+//! and [`bp::Callback`]. Beside the breakpoints, [`ds`] owns the x86 debug
+//! store (Branch Trace Store and PEBS buffers) of a machine that offers one
+//! ([`Machine::debug_store`]).
 //!
 //! **What it owns.** The rules of sharing: which breakpoint may have a slot
 //! (the booking rule of `kernel/events/hw_breakpoint.c`), which register
@@ -43,7 +45,8 @@
 //! install   install     machine bp arch target
 //! dispatch  fire        install events machine bp arch target
 //! events    deliver     bp target
-//! machine   vocabulary  arch target
+//! machine   vocabulary  ds arch target
+//! ds        vocabulary  target
 //! error     vocabulary  bp arch target
 //! bp        vocabulary  target
 //! arch      vocabulary  attr

@@ -4,7 +4,7 @@
 //! told apart, in order per CPU. With BTS, a CPU-wide BTS consumer sees the
 //! very same records between the tasks' branches.
 use hwbreak_core::ds::ring::Entry;
-use hwbreak_core::ds::{switch_as_bts, BtsConfig, BtsKind, BtsRecord, Scope};
+use hwbreak_core::ds::{BtsConfig, BtsKind, BtsRecord, Scope};
 use hwbreak_core::events::Record;
 use hwbreak_core::{CpuId, TaskId};
 use hwbreak_sim::trace::{Code, Insn, TraceSim, Truth};
@@ -67,8 +67,16 @@ fn truth_switches(sim: &TraceSim, cpu: CpuId) -> Vec<(TaskId, BtsRecord)> {
 fn layer_switches(sim: &TraceSim) -> [Vec<(TaskId, BtsRecord)>; 2] {
     let mut per_cpu = [Vec::new(), Vec::new()];
     sim.layer.drain_events(&mut |cpu, r| {
-        if let Record::Switch { task, .. } = r {
-            per_cpu[cpu.idx()].push((task, switch_as_bts(&r).expect("a switch converts")));
+        if let Record::Switch {
+            task,
+            departs,
+            ip,
+            time,
+            voluntary,
+            ..
+        } = r
+        {
+            per_cpu[cpu.idx()].push((task, BtsRecord::switch(departs, ip, time, voluntary)));
         }
     });
     per_cpu

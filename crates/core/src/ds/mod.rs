@@ -66,41 +66,6 @@ pub use manager::{
     UserId,
 };
 
-/// A context-switch record of the general event buffer in the BTS format:
-/// "departs: {from = ip, to = time, flag = MAGIC1}, arrives: {from = time,
-/// to = ip, flag = MAGIC2}", with the voluntary/preempted variant in the
-/// flag. A branch record converts too; other records give `None`.
-///
-/// ```
-/// use hwbreak_core::ds::{switch_as_bts, BtsKind};
-/// use hwbreak_core::events::Record;
-/// use hwbreak_core::{CpuId, TaskId};
-/// let r = Record::Switch { cpu: CpuId(0), task: TaskId(3), departs: true, voluntary: false, time: 90, ip: 0x40_0010 };
-/// let b = switch_as_bts(&r).unwrap();
-/// assert_eq!((b.from, b.to, b.kind()), (0x40_0010, 90, BtsKind::Departs { voluntary: false }));
-/// ```
-pub fn switch_as_bts(r: &crate::events::Record) -> Option<BtsRecord> {
-    use crate::events::Record;
-    match *r {
-        Record::Switch {
-            departs: true,
-            voluntary,
-            time,
-            ip,
-            ..
-        } => Some(BtsRecord::departs(ip, time, voluntary)),
-        Record::Switch {
-            departs: false,
-            voluntary,
-            time,
-            ip,
-            ..
-        } => Some(BtsRecord::arrives(time, ip, voluntary)),
-        Record::Branch { from, to, .. } => Some(BtsRecord::branch(from, to)),
-        _ => None,
-    }
-}
-
 /// What a CPU's debug store can do (CPUID and `IA32_MISC_ENABLE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DsCaps {
@@ -108,7 +73,7 @@ pub struct DsCaps {
     pub bts: bool,
     /// PEBS (`IA32_MISC_ENABLE` bit 12 clear).
     pub pebs: bool,
-    /// CPL-qualified BTS: `BTS_OFF_OS`/`BTS_OFF_USR` (CPUID.01H:ECX[4]).
+    /// CPL-qualified BTS: `BTS_OFF_OS`/`BTS_OFF_USR` (`CPUID.01H:ECX[4]`).
     pub ds_cpl: bool,
     /// Last-branch records (`DEBUGCTL.LBR`).
     pub lbr: bool,
