@@ -7,9 +7,7 @@
 //! ([`dispatch`]), then it is **delivered** (the callback, and a record in
 //! [`events`]). [`bp`] holds what every stage shares about one breakpoint:
 //! its id, its life state (live, dying, deliveries in flight), [`bp::Hit`]
-//! and [`bp::Callback`]. Beside the breakpoints, [`ds`] owns the x86 debug
-//! store (Branch Trace Store and PEBS buffers) of a machine that offers one
-//! ([`Machine::debug_store`]).
+//! and [`bp::Callback`].
 //!
 //! **What it owns.** The rules of sharing: which breakpoint may have a slot
 //! (the booking rule of `kernel/events/hw_breakpoint.c`), which register
@@ -45,7 +43,7 @@
 //! install   install     machine bp arch target
 //! dispatch  fire        install events machine bp arch target
 //! events    deliver     bp target
-//! machine   vocabulary  ds arch target
+//! machine   vocabulary  arch ds target
 //! ds        vocabulary  target
 //! error     vocabulary  bp arch target
 //! bp        vocabulary  target
@@ -54,6 +52,10 @@
 //! target    vocabulary  -
 //! ```
 //! <!-- /module-dag -->
+//!
+//! [`ds`] stands beside the path: the debug store (BTS and PEBS buffers) a
+//! machine hands out as its optional `debug_store` capability, a leaf that
+//! imports only [`target`].
 //!
 //! Inside [`layer`], one file per job: the API, the scheduling hooks,
 //! hotplug, the debugger path and snapshots, all methods of one
