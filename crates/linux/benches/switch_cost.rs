@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hwbreak_core::BpAttr;
-use hwbreak_linux::watch::{Callchain, Mode, TaskRecord, Target, Watcher};
+use hwbreak_linux::watch::{Callchain, Mode, Target, TaskRecord, Watcher};
 
 const N: &str = "20000";
 const ROUNDS: usize = 7;
@@ -138,7 +138,10 @@ fn main() {
             counts[k] = (hits, s, lost);
         }
     }
-    for (k, name) in ["without switch records", "with switch records"].iter().enumerate() {
+    for (k, name) in ["without switch records", "with switch records"]
+        .iter()
+        .enumerate()
+    {
         let (hits, s, lost) = counts[k];
         println!(
             "{name:>24}: wall {:>8.2?} (median of {ROUNDS}), drain CPU {:>8.2?}; last run: {hits} hits, {s} switch records, {lost} lost",
@@ -146,6 +149,12 @@ fn main() {
             median(cpu[k].clone()),
         );
     }
-    let r = |v: &[Vec<Duration>; 2]| median(v[1].clone()).as_secs_f64() / median(v[0].clone()).as_secs_f64();
-    println!("ratio with/without: wall {:.3}, drain CPU {:.3}", r(&wall), r(&cpu));
+    let r = |v: &[Vec<Duration>; 2]| {
+        median(v[1].clone()).as_secs_f64() / median(v[0].clone()).as_secs_f64()
+    };
+    println!(
+        "ratio with/without: wall {:.3}, drain CPU {:.3}",
+        r(&wall),
+        r(&cpu)
+    );
 }

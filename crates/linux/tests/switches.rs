@@ -40,10 +40,10 @@ fn switch_records_bracket_every_hit_and_tell_preempted_from_voluntary() {
         w.drain_with_tasks(
             |h| {
                 evs.borrow_mut().push((
-                    h.time,
+                    h.sample.time,
                     Ev::Hit {
-                        tid: h.tid,
-                        cpu: h.cpu,
+                        tid: h.tid(),
+                        cpu: h.sample.cpu.0,
                     },
                 ))
             },
