@@ -179,3 +179,53 @@ fn with_bts_a_cpu_consumer_sees_the_layers_switch_records_between_the_branches()
     }
     assert!(seen.len() > layer.len(), "branches were traced too");
 }
+
+#[test]
+fn the_main_simulator_s_switch_records_carry_where_the_task_stopped() {
+    use hwbreak_sim::{Program, Sim};
+    let mut sim = Sim::x86(1, 7).unwrap();
+    sim.set_preempt_per_mille(0);
+    let t = sim.spawn(Program::new().nop().nop().nop().nop());
+    sim.switch_to(CPU0, Some(t)).unwrap();
+    sim.tick(CPU0).unwrap();
+    sim.tick(CPU0).unwrap();
+    sim.switch_to(CPU0, None).unwrap(); // preempted after 2 nops
+    sim.switch_to(CPU0, Some(t)).unwrap();
+    let mut got = Vec::new();
+    sim.layer.drain_events(&mut |_, r| {
+        if let Record::Switch {
+            task,
+            departs,
+            ip,
+            time,
+            voluntary,
+            ..
+        } = r
+        {
+            assert_eq!(task, t);
+            got.push(BtsRecord::switch(departs, ip, time, voluntary));
+        }
+    });
+    let code = hwbreak_sim::program::CODE_BASE;
+    let kinds: Vec<_> = got
+        .iter()
+        .map(|r| {
+            (
+                r.kind(),
+                if r.kind() == (BtsKind::Departs { voluntary: false }) {
+                    r.from
+                } else {
+                    r.to
+                },
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (BtsKind::Arrives { voluntary: false }, code),
+            (BtsKind::Departs { voluntary: false }, code + 8),
+            (BtsKind::Arrives { voluntary: false }, code + 8),
+        ]
+    );
+}
