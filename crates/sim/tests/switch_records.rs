@@ -63,20 +63,27 @@ fn truth_switches(sim: &TraceSim, cpu: CpuId) -> Vec<(TaskId, BtsRecord)> {
     v
 }
 
-/// The layer's switch records on `cpu`, in BTS format, with their task.
-fn layer_switches(sim: &TraceSim) -> [Vec<(TaskId, BtsRecord)>; 2] {
-    let mut per_cpu = [Vec::new(), Vec::new()];
-    sim.layer.drain_events(&mut |cpu, r| {
-        if let Record::Switch {
+/// A switch record of the general buffer in BTS format, with its task.
+fn as_bts(r: &Record) -> Option<(TaskId, BtsRecord)> {
+    match *r {
+        Record::Switch {
             task,
             departs,
             ip,
             time,
             voluntary,
             ..
-        } = r
-        {
-            per_cpu[cpu.idx()].push((task, BtsRecord::switch(departs, ip, time, voluntary)));
+        } => Some((task, BtsRecord::switch(departs, ip, time, voluntary))),
+        _ => None,
+    }
+}
+
+/// The layer's switch records on `cpu`, in BTS format, with their task.
+fn layer_switches(sim: &TraceSim) -> [Vec<(TaskId, BtsRecord)>; 2] {
+    let mut per_cpu = [Vec::new(), Vec::new()];
+    sim.layer.drain_events(&mut |cpu, r| {
+        if let Some(x) = as_bts(&r) {
+            per_cpu[cpu.idx()].push(x);
         }
     });
     per_cpu
@@ -193,17 +200,9 @@ fn the_main_simulator_s_switch_records_carry_where_the_task_stopped() {
     sim.switch_to(CPU0, Some(t)).unwrap();
     let mut got = Vec::new();
     sim.layer.drain_events(&mut |_, r| {
-        if let Record::Switch {
-            task,
-            departs,
-            ip,
-            time,
-            voluntary,
-            ..
-        } = r
-        {
+        if let Some((task, b)) = as_bts(&r) {
             assert_eq!(task, t);
-            got.push(BtsRecord::switch(departs, ip, time, voluntary));
+            got.push(b);
         }
     });
     let code = hwbreak_sim::program::CODE_BASE;
