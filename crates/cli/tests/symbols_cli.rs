@@ -135,12 +135,15 @@ fn script_names_resolve_in_its_interpreter_with_debug_symbols() {
         return;
     }
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(
-        o.stderr
-            .contains("watching _PyRuntime.gilstate.check_enabled"),
+    // The summary names the watch with its address in CPython's data.
+    let v = common::json_lines(&o.stdout);
+    let w = &v.last().unwrap_or_else(|| panic!("{}", o.stdout))["watches"][0];
+    assert_eq!(
+        w["name"], "_PyRuntime.gilstate.check_enabled",
         "{}",
-        o.stderr
+        o.stdout
     );
+    assert_eq!(w["len"], 4, "{}", o.stdout);
 }
 
 /// `nm`'s address for `name` in `file`, or `None` (SKIP printed) without nm.
