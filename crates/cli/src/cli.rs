@@ -151,6 +151,11 @@ pub struct WatchArgs {
     /// Top writer stacks shown in the summary.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+    /// Also trace the threads' taken branches with the CPU's branch-tracing
+    /// hardware (intel_bts, intel_pt, LBR). Not read on Linux yet: refused,
+    /// saying what this machine has.
+    #[arg(long)]
+    pub branches: bool,
 }
 
 /// How `watch` and `record` collect each hit's call stack.
@@ -220,6 +225,11 @@ pub struct RecordArgs {
     /// Read the watched bytes after each hit.
     #[arg(long)]
     pub values: bool,
+    /// Also trace the threads' taken branches with the CPU's branch-tracing
+    /// hardware (intel_bts, intel_pt, LBR). Not read on Linux yet: refused,
+    /// saying what this machine has.
+    #[arg(long)]
+    pub branches: bool,
 }
 
 /// `hwbreak report`.

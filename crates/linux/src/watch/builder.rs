@@ -28,6 +28,7 @@ pub struct WatcherBuilder {
     mode: Mode,
     ring_pages: usize,
     task_events: bool,
+    switch_events: bool,
     freeze: bool,
     no_aslr: bool,
     check_mapped: bool,
@@ -61,6 +62,7 @@ impl Watcher {
             mode: Mode::Count,
             ring_pages: 128,
             task_events: false,
+            switch_events: false,
             freeze: true,
             no_aslr: true,
             check_mapped: true,
@@ -112,6 +114,16 @@ impl WatcherBuilder {
     /// Also report thread creation/exit and throttling ([`Watcher::drain_with_tasks`]).
     pub fn task_events(mut self, yes: bool) -> Self {
         self.task_events = yes;
+        self
+    }
+
+    /// Also report the watched threads' context switches (sampling modes
+    /// only): `perf_event_attr.context_switch` on the first watch's
+    /// events, delivered as [`super::TaskRecord::Switch`] by
+    /// [`Watcher::drain_with_tasks`], in the hits' rings and clock. Costs one
+    /// record per switch in and out; needs no PMU.
+    pub fn switch_events(mut self, yes: bool) -> Self {
+        self.switch_events = yes;
         self
     }
 
@@ -179,6 +191,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         mode,
         ring_pages,
         task_events,
+        switch_events,
         freeze,
         no_aslr,
         check_mapped,
@@ -261,6 +274,9 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             let mut a = event_attr(w, spec, task_events, i == 0, launch, ring_bytes)
                 .inherit(inherit)
                 .inherit_thread(inherit);
+            if switch_events && i == 0 && spec.is_some() {
+                a = a.context_switch(true);
+            }
             if launch && !w.attr.disabled {
                 a = a.enable_on_exec(true);
             }

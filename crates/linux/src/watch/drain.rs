@@ -49,6 +49,11 @@ pub enum TaskRecord<'a> {
     },
     /// The kernel throttled (`true`) or unthrottled a watch's event.
     Throttle(bool),
+    /// A watched thread left (`out`) or got a CPU (with
+    /// [`super::WatcherBuilder::switch_events`]). Switch records share the
+    /// ring with hits: a full ring loses them like hits, counted in
+    /// [`super::Watcher::lost`].
+    Switch(crate::record::SwitchEvent),
     /// A launched command mapped an executable file (sampling a launched
     /// command asks for these, so that code loaded after the watch started
     /// can be unwound and symbolized even after the process is gone). If
@@ -272,6 +277,7 @@ impl Drain {
                 }),
                 Record::Exit(t) => task(TaskRecord::Exit { tid: t.tid }),
                 Record::Throttle { unthrottle, .. } => task(TaskRecord::Throttle(!unthrottle)),
+                Record::Switch(e) => task(TaskRecord::Switch(e)),
                 Record::Mmap {
                     pid,
                     addr,
