@@ -115,13 +115,7 @@ pub fn holders() -> (Vec<Holder>, usize) {
 /// The tracer of `pid` (a debugger may hold debug registers through ptrace,
 /// which shows no fd), from `/proc/PID/status`.
 pub fn tracer_of(pid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let t = s
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))?
-        .trim()
-        .parse()
-        .ok()?;
+    let t = hwbreak_linux::procfs::tracer_of(pid, pid)?;
     (t != 0).then_some(t)
 }
 

@@ -5,7 +5,7 @@ use crate::error::CliError;
 use std::io;
 
 /// x86-64 has four debug address registers (DR0–DR3) per CPU.
-pub const SLOTS_PER_CPU: usize = 4;
+pub const SLOTS_PER_CPU: usize = hwbreak_core::arch::x86_64::NUM_SLOTS;
 
 /// A one-line explanation of a failed breakpoint open on `pid`.
 pub fn explain_open_error(e: &io::Error, pid: i32) -> String {
@@ -18,10 +18,10 @@ pub fn explain_open_error(e: &io::Error, pid: i32) -> String {
         Some(libc::ESRCH) => {
             format!("process {pid} does not exist (it may have exited); check the PID with `ps`")
         }
-        Some(errno @ (libc::EACCES | libc::EPERM)) => hwbreak_linux::Error::permission(
+        Some(errno @ (libc::EACCES | libc::EPERM)) => hwbreak_linux::procfs::permission_error(
             format!("open a breakpoint on {who}"),
             errno,
-            hwbreak_linux::error::Denied::for_task(pid),
+            hwbreak_linux::procfs::denied_for_task(pid),
         )
         .to_string(),
         Some(libc::ENOSPC) => {

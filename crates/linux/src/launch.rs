@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, ExitStatus};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -165,6 +166,73 @@ impl Drop for Gated {
         if let Some(h) = self.spawner.take() {
             let _ = h.join();
         }
+    }
+}
+
+/// A launched command in a watcher's charge: its [`Child`] and, once it
+/// ended, its exit status (kept, so that waiting twice answers the same).
+#[derive(Debug, Default)]
+pub(crate) struct Launched {
+    child: Mutex<Option<Child>>,
+    exit: Mutex<Option<ExitStatus>>,
+}
+
+impl Launched {
+    /// In charge of `child`, if any.
+    pub fn new(child: Option<Child>) -> Launched {
+        Launched {
+            child: Mutex::new(child),
+            exit: Mutex::new(None),
+        }
+    }
+
+    /// Take charge of `child` (replacing none).
+    pub fn adopt(&self, child: Child) {
+        *self.child.lock().unwrap() = Some(child);
+    }
+
+    /// Wait for it to exit.
+    pub fn wait(&self) -> Result<ExitStatus> {
+        if let Some(s) = *self.exit.lock().unwrap() {
+            return Ok(s);
+        }
+        let mut c = self.child.lock().unwrap();
+        let child = c.as_mut().ok_or_else(|| {
+            Error::Invalid("wait: the target was not launched by this watcher".into())
+        })?;
+        let s = child
+            .wait()
+            .map_err(|e| Error::sys("wait for the launched command", e))?;
+        *self.exit.lock().unwrap() = Some(s);
+        Ok(s)
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_wait(&self) -> Result<Option<ExitStatus>> {
+        if let Some(s) = *self.exit.lock().unwrap() {
+            return Ok(Some(s));
+        }
+        let mut c = self.child.lock().unwrap();
+        let Some(child) = c.as_mut() else {
+            return Ok(None);
+        };
+        let s = child
+            .try_wait()
+            .map_err(|e| Error::sys("check the launched command", e))?;
+        if let Some(s) = s {
+            *self.exit.lock().unwrap() = Some(s);
+        }
+        Ok(s)
+    }
+
+    /// Its stdin, if it was `Stdio::piped()`.
+    pub fn take_stdin(&self) -> Option<std::process::ChildStdin> {
+        self.child.lock().unwrap().as_mut()?.stdin.take()
+    }
+
+    /// Its stdout, if it was `Stdio::piped()`.
+    pub fn take_stdout(&self) -> Option<std::process::ChildStdout> {
+        self.child.lock().unwrap().as_mut()?.stdout.take()
     }
 }
 
@@ -348,20 +416,7 @@ fn set_regs(pid: i32, regs: &libc::user_regs_struct) -> io::Result<()> {
     Ok(())
 }
 
-/// `AT_ENTRY` from `/proc/PID/auxv`.
-pub fn auxv_entry(pid: i32) -> io::Result<u64> {
-    let b = std::fs::read(format!("/proc/{pid}/auxv"))?;
-    b.chunks_exact(16)
-        .map(|c| {
-            (
-                u64::from_ne_bytes(c[..8].try_into().unwrap()),
-                u64::from_ne_bytes(c[8..].try_into().unwrap()),
-            )
-        })
-        .find(|&(k, _)| k == libc::AT_ENTRY)
-        .map(|(_, v)| v)
-        .ok_or_else(|| io::Error::other("no AT_ENTRY in auxv"))
-}
+pub use crate::procfs::auxv_entry;
 
 impl StoppedAtEntry {
     /// Launch `cmd` and stop it at its entry point. `no_aslr` as in [`Gated::spawn`].

@@ -193,7 +193,7 @@ impl SymbolError {
         SymbolError::Permission {
             pid,
             path: path.into(),
-            rule: Denied::for_task(pid),
+            rule: crate::procfs::denied_for_task(pid),
         }
     }
 

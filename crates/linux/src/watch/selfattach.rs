@@ -4,7 +4,8 @@
 //! we `fork` a helper. The helper is a separate process of the same user: it
 //! freezes our threads with ptrace exactly as [`crate::threads::Frozen`]
 //! does for another process (our calling thread is frozen too, blocked in
-//! `recvmsg`), opens every event on every thread, enables them, lets the
+//! `recvmsg`), opens every event on every thread with the same
+//! [`open_member`] as the fan-out domain, enables them, lets the
 //! threads run, and hands the fds back over a `socketpair` with
 //! `SCM_RIGHTS`. The kernel keeps an event alive as long as any fd refers
 //! to it, so the helper exits and we own the events.
@@ -15,18 +16,27 @@
 //! `_exit`. If the helper cannot freeze (not dumpable, a tracer attached,
 //! ptrace refused), the caller falls back to re-scanning.
 
+use super::attr::Watch;
+use super::member::{
+    open_member, Member, MemberEvents, OpenFailure, OpenPlan, OpenStep, WatchEvent,
+};
 use crate::event::Event;
 use crate::threads::Frozen;
-use crate::watch::PerfDomain;
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// What the helper achieved.
 pub(crate) enum Outcome {
-    /// Every thread got its events (enabled as asked): `(tid, watch, event)`.
-    Opened(Vec<(i32, usize, Event)>),
-    /// Opening failed on `tid` for watch `wi`; everything was closed again.
-    OpenFailed { errno: i32, wi: usize, tid: i32 },
+    /// Every thread got its events (enabled as asked), by thread id.
+    Opened(HashMap<i32, MemberEvents>),
+    /// Opening failed on thread `tid`; everything was closed again.
+    OpenFailed {
+        /// The thread.
+        tid: i32,
+        /// What failed.
+        failure: OpenFailure,
+    },
     /// The freeze was not possible: why. Nothing was opened.
     FreezeFailed(String),
 }
@@ -36,6 +46,9 @@ const DONE: u32 = 1;
 const OPEN_FAILED: u32 = 2;
 const FREEZE_FAILED: u32 = 3;
 const BATCH: usize = 200; // below the kernel's SCM_MAX_FD (253)
+/// The step word of an `OPEN_FAILED` message for [`OpenStep::Open`]; any
+/// other value is the CPU of a failed [`OpenStep::Redirect`].
+const STEP_OPEN: u32 = u32::MAX;
 
 fn send(sock: RawFd, words: &[u32], fds: &[RawFd]) -> io::Result<()> {
     let mut iov = libc::iovec {
@@ -113,7 +126,7 @@ fn recv(sock: RawFd) -> io::Result<(Vec<u32>, Vec<OwnedFd>)> {
 }
 
 /// The helper's work; returns normally only to `_exit`.
-fn helper(dom: &PerfDomain, pid: i32, sock: RawFd) {
+fn helper(plan: &OpenPlan<'_>, watches: &[Watch], enable: bool, pid: i32, sock: RawFd) {
     let fz = match Frozen::freeze(pid) {
         Ok(f) => f,
         Err(e) => {
@@ -124,55 +137,47 @@ fn helper(dom: &PerfDomain, pid: i32, sock: RawFd) {
             return;
         }
     };
-    let mut opened: Vec<(i32, usize, Event)> = Vec::new();
+    let mut opened: Vec<(i32, MemberEvents)> = Vec::new();
     for tid in fz.threads() {
-        let mut mine = Vec::new();
-        let mut gone = false;
-        'w: for (wi, attr) in dom.attrs.iter().enumerate() {
-            for &cpu in dom.cpus {
-                let r = Event::open(attr, tid, cpu, None).and_then(|ev| {
-                    if let Some(&ri) = dom.rings.get(&cpu) {
-                        ev.set_output(dom.ring_events[ri])?;
-                    }
-                    Ok(ev)
-                });
-                match r {
-                    Ok(ev) => mine.push((tid, wi, ev)),
-                    Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-                        gone = true;
-                        break 'w;
-                    }
-                    Err(e) => {
-                        drop(mine);
-                        drop(opened);
-                        drop(fz);
-                        let errno = e.raw_os_error().unwrap_or(0) as u32;
-                        let _ = send(sock, &[OPEN_FAILED, errno, wi as u32, tid as u32], &[]);
-                        return;
-                    }
-                }
+        match open_member(plan, Member::Thread(tid)) {
+            Ok(h) => opened.push((tid, h)),
+            // It exited meanwhile: nothing to watch.
+            Err(f) if f.thread_gone() => {}
+            Err(f) => {
+                drop(opened);
+                drop(fz);
+                let errno = f.error.raw_os_error().unwrap_or(0) as u32;
+                let step = match f.step {
+                    OpenStep::Open => STEP_OPEN,
+                    OpenStep::Redirect { cpu } => cpu as u32,
+                };
+                let _ = send(
+                    sock,
+                    &[OPEN_FAILED, errno, f.watch as u32, tid as u32, step],
+                    &[],
+                );
+                return;
             }
-        }
-        if !gone {
-            opened.extend(mine);
         }
     }
     // Commit while every thread is stopped: no hit from a half-done request.
-    if dom.enable {
-        for (_, wi, ev) in &opened {
-            if !dom.watches[*wi].attr.disabled {
-                let _ = ev.enable();
-            }
+    if enable {
+        for (_, h) in &opened {
+            h.enable(watches);
         }
     }
     drop(fz);
-    for chunk in opened.chunks(BATCH) {
+    let all: Vec<(i32, &WatchEvent)> = opened
+        .iter()
+        .flat_map(|(tid, h)| h.events.iter().map(move |we| (*tid, we)))
+        .collect();
+    for chunk in all.chunks(BATCH) {
         let mut w = vec![FDS, chunk.len() as u32];
         let mut fds = Vec::with_capacity(chunk.len());
-        for (tid, wi, ev) in chunk {
+        for (tid, we) in chunk {
             w.push(*tid as u32);
-            w.push(*wi as u32);
-            fds.push(ev.as_raw_fd());
+            w.push(we.watch as u32);
+            fds.push(we.event.as_raw_fd());
         }
         if send(sock, &w, &fds).is_err() {
             return;
@@ -181,9 +186,15 @@ fn helper(dom: &PerfDomain, pid: i32, sock: RawFd) {
     let _ = send(sock, &[DONE], &[]);
 }
 
-/// Freeze our own process from a forked helper and open `dom`'s events on
-/// every thread. `Err` only for a failure of the mechanism itself.
-pub(crate) fn attach(dom: &PerfDomain, pid: i32) -> io::Result<Outcome> {
+/// Freeze our own process from a forked helper and open `plan`'s events on
+/// every thread, enabling those of `watches` not marked disabled if
+/// `enable`. `Err` only for a failure of the mechanism itself.
+pub(crate) fn attach(
+    plan: &OpenPlan<'_>,
+    watches: &[Watch],
+    enable: bool,
+    pid: i32,
+) -> io::Result<Outcome> {
     let mut sv = [0; 2];
     // SAFETY: socketpair writes two fds into `sv`, a live local array.
     if unsafe {
@@ -208,15 +219,15 @@ pub(crate) fn attach(dom: &PerfDomain, pid: i32) -> io::Result<Outcome> {
     if child == 0 {
         drop(ours);
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            helper(dom, pid, theirs.as_raw_fd())
+            helper(plan, watches, enable, pid, theirs.as_raw_fd())
         }));
         // SAFETY: leave without running atexit handlers or destructors of the
         // parent's state (this is a copy of it).
         unsafe { libc::_exit(0) };
     }
     drop(theirs);
-    let mut out = Vec::new();
-    let result = loop {
+    let mut out: HashMap<i32, MemberEvents> = HashMap::new();
+    let result = 'recv: loop {
         let (w, mut fds) = match recv(ours.as_raw_fd()) {
             Ok(m) => m,
             Err(e) => break Err(e),
@@ -228,20 +239,28 @@ pub(crate) fn attach(dom: &PerfDomain, pid: i32) -> io::Result<Outcome> {
                     break Err(io::Error::other("helper sent a malformed batch"));
                 }
                 for (i, fd) in fds.drain(..).enumerate() {
-                    let (tid, wi) = (w[2 + 2 * i] as i32, w[3 + 2 * i] as usize);
-                    out.push((
-                        tid,
-                        wi,
-                        Event::from_owned_fd(fd, dom.attrs[wi].raw().read_format),
-                    ));
+                    let (tid, watch) = (w[2 + 2 * i] as i32, w[3 + 2 * i] as usize);
+                    let Some(attr) = plan.attrs.get(watch) else {
+                        break 'recv Err(io::Error::other("helper sent an unknown watch"));
+                    };
+                    out.entry(tid).or_default().events.push(WatchEvent {
+                        watch,
+                        event: Event::from_owned_fd(fd, attr.raw().read_format),
+                    });
                 }
             }
             Some(DONE) => break Ok(Outcome::Opened(std::mem::take(&mut out))),
-            Some(OPEN_FAILED) if w.len() == 4 => {
+            Some(OPEN_FAILED) if w.len() == 5 => {
                 break Ok(Outcome::OpenFailed {
-                    errno: w[1] as i32,
-                    wi: w[2] as usize,
                     tid: w[3] as i32,
+                    failure: OpenFailure {
+                        watch: w[2] as usize,
+                        step: match w[4] {
+                            STEP_OPEN => OpenStep::Open,
+                            cpu => OpenStep::Redirect { cpu: cpu as i32 },
+                        },
+                        error: io::Error::from_raw_os_error(w[1] as i32),
+                    },
                 })
             }
             Some(FREEZE_FAILED) => {
