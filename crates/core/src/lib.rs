@@ -43,7 +43,8 @@
 //! install   install     machine bp arch target
 //! dispatch  fire        install events machine bp arch target
 //! events    deliver     bp target
-//! machine   vocabulary  arch target
+//! machine   vocabulary  arch ds target
+//! ds        vocabulary  target
 //! error     vocabulary  bp arch target
 //! bp        vocabulary  target
 //! arch      vocabulary  attr
