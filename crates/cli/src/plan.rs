@@ -107,10 +107,6 @@ pub fn target_of(t: &TargetArgs) -> Result<TargetKind, CliError> {
     })
 }
 
-fn symbol_error(e: impl std::fmt::Display) -> CliError {
-    CliError::new(e.to_string())
-}
-
 /// A plan, or a launched command whose SPECs resolve only once it is loaded.
 #[derive(Debug, Clone)]
 pub enum Planned {
@@ -157,9 +153,9 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
                         "process {p} does not exist (it exited, or the PID is wrong); check it with `ps -p {p}` and pass a live PID"
                     )));
                 }
-                Resolver::for_pid(*p).map_err(symbol_error)?
+                Resolver::for_pid(*p).map_err(CliError::Symbol)?
             }
-            TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).map_err(symbol_error)?,
+            TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).map_err(CliError::Symbol)?,
             TargetKind::AllCpus => {
                 return Err(CliError::usage(
                     "with -a (all CPUs) there is no process to look names up in: give addresses (0x...), or watch a process with -p PID",
@@ -179,7 +175,7 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
                 Err(SymbolError::NotFound { .. }) if launch.is_some() => {
                     return Ok(Planned::AtEntry(launch.cloned().unwrap_or_default()));
                 }
-                Err(e) => return Err(symbol_error(e)),
+                Err(e) => return Err(CliError::Symbol(e)),
             },
             _ => None,
         };
@@ -195,7 +191,7 @@ pub fn plan_loaded(t: &TargetArgs, pid: i32) -> Result<Plan, CliError> {
     let target = target_of(t)?;
     let specs = parse_specs(t)?;
     let program = t.command.first().map(String::as_str).unwrap_or("?");
-    let r = Resolver::for_pid(pid).map_err(symbol_error)?;
+    let r = Resolver::for_pid(pid).map_err(CliError::Symbol)?;
     let mut resolved = Vec::new();
     for s in &specs {
         resolved.push(match &s.location {
@@ -209,7 +205,7 @@ pub fn plan_loaded(t: &TargetArgs, pid: i32) -> Result<Plan, CliError> {
                         name,
                         searched,
                         suggestions,
-                    } => symbol_error(SymbolError::NotFound {
+                    } => CliError::Symbol(SymbolError::NotFound {
                         name,
                         searched: searched.replacen(
                             &format!("process {pid}"),
@@ -218,7 +214,7 @@ pub fn plan_loaded(t: &TargetArgs, pid: i32) -> Result<Plan, CliError> {
                         ),
                         suggestions,
                     }),
-                    e => symbol_error(e),
+                    e => CliError::Symbol(e),
                 })?)
             }
             Location::Addr(_) => None,
@@ -442,15 +438,15 @@ mod tests {
     fn exactly_one_target_is_required() {
         assert!(target_of(&args(None, false, &[]))
             .unwrap_err()
-            .msg
+            .to_string()
             .contains("no target"));
         assert!(target_of(&args(Some(1), true, &[]))
             .unwrap_err()
-            .msg
+            .to_string()
             .contains("more than one"));
         assert!(target_of(&args(Some(-3), false, &[]))
             .unwrap_err()
-            .msg
+            .to_string()
             .contains("positive"));
         assert!(matches!(
             target_of(&args(None, false, &["ls"])),
@@ -481,6 +477,6 @@ mod tests {
         let mut a = args(Some(std::process::id() as i32), false, &[]);
         a.specs = vec!["0x1000/8".into(); 5];
         let e = plan(&a).unwrap_err();
-        assert!(e.msg.contains("need 5 hardware slots"), "{}", e.msg);
+        assert!(e.to_string().contains("need 5 hardware slots"), "{e}");
     }
 }

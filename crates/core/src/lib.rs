@@ -53,6 +53,10 @@
 //! ```
 //! <!-- /module-dag -->
 //!
+//! [`ds`] stands beside the path: the debug store (BTS and PEBS buffers) a
+//! machine hands out as its optional `debug_store` capability, a leaf that
+//! imports only [`target`].
+//!
 //! Inside [`layer`], one file per job: the API, the scheduling hooks,
 //! hotplug, the debugger path and snapshots, all methods of one
 //! [`layer::Layer`].
