@@ -44,12 +44,23 @@ pub fn map_entry(m: &Module) -> MapEntry {
 
 /// A symbolizer over these mappings (any order).
 pub fn symbolizer(modules: &[Module]) -> Symbolizer {
-    Symbolizer::from_maps(modules.iter().map(map_entry).collect())
+    Symbolizer::from_maps(readable(modules))
 }
 
 /// Add mappings seen later (a library loaded since).
 pub fn add_modules(sym: &mut Symbolizer, more: &[Module]) {
-    sym.add_maps(more.iter().map(map_entry).collect());
+    sym.add_maps(readable(more));
+}
+
+/// The mappings whose path is a regular file, as maps entries. A record
+/// file's module map is data from a file: a path naming a FIFO or a device
+/// would block or misread when opened, so its addresses stay unknown.
+fn readable(modules: &[Module]) -> Vec<MapEntry> {
+    modules
+        .iter()
+        .filter(|m| std::fs::metadata(&m.path).is_ok_and(|md| md.is_file()))
+        .map(map_entry)
+        .collect()
 }
 
 /// The library's frame as the CLI's: the offset only with a function name,
@@ -138,6 +149,7 @@ impl Maps {
         self.modules
             .iter()
             .find(|m| m.start <= addr && end <= m.end)
+            .filter(|m| std::fs::metadata(&m.path).is_ok_and(|md| md.is_file()))
             .and_then(|m| {
                 let f = std::fs::File::open(&m.path).ok()?;
                 f.read_exact_at(buf, addr - m.start + m.file_offset).ok()

@@ -155,7 +155,14 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
                 }
                 Resolver::for_pid(*p).map_err(CliError::Symbol)?
             }
-            TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).map_err(CliError::Symbol)?,
+            TargetKind::Launch(cmd) => match Resolver::for_exe(&cmd[0]) {
+                Ok(r) => r,
+                // A `#!` script or other non-ELF command: names are looked up
+                // in the program it runs (its interpreter, or what a wrapper
+                // `exec`s), once that is loaded.
+                Err(SymbolError::BadElf { .. }) => return Ok(Planned::AtEntry(cmd.clone())),
+                Err(e) => return Err(CliError::Symbol(e)),
+            },
             TargetKind::AllCpus => {
                 return Err(CliError::usage(
                     "with -a (all CPUs) there is no process to look names up in: give addresses (0x...), or watch a process with -p PID",
@@ -181,7 +188,47 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
         };
         resolved.push(r);
     }
+    check_raw_addresses(&target, &specs, resolver.as_ref())?;
     build(target, t, &specs, resolved).map(Planned::Ready)
+}
+
+/// Refuse raw addresses that are link-time addresses of a PIE's or shared
+/// library's symbols (see [`Resolver::check_raw_address`]). Best effort: a
+/// target whose files cannot be read is not checked.
+fn check_raw_addresses(
+    target: &TargetKind,
+    specs: &[Spec],
+    resolver: Option<&Resolver>,
+) -> Result<(), CliError> {
+    let addrs: Vec<u64> = specs
+        .iter()
+        .filter_map(|s| match s.location {
+            Location::Addr(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let own;
+    let r = match resolver {
+        Some(r) => r,
+        None => {
+            own = match target {
+                TargetKind::Pid(p) | TargetKind::Tid(p) => Resolver::for_pid(*p).ok(),
+                TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).ok(),
+                TargetKind::AllCpus => None,
+            };
+            match &own {
+                Some(r) => r,
+                None => return Ok(()),
+            }
+        }
+    };
+    for a in addrs {
+        r.check_raw_address(a).map_err(CliError::Symbol)?;
+    }
+    Ok(())
 }
 
 /// Plan a launched command that is loaded: process `pid` (launched from

@@ -12,6 +12,29 @@ use crate::recfile::Reader;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use std::io::{BufReader, Write};
 
+/// One line on what the reader skipped, if anything: how many damaged
+/// blocks, where, how many bytes and hits.
+pub fn damage_note(damage: &[crate::recfile::Damage], hits: u64) -> Option<String> {
+    if damage.is_empty() {
+        return None;
+    }
+    let bytes: u64 = damage.iter().map(|d| d.bytes).sum();
+    let mut at: Vec<String> = damage
+        .iter()
+        .take(5)
+        .map(|d| d.offset.to_string())
+        .collect();
+    if damage.len() > 5 {
+        at.push("...".into());
+    }
+    Some(format!(
+        "skipped {} damaged block{} ({bytes} bytes at byte {}, holding {hits} hits); the rest is reported",
+        damage.len(),
+        if damage.len() == 1 { "" } else { "s" },
+        at.join(", ")
+    ))
+}
+
 /// Read a record file into totals.
 pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg), CliError> {
     let f = std::fs::File::open(path).map_err(|source| CliError::RecordOpen {
@@ -32,6 +55,9 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
     let mut agg = Agg::new(watches);
     while let Some(hit) = r.next_hit().map_err(read_error)? {
         agg.add_hit(&hit);
+    }
+    if let Some(note) = damage_note(r.damage(), r.skipped_hits()) {
+        eprintln!("hwbreak: {}: {note}", path.display());
     }
     agg.lost = r.totals().lost;
     Ok((r.header, agg))

@@ -62,6 +62,10 @@ fn open(
     user_regs: u64,
     child_stdout_to_stderr: bool,
 ) -> Result<Session, CliError> {
+    // A command to launch must be one before its SPECs are looked up in it.
+    if let Ok(TargetKind::Launch(cmd)) = plan::target_of(t) {
+        check_program(&cmd[0])?;
+    }
     // A SPEC in a shared library: the command starts stopped at its entry
     // point and is watched as a process from there (see crate::launch_lib).
     let (plan, at_entry) = match plan::plan(t)? {
@@ -100,23 +104,34 @@ fn open(
     }
     stop_flag();
     let what: Vec<String> = plan.watches.iter().map(|w| w.describe()).collect();
-    let banner = |whom: &str| {
-        // With the banner, once the watch starts: an error is the only line.
-        if let Some(note) = &ring_note {
-            eprintln!("{note}");
-        }
-        eprintln!(
+    let banner_line = |whom: &str| {
+        format!(
             "hwbreak: watching {} in {whom}, {} of {} slots; Ctrl-C to stop",
             what.join(", "),
             plan.pieces.len(),
             crate::sys::SLOTS_PER_CPU
         )
     };
+    let banner = |whom: &str| {
+        // With the banner, once the watch starts: an error is the only line.
+        if let Some(note) = &ring_note {
+            eprintln!("{note}");
+        }
+        eprintln!("{}", banner_line(whom));
+    };
     let mut exe = None;
     if let TargetKind::Launch(cmd) = &plan.target {
         exe = Some(check_program(&cmd[0])?);
-        // Armed from the first instruction: say so before the program's own output.
-        banner(&cmd.join(" "));
+        // Armed from the first instruction: say so before the program's own
+        // output, once every watch is open (a refusal is the only line).
+        let line = banner_line(&cmd.join(" "));
+        let note = ring_note.clone();
+        b = b.on_armed(move || {
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+            eprintln!("{line}");
+        });
     }
     let watcher = b.open().map_err(linux_error)?;
     let pid = watcher.pid();
@@ -422,6 +437,10 @@ fn check_program(prog: &str) -> Result<std::path::PathBuf, CliError> {
     });
     if let Some(path) = found {
         Ok(path)
+    } else if prog.contains('/') && std::path::Path::new(prog).is_dir() {
+        Err(CliError::new(format!(
+            "cannot launch `{prog}`: it is a directory; give the program to run after `--`"
+        )))
     } else {
         Err(CliError::new(format!(
             "cannot launch `{prog}`: no such executable{}; check the path after `--`",

@@ -7,6 +7,25 @@ use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::io::{self, Write};
 
+/// `s` safe to print on a terminal: control characters (a record file's
+/// watch names are bytes from a file) are shown escaped (`\u{1b}`), never
+/// sent raw.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 /// One watch's line in the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct WatchTotal {
@@ -336,7 +355,7 @@ impl SummaryView<'_> {
         let wn = a
             .watches
             .iter()
-            .map(|w| w.name.len())
+            .map(|w| printable(&w.name).len())
             .max()
             .unwrap_or(5)
             .max(5);
@@ -345,7 +364,11 @@ impl SummaryView<'_> {
             writeln!(
                 out,
                 "  {:<wn$}  {:>10}   {:#x}/{}:{}",
-                w.name, w.hits, w.addr, w.len, w.access
+                printable(&w.name),
+                w.hits,
+                w.addr,
+                w.len,
+                w.access
             )?;
         }
         let threads = a.threads();
@@ -366,8 +389,8 @@ impl SummaryView<'_> {
                 let name = a
                     .watches
                     .get(st.watch)
-                    .map(|w| w.name.as_str())
-                    .unwrap_or("?");
+                    .map(|w| printable(&w.name))
+                    .unwrap_or("?".into());
                 writeln!(out, "  {:>8} × {name}", st.hits)?;
                 for f in &st.frames {
                     writeln!(out, "             {}", f.text())?;
@@ -406,6 +429,30 @@ mod tests {
         assert_eq!(a.threads(), vec![(1, 3), (2, 1)]);
         assert_eq!(a.distinct_stacks(), 2);
         assert_eq!(a.watches[0].hits, 4);
+    }
+
+    #[test]
+    fn control_characters_in_a_watch_name_are_printed_escaped() {
+        assert_eq!(printable("STATE.hits"), "STATE.hits");
+        assert_eq!(printable("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        let mut a = Agg::new(vec![WatchTotal::new(
+            "evil\x1b]0;title\x07",
+            0x10,
+            8,
+            hwbreak_core::Access::Write,
+        )]);
+        a.add(0, 1, 5, 0xa, &[]);
+        let mut out = Vec::new();
+        let v = SummaryView {
+            agg: &a,
+            duration_s: 0.0,
+            top: 5,
+            target_exit: None,
+        };
+        v.text(&mut out, &mut FrameCache::new(NoSymbols)).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "{s:?}");
+        assert!(s.contains("evil\\u{1b}]0;title\\u{7}"), "{s}");
     }
 
     #[test]

@@ -24,8 +24,10 @@
 //!   releases the early workers and starts the late ones. No write to `STATE`
 //!   happens before that line.
 //!
-//! The first lines printed are machine-readable: `pid=P`, `addr STATE.hits=0x...` (one per field), and
+//! The first lines printed are machine-readable:
+//! `pid=P`, `addr STATE.hits=0x...` (one per field), and
 //! `expect hits=H last_writer=H total=H table[i]=T_i ...`.
+
 #![forbid(unsafe_code)]
 use std::io::BufRead;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

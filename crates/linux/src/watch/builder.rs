@@ -35,6 +35,21 @@ pub struct WatcherBuilder {
     /// `sig_data` base for sigtrap watchers (crate-private; see [`crate::sigtrap`]).
     pub(crate) sig_base: Option<u64>,
     user_regs: u64,
+    armed: Armed,
+}
+
+/// What to run once a launched command's watches are armed, before it runs.
+#[derive(Default)]
+struct Armed(Option<Box<dyn FnOnce() + Send>>);
+
+impl std::fmt::Debug for Armed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Armed(Some)"
+        } else {
+            "Armed(None)"
+        })
+    }
 }
 
 impl Watcher {
@@ -52,11 +67,20 @@ impl Watcher {
             arch: X86_64::default(),
             sig_base: None,
             user_regs: 0,
+            armed: Armed::default(),
         }
     }
 }
 
 impl WatcherBuilder {
+    /// With [`Target::Launch`]: call `f` once every watch is armed, just
+    /// before the command may run (to say "watching ..." before the
+    /// program's own output, and never when opening fails).
+    pub fn on_armed(mut self, f: impl FnOnce() + Send + 'static) -> Self {
+        self.armed = Armed(Some(Box::new(f)));
+        self
+    }
+
     /// Where to watch (required).
     pub fn target(mut self, t: Target) -> Self {
         self.target = Some(t);
@@ -161,6 +185,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         arch,
         sig_base,
         user_regs,
+        armed,
     } = bld;
     let spec = sample_layout(mode, user_regs);
     let target = target.ok_or_else(|| Error::Invalid("no target: call .target(...)".into()))?;
@@ -282,6 +307,9 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
                 pid = Some(gated.pid());
                 // On error `gated` drops: the child exits without running the program.
                 let fan = reg(&mut dom, vec![Member::Thread(gated.pid())])?;
+                if let Some(f) = armed.0 {
+                    f();
+                }
                 child = Some(gated.release()?);
                 fan
             }
