@@ -307,6 +307,14 @@ pub fn drain_data(
     let size = words as u64 * 8;
     while head.wrapping_sub(tail) >= 8 {
         let avail = head.wrapping_sub(tail);
+        if avail > size {
+            // More unread bytes than the ring holds: a sane kernel never
+            // gets that far ahead. Resynchronise at once instead of walking
+            // up to 2^61 records of stale data.
+            st.malformed += 1;
+            tail = head;
+            break;
+        }
         let start = ((tail % size) / 8) as usize;
         let hdr = Header::from_word(data.load(start));
         let len = hdr.size as u64;

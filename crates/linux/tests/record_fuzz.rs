@@ -89,3 +89,20 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// Found by the fuzz suite: a head more than a ring's size ahead of the tail
+/// (here 2^20 bytes over a 16-byte ring) walked 131,072 stale records, and
+/// near 2^64 never ended. It is one malformed step now.
+#[test]
+fn head_further_ahead_than_the_ring_holds_is_one_malformed_resync_not_a_long_walk() {
+    let l = layout(0x00ff_0fff, true, 0);
+    let data = [9u64 | (8u64 << 48), 0];
+    let mut scratch = Vec::new();
+    let mut seen = 0u64;
+    for head in [1u64 << 20, u64::MAX - 7] {
+        let (t, st) = drain_words(&data, head, 0, &l, &mut scratch, |_| {}, |_| seen += 1);
+        assert_eq!(t, head);
+        assert_eq!((st.records, st.malformed), (0, 1));
+    }
+    assert_eq!(seen, 0);
+}
