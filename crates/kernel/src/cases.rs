@@ -534,8 +534,25 @@ fn hotplug_unfit_wide_is_reported() -> CaseResult {
     Ok(())
 }
 
-/// Single-step traps not claimed by the layer (nothing sets TF yet).
-pub fn on_step(_f: &mut TrapFrame) {}
+static STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Single-step traps nobody else claimed: counted, and stepping stops.
+pub fn on_step(f: &mut TrapFrame) {
+    STEPS.fetch_add(1, Ordering::SeqCst);
+    f.rflags &= !crate::trap::RFLAGS_TF;
+}
+
+/// TF set by popfq traps after the next instruction (the mechanism gdb's
+/// single-step relies on).
+fn single_step_traps() -> CaseResult {
+    STEPS.store(0, Ordering::SeqCst);
+    // SAFETY: sets RFLAGS.TF; the #DB handler counts the trap and clears TF.
+    unsafe {
+        core::arch::asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq", "nop", "nop");
+    }
+    check_eq!(STEPS.load(Ordering::SeqCst), 1, "single-step traps");
+    Ok(())
+}
 
 type Case = (&'static str, fn() -> CaseResult);
 
@@ -561,6 +578,11 @@ pub const CASES: &[Case] = &[
         "hotplug_unfit_wide_is_reported",
         hotplug_unfit_wide_is_reported,
     ),
+    ("single_step_traps", single_step_traps),
+    // Driven by gdb (tests/gdb.rs); without gdb they just run through.
+    ("gdb_kgdbts", crate::gdbcases::gdb_kgdbts),
+    ("gdb_full", crate::gdbcases::gdb_full),
+    ("gdb_books_held", crate::gdbcases::gdb_books_held),
 ];
 
 /// Run the cases named in `sel` (comma-separated; all when `None`). Returns

@@ -94,6 +94,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static RUNQ: spin::Mutex<VecDeque<Box<Task>>> = spin::Mutex::new(VecDeque::new());
 /// Tasks alive (created and not yet exited).
 pub static LIVE: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks taken (every CPU).
+pub static TICKS: AtomicU64 = AtomicU64::new(0);
 /// Context switches made (every CPU).
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
@@ -221,7 +223,11 @@ pub fn yield_now() {
 }
 
 /// The timer fired on `cpu`: preempt unless a layer call is in progress.
-pub fn on_timer(cpu: usize, _f: &mut TrapFrame) {
+pub fn on_timer(cpu: usize, f: &mut TrapFrame) {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    if cpu == 0 {
+        crate::gdb::poll(cpu, f); // Ctrl-C from gdb
+    }
     if PREEMPT[cpu].load(Ordering::Relaxed) == 0 {
         schedule(cpu, false);
     }

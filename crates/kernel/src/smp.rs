@@ -205,9 +205,11 @@ fn park(cpu: usize) {
     trap::enable_irqs();
 }
 
-/// An NMI: nothing sends them yet.
-pub fn on_nmi(cpu: usize, _f: &mut TrapFrame) {
-    crate::kprintln!("cpu{cpu}: unexpected NMI");
+/// An NMI: the debugger stopping this CPU, else unexpected.
+pub fn on_nmi(cpu: usize, f: &mut TrapFrame) {
+    if !crate::gdb::on_nmi(cpu, f) {
+        crate::serial::print_force(format_args!("cpu{cpu}: unexpected NMI\n"));
+    }
 }
 
 /// The stop IPI: not used yet.

@@ -22,7 +22,10 @@ fn boots_and_brings_every_cpu_online_for_1_to_8_cpus() {
 
 #[test]
 fn write_read_write_and_execute_breakpoints_hit_exactly_n_times() {
-    run_cases(1, &["write_exact", "rw_exact", "exec_exact"]);
+    run_cases(
+        1,
+        &["write_exact", "rw_exact", "exec_exact", "single_step_traps"],
+    );
 }
 
 #[test]
