@@ -220,7 +220,7 @@ pub fn debugger_program(
 
 /// Whether `cpu`'s hardware has caught up with every request made so far.
 fn caught_up(cpu: usize) -> bool {
-    let want = FILES[cpu].lock().requested;
+    let want = trap::without_irqs(|| FILES[cpu].lock().requested);
     DONE[cpu].load(Ordering::Acquire) >= want
 }
 
@@ -234,13 +234,16 @@ struct Proxy {
 
 impl DebugRegs for Proxy {
     fn read(&self, r: Reg) -> u64 {
-        let f = FILES[self.cpu].lock();
-        match r {
-            Reg::Addr(Pool::Data, i) if i < 4 => f.want[i as usize],
-            Reg::Control => f.want7,
-            Reg::Status if self.cpu == percpu::this_cpu() => hw_read(6),
-            _ => 0,
-        }
+        // Interrupts off while the file is locked: the sync IPI takes it.
+        trap::without_irqs(|| {
+            let f = FILES[self.cpu].lock();
+            match r {
+                Reg::Addr(Pool::Data, i) if i < 4 => f.want[i as usize],
+                Reg::Control => f.want7,
+                Reg::Status if self.cpu == percpu::this_cpu() => hw_read(6),
+                _ => 0,
+            }
+        })
     }
 
     fn write(&mut self, r: Reg, v: u64) {
@@ -344,6 +347,10 @@ impl Machine for KMachine {
 static LAYER: spin::Once<Layer> = spin::Once::new();
 
 /// The layer (x86-64 backend, one event ring of 256 records per CPU).
+///
+/// Call it through [`with_layer`] from anywhere preemptible: a layer call
+/// may hold an install table, and the timer's context switch takes this
+/// CPU's table (a spin lock), so a switch in the middle would deadlock.
 pub fn layer() -> &'static Layer {
     LAYER.call_once(|| Layer::new(Box::new(X86_64::default()), percpu::ncpus(), 256))
 }

@@ -125,7 +125,10 @@ pub fn gdb_books_held() -> CaseResult {
         let mut m = Holding(KMachine::new());
         let addr = &KGDBTS_WRITE_VAR as *const AtomicU64 as u64;
         let req = Request::new(BpAttr::write(addr, 8).privileged(), Target::AllCpus);
+        // Preemption off while the books are held, as with_layer does.
+        crate::sched::preempt_disable();
         let r = dr::layer().register(&mut m, req);
+        crate::sched::preempt_enable();
         m.0.flush();
         if let Ok(id) = r {
             let _ = with_layer(|l, m| l.unregister(m, id));
@@ -144,11 +147,11 @@ pub fn gdb_books_held() -> CaseResult {
     // gdb's hardware breakpoint was removed while the books were held: its
     // booking is released at a later timer tick, never waited for.
     let start = crate::sched::TICKS.load(Ordering::Relaxed);
-    while dr::layer().free_everywhere(Pool::Data) != Ok(4) {
+    while with_layer(|l, _| l.free_everywhere(Pool::Data)) != Ok(4) {
         if crate::sched::TICKS.load(Ordering::Relaxed) - start > 1000 {
             return Err(fmt!(
                 "the debugger's slot was not released: {:?} free",
-                dr::layer().free_everywhere(Pool::Data)
+                with_layer(|l, _| l.free_everywhere(Pool::Data))
             ));
         }
         core::hint::spin_loop();

@@ -39,6 +39,7 @@ pub mod rt;
 pub mod sched;
 pub mod serial;
 pub mod smp;
+pub mod stress;
 pub mod trap;
 
 use core::sync::atomic::Ordering;

@@ -103,3 +103,18 @@ fn wide_breakpoint_follows_a_cpu_offline_and_online_and_an_unfit_one_is_reported
         b.log
     );
 }
+
+/// At least 10^5 random operations (register, unregister, modify,
+/// enable/disable, hits, switches and migration, offline/online, debugger
+/// sessions) on 4 CPUs: no CPU over its slots, no hit from an unregistered
+/// or half-registered breakpoint, no callback after unregister returns, and
+/// nothing left booked or programmed at the end.
+#[test]
+fn stress_of_100k_random_operations_across_4_cpus_keeps_the_three_invariants() {
+    let Some(b) = run_cases(4, &["stress"]) else {
+        return;
+    };
+    let line = b.lines("  stress:");
+    assert_eq!(line.len(), 1, "log:\n{}", b.log);
+    println!("{}", line[0].trim());
+}
