@@ -135,7 +135,7 @@ fn check_tables() {
 
 fn worker(w: usize, ops: u64) {
     let me = sched::current_task().unwrap_or(0);
-    let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ (w as u64 + 1) * 0x1234_5678);
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ ((w as u64 + 1) * 0x1234_5678));
     for _ in 0..ops {
         let k = w * PER_WORKER + r.below(PER_WORKER as u64) as usize;
         match H[k].state.load(Ordering::SeqCst) {
@@ -220,8 +220,8 @@ pub fn stress() -> CaseResult {
     while sched::LIVE.load(Ordering::SeqCst) != 0 {
         core::hint::spin_loop();
     }
-    for k in 0..HANDLES {
-        if H[k].state.load(Ordering::SeqCst) == LIVE {
+    for (k, h) in H.iter().enumerate() {
+        if h.state.load(Ordering::SeqCst) == LIVE {
             unregister(k);
         }
     }
