@@ -383,11 +383,11 @@ fn wide_unfit_no_trace() -> CaseResult {
     Ok(())
 }
 
-/// Writes `VARS[6]` `n` times, yielding every 500 writes.
+/// Writes `VARS[6]` `n` times, yielding every 100 writes.
 fn task_writer(n: u64, done: &'static AtomicU64) {
     for k in 0..n {
         VARS.0[6].0.store(k, Ordering::Relaxed);
-        if k % 500 == 499 {
+        if k % 100 == 99 {
             sched::yield_now();
         }
     }
@@ -408,7 +408,14 @@ fn task_bp_follows_its_task_across_migration() -> CaseResult {
     let ncpus = percpu::ncpus();
     let others = 2 * ncpus as u64;
     let task = sched::create(|| {
-        task_writer(M, &DONE);
+        // Ten slices, each ended by a move to another CPU (when there is one).
+        for _ in 0..10 {
+            task_writer(M / 10, &TARGET_DONE_SINK);
+            if percpu::ncpus() > 1 {
+                sched::migrate();
+            }
+        }
+        DONE.fetch_add(1, Ordering::SeqCst);
         TARGET_DONE.store(1, Ordering::SeqCst);
     });
     let tid = TaskId(task.id);
@@ -430,10 +437,13 @@ fn task_bp_follows_its_task_across_migration() -> CaseResult {
             DONE.fetch_add(1, Ordering::SeqCst);
         });
     }
+    // While it waits, the driver gives CPU 0 to the tasks entirely.
+    sched::home_busy(0, false);
     sched::start(task);
     while DONE.load(Ordering::SeqCst) < others + 1 || sched::LIVE.load(Ordering::SeqCst) != 0 {
         core::hint::spin_loop();
     }
+    sched::home_busy(0, true);
     let still = with_layer(|l, _| l.is_registered(id));
     if still {
         let _ = unregister(id);
@@ -579,6 +589,7 @@ pub const CASES: &[Case] = &[
     ),
     ("single_step_traps", single_step_traps),
     ("stress", crate::stress::stress),
+    ("kunit", crate::kunit::kunit),
     // Driven by gdb (tests/gdb.rs); without gdb they just run through.
     ("gdb_kgdbts", crate::gdbcases::gdb_kgdbts),
     ("gdb_full", crate::gdbcases::gdb_full),

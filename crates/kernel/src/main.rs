@@ -33,6 +33,7 @@ pub mod cases;
 pub mod dr;
 pub mod gdb;
 pub mod gdbcases;
+pub mod kunit;
 pub mod percpu;
 pub mod port;
 pub mod rt;

@@ -118,3 +118,13 @@ fn stress_of_100k_random_operations_across_4_cpus_keeps_the_three_invariants() {
     assert_eq!(line.len(), 1, "log:\n{}", b.log);
     println!("{}", line[0].trim());
 }
+
+/// Linux's nine KUnit cases (`kernel/events/hw_breakpoint_test.c`) inside the
+/// kernel, against the layer on the real registers, `current` a running task.
+#[test]
+fn kunit_hw_breakpoint_test_nine_cases_pass_in_the_kernel_on_real_registers() {
+    let Some(b) = run_cases(2, &["kunit"]) else {
+        return;
+    };
+    assert_eq!(b.lines("  kunit test_").len(), 9, "log:\n{}", b.log);
+}
