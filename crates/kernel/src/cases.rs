@@ -594,6 +594,7 @@ pub const CASES: &[Case] = &[
     ("gdb_kgdbts", crate::gdbcases::gdb_kgdbts),
     ("gdb_full", crate::gdbcases::gdb_full),
     ("gdb_books_held", crate::gdbcases::gdb_books_held),
+    ("gdb_ctrl_c", crate::gdbcases::gdb_ctrl_c),
 ];
 
 /// Run the cases named in `sel` (comma-separated; all when `None`). Returns

@@ -69,6 +69,9 @@ static FRAMES: [AtomicPtr<TrapFrame>; MAX_CPUS] =
 /// Per CPU: the debug registers the debugger programs there (bit per DRn).
 static DBG_REGS: [AtomicU8; MAX_CPUS] = [const { AtomicU8::new(0) }; MAX_CPUS];
 
+/// Stops served so far (each entry of the debugger by a master CPU).
+pub static STOPS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Why a CPU stopped.
 #[derive(Clone, Copy)]
 pub enum Why {
@@ -728,6 +731,7 @@ pub fn enter(cpu: usize, f: &mut TrapFrame, why: Why) {
         return;
     }
     STOPPING.store(true, Ordering::Release);
+    STOPS.fetch_add(1, Ordering::SeqCst);
     crate::dr::debugger_disarm_self(cpu);
     FRAMES[cpu].store(f, Ordering::Release);
     STOPPED[cpu].store(true, Ordering::Release);

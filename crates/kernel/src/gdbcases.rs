@@ -158,3 +158,13 @@ pub fn gdb_books_held() -> CaseResult {
     }
     Ok(())
 }
+
+/// Runs until gdb has stopped the kernel once more (a Ctrl-C from gdb,
+/// which CPU 0's timer sees on COM2), then finishes.
+pub fn gdb_ctrl_c() -> CaseResult {
+    let before = crate::gdb::STOPS.load(Ordering::SeqCst);
+    while crate::gdb::STOPS.load(Ordering::SeqCst) == before {
+        KGDBTS_WRITE_VAR.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok(())
+}
