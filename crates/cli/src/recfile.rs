@@ -1,47 +1,42 @@
 //! The `hwbreak record` file: a compact, versioned binary log of hits.
 //!
-//! All integers are little-endian. The file is, in order:
+//! All integers are little-endian. The layout is in docs/CLI.md ("Record
+//! files"): a header (magic, version, flags, pid, start time), the watch
+//! table and the module map, then the records (hits, lost counts, modules
+//! mapped later), then a trailer with the totals.
 //!
-//! ```text
-//! header      32 bytes
-//!   0  magic      8   b"HWBRKREC"
-//!   8  version    u16 = 1
-//!   10 hit_size   u16 = 48   size of a hit record's fixed part
-//!   12 flags      u32        bit 0: values were recorded
-//!   16 pid        u32        the target process (0: CPU-wide or unknown)
-//!   20 reserved   u32 = 0
-//!   24 start_ns   u64        perf clock (CLOCK_MONOTONIC) when recording began
-//! watch table
-//!   count u32 (≤ 256), then per watch:
-//!   addr u64, len u64, access u8 (0 r, 1 w, 2 rw, 3 x), reserved u8,
-//!   name_len u16, name (UTF-8)
-//! module map (what `report` needs to symbolize offline)
-//!   count u32 (≤ 65536), then per mapping:
-//!   start u64, end u64, file_offset u64, path_len u16, path (UTF-8)
-//! records, until the trailer; each starts with a kind byte
-//!   hit     kind 1, 48 bytes then nframes × u64 (return addresses, innermost first;
-//!           a last frame of `frames::CUT` marks a stack cut at the copied bytes)
-//!     0 kind u8  1 flags u8 (bit 0: value valid)  2 watch u16  4 tid u32
-//!     8 time_ns u64  16 ip u64  24 addr u64  32 value u64  40 cpu u32
-//!     44 nframes u16 (≤ 4096)  46 reserved u16
-//!   lost    kind 2, 16 bytes: kind u8, 7 zero bytes, count u64
-//!   module  kind 3, 32 bytes then the path: kind u8, 1 zero byte,
-//!           path_len u16, 4 zero bytes, start u64, end u64, file_offset u64;
-//!           a mapping seen after the header (a library loaded later)
-//!   trailer kind 0xFF, 24 bytes: kind u8, 7 zero bytes, hits u64, lost u64;
-//!           must be the last bytes of the file
-//! ```
+//! Version 2 puts a CRC-32 after the header and groups the records in
+//! blocks of at most [`BLOCK_MAX`] bytes, each with its length and CRC-32:
+//! a damaged block is skipped and reported by offset ([`Reader::damage`]),
+//! and the rest of the file is read. Version 1 (no checksums) is still read.
 //!
 //! A file without its trailer was cut short (the recorder was killed): the
 //! reader says so instead of guessing.
+//!
+//! A hit is written from, and read back as, the one hit record of
+//! [`hwbreak_core::events`]: an [`Extended`] whose `sample.bp` is the
+//! watch's index in the table, `sample.task` the thread, `ext.stack` the
+//! return addresses, `ext.stack_truncated` the cut marker and `ext.value`
+//! the value.
 
-use hwbreak_core::Access;
+use hwbreak_core::events::{Extended, Extension, Sample};
+use hwbreak_core::{Access, BpId, CpuId, TaskId};
 use std::io::{self, BufRead, Read, Write};
 
 /// The file's magic bytes.
 pub const MAGIC: &[u8; 8] = b"HWBRKREC";
-/// The format version this code writes and reads.
-pub const VERSION: u16 = 1;
+/// The format version this code writes (it reads 1 and 2).
+pub const VERSION: u16 = 2;
+/// Starts each block of records (version 2).
+const BLOCK_MAGIC: &[u8; 8] = b"HWBRKBLK";
+/// Starts the trailer (version 2).
+const END_MAGIC: &[u8; 8] = b"HWBRKEND";
+/// A block's header: magic, payload length u32, CRC-32 u32.
+const BLOCK_HEADER: usize = 16;
+/// The trailer: magic, hits u64, lost u64, CRC-32 u32 of the two, 4 zero bytes.
+const END_SIZE: usize = 32;
+/// Most payload bytes in a block: a hit with [`MAX_FRAMES`] frames fits.
+pub const BLOCK_MAX: usize = 1 << 16;
 /// Size of a hit record's fixed part.
 pub const HIT_SIZE: usize = 48;
 const KIND_HIT: u8 = 1;
@@ -92,27 +87,6 @@ pub struct Header {
     pub watches: Vec<WatchEntry>,
     /// The target's executable mappings.
     pub modules: Vec<Module>,
-}
-
-/// One hit.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Hit {
-    /// Index into [`Header::watches`].
-    pub watch: u16,
-    /// Thread that made the access.
-    pub tid: u32,
-    /// CPU it ran on.
-    pub cpu: u32,
-    /// Perf clock.
-    pub time_ns: u64,
-    /// Instruction pointer (after the access for x86 data watches).
-    pub ip: u64,
-    /// Data address reported.
-    pub addr: u64,
-    /// The watched bytes after the hit, when recorded.
-    pub value: Option<u64>,
-    /// Return addresses, innermost first (the IP is not repeated).
-    pub stack: Vec<u64>,
 }
 
 /// The totals at the end of a file.
@@ -178,6 +152,9 @@ pub struct Writer<W: Write> {
     out: W,
     hits: u64,
     lost: u64,
+    version: u16,
+    /// Version 2: the records of the block being filled.
+    block: Vec<u8>,
 }
 
 fn put_str(v: &mut Vec<u8>, s: &str) {
@@ -188,11 +165,17 @@ fn put_str(v: &mut Vec<u8>, s: &str) {
 }
 
 impl<W: Write> Writer<W> {
-    /// Write the header, watch table and module map.
-    pub fn new(mut out: W, h: &Header) -> io::Result<Self> {
+    /// Write the header, watch table and module map ([`VERSION`]).
+    pub fn new(out: W, h: &Header) -> io::Result<Self> {
+        Self::with_version(out, h, VERSION)
+    }
+
+    /// [`Writer::new`] in format `version`: 1 (no checksums; what older
+    /// hwbreak wrote, for tests of the reader) or 2.
+    pub fn with_version(mut out: W, h: &Header, version: u16) -> io::Result<Self> {
         let mut v = Vec::with_capacity(256);
         v.extend_from_slice(MAGIC);
-        v.extend_from_slice(&VERSION.to_le_bytes());
+        v.extend_from_slice(&version.to_le_bytes());
         v.extend_from_slice(&(HIT_SIZE as u16).to_le_bytes());
         v.extend_from_slice(&u32::from(h.values).to_le_bytes());
         v.extend_from_slice(&h.pid.to_le_bytes());
@@ -213,31 +196,79 @@ impl<W: Write> Writer<W> {
             v.extend_from_slice(&m.file_offset.to_le_bytes());
             put_str(&mut v, &m.path);
         }
+        if version >= 2 {
+            let crc = crc32fast::hash(&v);
+            v.extend_from_slice(&crc.to_le_bytes());
+        }
         out.write_all(&v)?;
         Ok(Writer {
             out,
             hits: 0,
             lost: 0,
+            version,
+            block: Vec::with_capacity(if version >= 2 { BLOCK_MAX } else { 0 }),
         })
     }
 
-    /// Append one hit. Stacks longer than [`MAX_FRAMES`] are cut.
-    pub fn hit(&mut self, h: &Hit) -> io::Result<()> {
-        let n = h.stack.len().min(MAX_FRAMES);
+    /// Where the next record's `len` bytes go: straight out (version 1),
+    /// or into the block, which is written out first if they do not fit.
+    fn room(&mut self, len: usize) -> io::Result<()> {
+        if self.version >= 2 && !self.block.is_empty() && self.block.len() + len > BLOCK_MAX {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.version >= 2 {
+            self.block.extend_from_slice(bytes);
+            Ok(())
+        } else {
+            self.out.write_all(bytes)
+        }
+    }
+
+    /// Write the block: its magic, length and checksum, then its records.
+    fn flush_block(&mut self) -> io::Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let mut h = [0u8; BLOCK_HEADER];
+        h[..8].copy_from_slice(BLOCK_MAGIC);
+        h[8..12].copy_from_slice(&(self.block.len() as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&crc32fast::hash(&self.block).to_le_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(&self.block)?;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Append one hit: `h.sample.bp` is its watch's index in the table. A
+    /// cut stack (`ext.stack_truncated`) ends with [`crate::frames::CUT`].
+    /// Stacks longer than [`MAX_FRAMES`] are cut.
+    pub fn hit(&mut self, h: &Extended<'_>) -> io::Result<()> {
+        let (s, e) = (&h.sample, &h.ext);
+        let n = (e.stack.len() + usize::from(e.stack_truncated)).min(MAX_FRAMES);
         let mut b = [0u8; HIT_SIZE];
         b[0] = KIND_HIT;
-        b[1] = u8::from(h.value.is_some());
-        b[2..4].copy_from_slice(&h.watch.to_le_bytes());
-        b[4..8].copy_from_slice(&h.tid.to_le_bytes());
-        b[8..16].copy_from_slice(&h.time_ns.to_le_bytes());
-        b[16..24].copy_from_slice(&h.ip.to_le_bytes());
-        b[24..32].copy_from_slice(&h.addr.to_le_bytes());
-        b[32..40].copy_from_slice(&h.value.unwrap_or(0).to_le_bytes());
-        b[40..44].copy_from_slice(&h.cpu.to_le_bytes());
+        b[1] = u8::from(e.value.is_some());
+        b[2..4].copy_from_slice(&(s.bp.0 as u16).to_le_bytes());
+        b[4..8].copy_from_slice(&h.tid().to_le_bytes());
+        b[8..16].copy_from_slice(&s.time.to_le_bytes());
+        b[16..24].copy_from_slice(&s.ip.to_le_bytes());
+        b[24..32].copy_from_slice(&s.addr.to_le_bytes());
+        b[32..40].copy_from_slice(&e.value.unwrap_or(0).to_le_bytes());
+        b[40..44].copy_from_slice(&s.cpu.0.to_le_bytes());
         b[44..46].copy_from_slice(&(n as u16).to_le_bytes());
-        self.out.write_all(&b)?;
-        for f in &h.stack[..n] {
-            self.out.write_all(&f.to_le_bytes())?;
+        self.room(HIT_SIZE + 8 * n)?;
+        self.put(&b)?;
+        let cut = [crate::frames::CUT];
+        let frames = e
+            .stack
+            .iter()
+            .chain(if e.stack_truncated { &cut[..] } else { &[] });
+        for f in frames.take(n) {
+            self.put(&f.to_le_bytes())?;
         }
         self.hits += 1;
         Ok(())
@@ -252,7 +283,8 @@ impl<W: Write> Writer<W> {
         b[0] = KIND_LOST;
         b[8..16].copy_from_slice(&count.to_le_bytes());
         self.lost += count;
-        self.out.write_all(&b)
+        self.room(b.len())?;
+        self.put(&b)
     }
 
     /// Append a mapping seen after the header (a library loaded later).
@@ -265,17 +297,29 @@ impl<W: Write> Writer<W> {
         b[8..16].copy_from_slice(&m.start.to_le_bytes());
         b[16..24].copy_from_slice(&m.end.to_le_bytes());
         b[24..32].copy_from_slice(&m.file_offset.to_le_bytes());
-        self.out.write_all(&b)?;
-        self.out.write_all(&p[..n])
+        self.room(b.len() + n)?;
+        self.put(&b)?;
+        self.put(&p[..n])
     }
 
     /// Write the trailer and flush; returns the totals and the inner writer.
     pub fn finish(mut self) -> io::Result<(Trailer, W)> {
-        let mut b = [0u8; 24];
-        b[0] = KIND_END;
-        b[8..16].copy_from_slice(&self.hits.to_le_bytes());
-        b[16..24].copy_from_slice(&self.lost.to_le_bytes());
-        self.out.write_all(&b)?;
+        self.flush_block()?;
+        if self.version >= 2 {
+            let mut b = [0u8; END_SIZE];
+            b[..8].copy_from_slice(END_MAGIC);
+            b[8..16].copy_from_slice(&self.hits.to_le_bytes());
+            b[16..24].copy_from_slice(&self.lost.to_le_bytes());
+            let crc = crc32fast::hash(&b[8..24]);
+            b[24..28].copy_from_slice(&crc.to_le_bytes());
+            self.out.write_all(&b)?;
+        } else {
+            let mut b = [0u8; 24];
+            b[0] = KIND_END;
+            b[8..16].copy_from_slice(&self.hits.to_le_bytes());
+            b[16..24].copy_from_slice(&self.lost.to_le_bytes());
+            self.out.write_all(&b)?;
+        }
         self.out.flush()?;
         Ok((
             Trailer {
@@ -287,19 +331,59 @@ impl<W: Write> Writer<W> {
     }
 }
 
+/// A damaged part of a record file, skipped by the reader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Where it starts, in bytes from the start of the file.
+    pub offset: u64,
+    /// How many bytes were skipped.
+    pub bytes: u64,
+}
+
 /// Reads a record file front to back.
 pub struct Reader<R: BufRead> {
     inp: R,
+    /// File offset of the next byte of `inp`.
     offset: u64,
     /// The header, watch table and module map.
     pub header: Header,
     hits_seen: u64,
     lost_seen: u64,
     done: bool,
+    /// The latest hit's stack (reused from hit to hit).
+    stack: Vec<u64>,
+    version: u16,
+    /// While the header is read (version 2): its checksum so far.
+    hasher: Option<crc32fast::Hasher>,
+    /// Version 2, after the header: records come from `block`, whose
+    /// payload starts at file offset `block_at`, read up to `pos`.
+    in_block: bool,
+    block: Vec<u8>,
+    block_at: u64,
+    pos: usize,
+    damage: Vec<Damage>,
+    trailer: Option<Trailer>,
 }
 
 impl<R: BufRead> Reader<R> {
+    /// File offset of the next record byte.
+    fn at(&self) -> u64 {
+        if self.in_block {
+            self.block_at + self.pos as u64
+        } else {
+            self.offset
+        }
+    }
+
     fn exact(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), RecError> {
+        if self.in_block {
+            let Some(src) = self.block.get(self.pos..self.pos + buf.len()) else {
+                return self.corrupt(self.at(), format!("{what} runs past the end of its block"));
+            };
+            buf.copy_from_slice(src);
+            self.pos += buf.len();
+            return Ok(());
+        }
         let mut got = 0;
         while got < buf.len() {
             match self.inp.read(&mut buf[got..]) {
@@ -315,6 +399,9 @@ impl<R: BufRead> Reader<R> {
             }
         }
         self.offset += buf.len() as u64;
+        if let Some(h) = &mut self.hasher {
+            h.update(buf);
+        }
         Ok(())
     }
 
@@ -360,6 +447,15 @@ impl<R: BufRead> Reader<R> {
             hits_seen: 0,
             lost_seen: 0,
             done: false,
+            stack: Vec::new(),
+            version: 0,
+            hasher: Some(crc32fast::Hasher::new()),
+            in_block: false,
+            block: Vec::new(),
+            block_at: 0,
+            pos: 0,
+            damage: Vec::new(),
+            trailer: None,
         };
         let mut magic = [0u8; 8];
         let got = read_up_to(&mut r.inp, &mut magic)?;
@@ -376,10 +472,14 @@ impl<R: BufRead> Reader<R> {
         if &magic != MAGIC {
             return Err(RecError::BadMagic);
         }
+        if let Some(h) = &mut r.hasher {
+            h.update(MAGIC);
+        }
         let version = r.u16("the header")?;
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(RecError::Version(version));
         }
+        r.version = version;
         let at = r.offset;
         let hit_size = r.u16("the header")?;
         if hit_size as usize != HIT_SIZE {
@@ -436,27 +536,65 @@ impl<R: BufRead> Reader<R> {
                 path,
             });
         }
+        let crc = r.hasher.take().map(|h| h.finalize());
+        if r.version >= 2 {
+            let at = r.offset;
+            let stored = r.u32("the header's checksum")?;
+            if crc != Some(stored) {
+                return r.corrupt(
+                    at,
+                    "the header's checksum does not match: the header, watch table or module map is damaged".into(),
+                );
+            }
+            r.in_block = true;
+        }
         Ok(r)
     }
 
-    /// Read the next hit into `hit` (its stack buffer is reused). Returns
-    /// `Ok(false)` after the trailer; a lost record is counted and skipped.
-    pub fn next_hit(&mut self, hit: &mut Hit) -> Result<bool, RecError> {
+    /// The next hit, borrowing the reader's stack buffer; `Ok(None)` after
+    /// the trailer. A lost record is counted and skipped.
+    pub fn next_hit(&mut self) -> Result<Option<Extended<'_>>, RecError> {
+        let Some(mut hit) = self.next_fixed()? else {
+            return Ok(None);
+        };
+        let mut stack = &self.stack[..];
+        if let Some((&crate::frames::CUT, rest)) = stack.split_last() {
+            stack = rest;
+            hit.ext.stack_truncated = true;
+        }
+        hit.ext.stack = stack;
+        Ok(Some(hit))
+    }
+
+    /// The next hit's fixed part (its stack read into `self.stack`).
+    fn next_fixed(&mut self) -> Result<Option<Extended<'static>>, RecError> {
         loop {
             if self.done {
-                return Ok(false);
+                return Ok(None);
             }
-            let at = self.offset;
-            let mut kind = [0u8; 1];
-            let got = read_up_to(&mut self.inp, &mut kind)?;
-            if got == 0 {
-                return Err(RecError::Truncated {
-                    offset: at,
-                    what: "the records (no trailer)",
-                });
-            }
-            self.offset += 1;
-            match kind[0] {
+            let at = self.at();
+            let kind = if self.in_block {
+                if self.pos == self.block.len() {
+                    self.next_block()?;
+                    continue;
+                }
+                self.pos += 1;
+                self.block[self.pos - 1]
+            } else {
+                let mut kind = [0u8; 1];
+                let got = read_up_to(&mut self.inp, &mut kind)?;
+                if got == 0 {
+                    return Err(RecError::Truncated {
+                        offset: at,
+                        what: "the records (no trailer)",
+                    });
+                }
+                self.offset += 1;
+                kind[0]
+            };
+            let le32 =
+                |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            match kind {
                 KIND_HIT => {
                     let mut b = [0u8; HIT_SIZE];
                     b[0] = KIND_HIT;
@@ -477,20 +615,27 @@ impl<R: BufRead> Reader<R> {
                         return self
                             .corrupt(at, format!("{n} stack frames (at most {MAX_FRAMES})"));
                     }
-                    hit.watch = watch;
-                    hit.tid = u32::from_le_bytes(b[4..8].try_into().unwrap());
-                    hit.time_ns = le64(8);
-                    hit.ip = le64(16);
-                    hit.addr = le64(24);
-                    hit.value = (b[1] & 1 != 0).then(|| le64(32));
-                    hit.cpu = u32::from_le_bytes(b[40..44].try_into().unwrap());
-                    hit.stack.clear();
+                    let hit = Extended {
+                        sample: Sample {
+                            bp: BpId(u32::from(watch)),
+                            cpu: CpuId(le32(&b, 40)),
+                            task: Some(TaskId(u64::from(le32(&b, 4)))),
+                            ip: le64(16),
+                            addr: le64(24),
+                            time: le64(8),
+                        },
+                        ext: Extension {
+                            value: (b[1] & 1 != 0).then(|| le64(32)),
+                            ..Extension::NONE
+                        },
+                    };
+                    self.stack.clear();
                     let mut fb = [0u8; 8 * 64];
                     let mut left = n;
                     while left > 0 {
                         let k = left.min(64);
                         self.exact(&mut fb[..8 * k], "a hit's stack")?;
-                        hit.stack.extend(
+                        self.stack.extend(
                             fb[..8 * k]
                                 .chunks_exact(8)
                                 .map(|c| u64::from_le_bytes(c.try_into().unwrap())),
@@ -498,7 +643,7 @@ impl<R: BufRead> Reader<R> {
                         left -= k;
                     }
                     self.hits_seen += 1;
-                    return Ok(true);
+                    return Ok(Some(hit));
                 }
                 KIND_LOST => {
                     let mut pad = [0u8; 7];
@@ -535,33 +680,134 @@ impl<R: BufRead> Reader<R> {
                         path,
                     });
                 }
-                KIND_END => {
+                KIND_END if !self.in_block => {
                     let mut pad = [0u8; 7];
                     self.exact(&mut pad, "the trailer")?;
                     let hits = self.u64("the trailer")?;
                     let lost = self.u64("the trailer")?;
-                    if hits != self.hits_seen || lost != self.lost_seen {
-                        return self.corrupt(
-                            at,
-                            format!(
-                                "the trailer counts {hits} hits and {lost} lost, the records {} and {}",
-                                self.hits_seen, self.lost_seen
-                            ),
-                        );
-                    }
-                    let mut extra = [0u8; 1];
-                    if read_up_to(&mut self.inp, &mut extra)? != 0 {
-                        return self.corrupt(self.offset, "data after the trailer".into());
-                    }
+                    self.end(at, Trailer { hits, lost })?;
                     self.done = true;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 k => return self.corrupt(at, format!("unknown record kind {k:#04x}")),
             }
         }
     }
 
-    /// Totals so far (final once [`Reader::next_hit`] returned `Ok(false)`).
+    /// Version 2: load the next intact block into `self.block`, skipping
+    /// (and noting in `self.damage`) any damaged bytes before it; or read
+    /// the trailer, and then the reader is done.
+    fn next_block(&mut self) -> Result<(), RecError> {
+        let mut magic = self.read_magic()?;
+        loop {
+            let start = self.offset - 8;
+            if &magic == BLOCK_MAGIC {
+                let mut h = [0u8; 8];
+                self.raw(&mut h, "a block header")?;
+                let len = u32::from_le_bytes(h[..4].try_into().unwrap()) as usize;
+                let crc = u32::from_le_bytes(h[4..].try_into().unwrap());
+                if len > 0 && len <= BLOCK_MAX {
+                    self.block.resize(len, 0);
+                    let mut block = std::mem::take(&mut self.block);
+                    let r = self.raw(&mut block, "a block of records");
+                    self.block = block;
+                    r?;
+                    if crc32fast::hash(&self.block) == crc {
+                        self.block_at = start + BLOCK_HEADER as u64;
+                        self.pos = 0;
+                        return Ok(());
+                    }
+                }
+                self.block.clear();
+                self.pos = 0;
+                self.damage.push(Damage {
+                    offset: start,
+                    bytes: self.offset - start,
+                });
+                magic = self.read_magic()?;
+            } else if &magic == END_MAGIC {
+                let mut t = [0u8; END_SIZE - 8];
+                self.raw(&mut t, "the trailer")?;
+                let le64 = |i: usize| u64::from_le_bytes(t[i..i + 8].try_into().unwrap());
+                let (hits, lost) = (le64(0), le64(8));
+                if crc32fast::hash(&t[..16]).to_le_bytes() != t[16..20] {
+                    return self.corrupt(start, "the trailer's checksum does not match".into());
+                }
+                self.end(start, Trailer { hits, lost })?;
+                self.block.clear();
+                self.pos = 0;
+                self.done = true;
+                return Ok(());
+            } else {
+                // Not a block: damaged bytes. Look for the next block (or
+                // the trailer) one byte at a time.
+                loop {
+                    let mut b = [0u8; 1];
+                    self.raw(&mut b, "the records (no trailer)")?;
+                    magic.rotate_left(1);
+                    magic[7] = b[0];
+                    if &magic == BLOCK_MAGIC || &magic == END_MAGIC {
+                        break;
+                    }
+                }
+                self.damage.push(Damage {
+                    offset: start,
+                    bytes: self.offset - 8 - start,
+                });
+            }
+        }
+    }
+
+    /// The trailer at `at` was read: its totals must match the records
+    /// read (unless damaged parts were skipped), and nothing may follow.
+    fn end(&mut self, at: u64, t: Trailer) -> Result<(), RecError> {
+        let (hits, lost) = (t.hits, t.lost);
+        if self.damage.is_empty() && (hits != self.hits_seen || lost != self.lost_seen) {
+            return self.corrupt(
+                at,
+                format!(
+                    "the trailer counts {hits} hits and {lost} lost, the records {} and {}",
+                    self.hits_seen, self.lost_seen
+                ),
+            );
+        }
+        let mut extra = [0u8; 1];
+        if read_up_to(&mut self.inp, &mut extra)? != 0 {
+            return self.corrupt(self.offset, "data after the trailer".into());
+        }
+        self.trailer = Some(t);
+        Ok(())
+    }
+
+    /// The next 8 bytes of the file, outside any block.
+    fn read_magic(&mut self) -> Result<[u8; 8], RecError> {
+        let mut magic = [0u8; 8];
+        self.raw(&mut magic, "the records (no trailer)")?;
+        Ok(magic)
+    }
+
+    /// Read exactly `buf` from the file itself (not from a block).
+    fn raw(&mut self, buf: &mut [u8], what: &'static str) -> Result<(), RecError> {
+        let in_block = std::mem::replace(&mut self.in_block, false);
+        let r = self.exact(buf, what);
+        self.in_block = in_block;
+        r
+    }
+
+    /// The damaged parts skipped so far (version 2 files only; in a
+    /// version 1 file damage is an error).
+    pub fn damage(&self) -> &[Damage] {
+        &self.damage
+    }
+
+    /// Once done: how many hits the damaged parts held (the trailer's count
+    /// less the hits read).
+    pub fn skipped_hits(&self) -> u64 {
+        self.trailer
+            .map_or(0, |t| t.hits.saturating_sub(self.hits_seen))
+    }
+
+    /// Totals so far (final once [`Reader::next_hit`] returned `Ok(None)`).
     pub fn totals(&self) -> Trailer {
         Trailer {
             hits: self.hits_seen,
@@ -583,23 +829,79 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Read a whole file's hits (for tests).
-#[cfg(test)]
-pub fn read_all(bytes: &[u8]) -> Result<(Header, Vec<Hit>, Trailer), RecError> {
-    let mut r = Reader::new(bytes)?;
-    let mut hits = Vec::new();
-    let mut h = Hit::default();
-    while r.next_hit(&mut h)? {
-        hits.push(h.clone());
-    }
-    let t = r.totals();
-    Ok((r.header, hits, t))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A hit with its parts owned, for building and comparing test files;
+    /// a cut stack ends with [`crate::frames::CUT`].
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    struct Hit {
+        watch: u16,
+        tid: u32,
+        cpu: u32,
+        time_ns: u64,
+        ip: u64,
+        addr: u64,
+        value: Option<u64>,
+        stack: Vec<u64>,
+    }
+
+    impl Hit {
+        fn extended(&self) -> Extended<'_> {
+            let (stack, stack_truncated) = match self.stack.split_last() {
+                Some((&crate::frames::CUT, rest)) => (rest, true),
+                _ => (&self.stack[..], false),
+            };
+            Extended {
+                sample: Sample {
+                    bp: BpId(self.watch.into()),
+                    cpu: CpuId(self.cpu),
+                    task: Some(TaskId(self.tid.into())),
+                    ip: self.ip,
+                    addr: self.addr,
+                    time: self.time_ns,
+                },
+                ext: Extension {
+                    stack,
+                    stack_truncated,
+                    value: self.value,
+                    ..Extension::NONE
+                },
+            }
+        }
+
+        fn from(h: &Extended<'_>) -> Hit {
+            Hit {
+                watch: h.sample.bp.0 as u16,
+                tid: h.tid(),
+                cpu: h.sample.cpu.0,
+                time_ns: h.sample.time,
+                ip: h.sample.ip,
+                addr: h.sample.addr,
+                value: h.ext.value,
+                stack: h
+                    .ext
+                    .stack
+                    .iter()
+                    .copied()
+                    .chain(h.ext.stack_truncated.then_some(crate::frames::CUT))
+                    .collect(),
+            }
+        }
+    }
+
+    /// Read a whole file's hits.
+    fn read_all(bytes: &[u8]) -> Result<(Header, Vec<Hit>, Trailer), RecError> {
+        let mut r = Reader::new(bytes)?;
+        let mut hits = Vec::new();
+        while let Some(h) = r.next_hit()? {
+            hits.push(Hit::from(&h));
+        }
+        let t = r.totals();
+        Ok((r.header, hits, t))
+    }
 
     fn sample_header() -> Header {
         Header {
@@ -622,9 +924,14 @@ mod tests {
     }
 
     fn write(h: &Header, hits: &[Hit], lost: u64) -> Vec<u8> {
-        let mut w = Writer::new(Vec::new(), h).unwrap();
+        write_v(VERSION, h, hits, lost)
+    }
+
+    /// A file in format `version` (1: the layout these tests poke bytes of).
+    fn write_v(version: u16, h: &Header, hits: &[Hit], lost: u64) -> Vec<u8> {
+        let mut w = Writer::with_version(Vec::new(), h, version).unwrap();
         for x in hits {
-            w.hit(x).unwrap();
+            w.hit(&x.extended()).unwrap();
         }
         w.lost(lost).unwrap();
         w.module(&Module {
@@ -671,6 +978,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_stack_is_written_with_the_cut_marker_and_read_back_as_truncated() {
+        let cut = crate::frames::CUT;
+        let bytes = write(
+            &sample_header(),
+            &[Hit {
+                stack: vec![1, 2, cut],
+                ..Default::default()
+            }],
+            0,
+        );
+        let marker = cut.to_le_bytes();
+        assert!(bytes.windows(8).any(|w| w == marker), "format unchanged");
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        let h = r.next_hit().unwrap().unwrap();
+        assert!(h.ext.stack_truncated);
+        assert_eq!(h.ext.stack, &[1, 2]);
+    }
+
+    #[test]
     fn every_truncation_is_a_clear_error() {
         let bytes = write(
             &sample_header(),
@@ -706,7 +1032,7 @@ mod tests {
 
     #[test]
     fn hit_for_unknown_watch_is_corrupt() {
-        let mut bytes = write(&sample_header(), &[Hit::default()], 0);
+        let mut bytes = write_v(1, &sample_header(), &[Hit::default()], 0);
         let hdr_len = bytes.len() - 24 - 32 - "/lib/libc.so.6".len() - HIT_SIZE;
         bytes[hdr_len + 2] = 5;
         let e = read_all(&bytes).unwrap_err();
@@ -715,19 +1041,114 @@ mod tests {
 
     #[test]
     fn trailer_mismatch_and_trailing_bytes_are_corrupt() {
-        let mut bytes = write(&sample_header(), &[Hit::default()], 0);
+        let mut bytes = write_v(1, &sample_header(), &[Hit::default()], 0);
         let n = bytes.len();
         bytes[n - 16] = 2;
         assert!(read_all(&bytes)
             .unwrap_err()
             .to_string()
             .contains("trailer counts"));
-        let mut bytes = write(&sample_header(), &[], 0);
+        let mut bytes = write_v(1, &sample_header(), &[], 0);
         bytes.push(0);
         assert!(read_all(&bytes)
             .unwrap_err()
             .to_string()
             .contains("after the trailer"));
+    }
+
+    /// 3,000 hits with 20-frame stacks: about 12 blocks.
+    fn many_hits() -> Vec<Hit> {
+        (0..3000u32)
+            .map(|i| Hit {
+                tid: i,
+                time_ns: u64::from(i),
+                stack: vec![u64::from(i); 20],
+                ..Default::default()
+            })
+            .collect()
+    }
+
+    /// Where each block starts.
+    fn block_offsets(bytes: &[u8]) -> Vec<usize> {
+        (0..bytes.len().saturating_sub(8))
+            .filter(|&i| &bytes[i..i + 8] == BLOCK_MAGIC)
+            .collect()
+    }
+
+    #[test]
+    fn a_damaged_block_is_skipped_by_offset_and_the_rest_is_read() {
+        let hits = many_hits();
+        let mut bytes = write(&sample_header(), &hits, 0);
+        let blocks = block_offsets(&bytes);
+        assert!(blocks.len() >= 4, "{} blocks", blocks.len());
+        // One flipped byte in the second block's records.
+        bytes[blocks[1] + BLOCK_HEADER + 100] ^= 0x40;
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        let mut got = Vec::new();
+        while let Some(h) = r.next_hit().unwrap() {
+            got.push(h.tid());
+        }
+        assert_eq!(
+            r.damage(),
+            [Damage {
+                offset: blocks[1] as u64,
+                bytes: (blocks[2] - blocks[1]) as u64
+            }]
+        );
+        let skipped = r.skipped_hits();
+        assert!(skipped > 0);
+        assert_eq!(got.len() as u64 + skipped, hits.len() as u64);
+        // The hits before and after the damaged block are all there, in order.
+        assert_eq!(got[0], 0);
+        assert_eq!(*got.last().unwrap(), 2999);
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn damaged_bytes_between_blocks_are_skipped_up_to_the_next_block() {
+        let hits = many_hits();
+        let mut bytes = write(&sample_header(), &hits, 0);
+        let blocks = block_offsets(&bytes);
+        // The third block's magic is damaged: the reader finds the fourth.
+        bytes[blocks[2] + 3] = b'X';
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        let mut n = 0u64;
+        while r.next_hit().unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(r.damage().len(), 1);
+        assert_eq!(r.damage()[0].offset, blocks[2] as u64);
+        assert_eq!(r.damage()[0].bytes, (blocks[3] - blocks[2]) as u64);
+        assert_eq!(n + r.skipped_hits(), hits.len() as u64);
+    }
+
+    #[test]
+    fn a_damaged_header_or_trailer_is_an_error_naming_it() {
+        let mut bytes = write(&sample_header(), &[Hit::default()], 0);
+        bytes[40] ^= 1; // in the watch table
+        let e = read_all(&bytes).unwrap_err().to_string();
+        assert!(e.contains("header's checksum"), "{e}");
+        let mut bytes = write(&sample_header(), &[Hit::default()], 0);
+        let n = bytes.len();
+        bytes[n - 20] ^= 1; // the trailer's hit count
+        let e = read_all(&bytes).unwrap_err().to_string();
+        assert!(e.contains("trailer's checksum"), "{e}");
+    }
+
+    #[test]
+    fn version_1_files_are_still_read() {
+        let hits = many_hits();
+        let bytes = write_v(1, &sample_header(), &hits, 3);
+        let (h, got, t) = read_all(&bytes).unwrap();
+        assert_eq!(h.watches, sample_header().watches);
+        assert_eq!(got, hits);
+        assert_eq!(
+            t,
+            Trailer {
+                hits: 3000,
+                lost: 3
+            }
+        );
     }
 
     proptest! {

@@ -8,20 +8,44 @@ use crate::cli::ReportArgs;
 use crate::error::CliError;
 use crate::frames::{FrameCache, Symbolize};
 use crate::offline;
-use crate::recfile::{Hit, Reader};
+use crate::recfile::Reader;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use std::io::{BufReader, Write};
 
+/// One line on what the reader skipped, if anything: how many damaged
+/// blocks, where, how many bytes and hits.
+pub fn damage_note(damage: &[crate::recfile::Damage], hits: u64) -> Option<String> {
+    if damage.is_empty() {
+        return None;
+    }
+    let bytes: u64 = damage.iter().map(|d| d.bytes).sum();
+    let mut at: Vec<String> = damage
+        .iter()
+        .take(5)
+        .map(|d| d.offset.to_string())
+        .collect();
+    if damage.len() > 5 {
+        at.push("...".into());
+    }
+    Some(format!(
+        "skipped {} damaged block{} ({bytes} bytes at byte {}, holding {hits} hits); the rest is reported",
+        damage.len(),
+        if damage.len() == 1 { "" } else { "s" },
+        at.join(", ")
+    ))
+}
+
 /// Read a record file into totals.
 pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg), CliError> {
-    let f = std::fs::File::open(path).map_err(|e| {
-        CliError::new(format!(
-            "cannot open record file {}: {e}; make one with `hwbreak record -o FILE SPEC -- CMD`",
-            path.display()
-        ))
+    let f = std::fs::File::open(path).map_err(|source| CliError::RecordOpen {
+        path: path.to_path_buf(),
+        source,
     })?;
-    let mut r = Reader::new(BufReader::with_capacity(1 << 20, f))
-        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+    let read_error = |source| CliError::RecordRead {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut r = Reader::new(BufReader::with_capacity(1 << 20, f)).map_err(read_error)?;
     let watches = r
         .header
         .watches
@@ -29,12 +53,11 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
         .map(|w| WatchTotal::new(&w.name, w.addr, w.len, w.access))
         .collect();
     let mut agg = Agg::new(watches);
-    let mut hit = Hit::default();
-    while r
-        .next_hit(&mut hit)
-        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?
-    {
-        agg.add(hit.watch as usize, hit.tid, hit.time_ns, hit.ip, &hit.stack);
+    while let Some(hit) = r.next_hit().map_err(read_error)? {
+        agg.add_hit(&hit);
+    }
+    if let Some(note) = damage_note(r.damage(), r.skipped_hits()) {
+        eprintln!("hwbreak: {}: {note}", path.display());
     }
     agg.lost = r.totals().lost;
     Ok((r.header, agg))
@@ -84,8 +107,7 @@ fn print<S: Symbolize>(
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
         let j = view.json(&mut sym);
-        serde_json::to_writer(&mut out, &j)
-            .map_err(|e| CliError::new(format!("cannot write JSON: {e}")))?;
+        serde_json::to_writer(&mut out, &j).map_err(CliError::json)?;
         writeln!(out)?;
     } else {
         writeln!(

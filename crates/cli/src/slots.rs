@@ -115,13 +115,7 @@ pub fn holders() -> (Vec<Holder>, usize) {
 /// The tracer of `pid` (a debugger may hold debug registers through ptrace,
 /// which shows no fd), from `/proc/PID/status`.
 pub fn tracer_of(pid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let t = s
-        .lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))?
-        .trim()
-        .parse()
-        .ok()?;
+    let t = hwbreak_linux::procfs::tracer_of(pid, pid)?;
     (t != 0).then_some(t)
 }
 
@@ -161,7 +155,7 @@ pub fn run(args: &SlotsArgs) -> Result<(), CliError> {
             unreadable_processes: unreadable,
             tracer,
         };
-        serde_json::to_writer(&mut out, &j).map_err(|e| CliError::new(e.to_string()))?;
+        serde_json::to_writer(&mut out, &j).map_err(CliError::json)?;
         writeln!(out)?;
         return Ok(());
     }

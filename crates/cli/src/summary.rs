@@ -2,9 +2,29 @@
 //! `watch` (live) and `report` (offline) share it, so both print the same summary.
 
 use crate::frames::{FrameCache, Symbolize};
+use hwbreak_core::events::Extended;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::io::{self, Write};
+
+/// `s` safe to print on a terminal: control characters (a record file's
+/// watch names are bytes from a file) are shown escaped (`\u{1b}`), never
+/// sent raw.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
 
 /// One watch's line in the summary.
 #[derive(Debug, Clone, Serialize)]
@@ -66,22 +86,50 @@ impl Agg {
         }
     }
 
-    /// Count one hit. Only allocates for a stack not seen before.
+    /// Count one hit of watch `watch` whose stack (return addresses) may
+    /// end with the [`crate::frames::CUT`] marker.
     pub fn add(&mut self, watch: usize, tid: u32, time_ns: u64, ip: u64, stack: &[u64]) {
+        let (stack, cut) = match stack.split_last() {
+            Some((&crate::frames::CUT, rest)) => (rest, true),
+            _ => (stack, false),
+        };
+        self.add_hit(&Extended {
+            sample: hwbreak_core::events::Sample {
+                bp: hwbreak_core::BpId(watch as u32),
+                cpu: hwbreak_core::CpuId(0),
+                task: Some(hwbreak_core::TaskId(tid.into())),
+                ip,
+                addr: 0,
+                time: time_ns,
+            },
+            ext: hwbreak_core::events::Extension {
+                stack,
+                stack_truncated: cut,
+                ..hwbreak_core::events::Extension::NONE
+            },
+        });
+    }
+
+    /// Count one hit (`sample.bp` is the watch's index). Only allocates
+    /// for a stack not seen before.
+    pub fn add_hit(&mut self, h: &Extended<'_>) {
+        let (watch, time_ns) = (h.watch(), h.sample.time);
         self.hits += 1;
         if let Some(w) = self.watches.get_mut(watch) {
             w.hits += 1;
         }
-        *self.per_thread.entry(tid).or_default() += 1;
+        *self.per_thread.entry(h.tid()).or_default() += 1;
         self.first_ns.get_or_insert(time_ns);
         self.last_ns = self.last_ns.max(time_ns);
-        if stack.last() == Some(&crate::frames::CUT) {
-            self.stacks_cut += 1;
-        }
         self.key.clear();
         self.key.push(watch as u64);
-        self.key.push(ip);
-        self.key.extend_from_slice(stack);
+        self.key.push(h.sample.ip);
+        self.key.extend_from_slice(h.ext.stack);
+        // A cut stack's key ends with the marker: it is listed as cut.
+        if h.ext.stack_truncated {
+            self.stacks_cut += 1;
+            self.key.push(crate::frames::CUT);
+        }
         if let Some(c) = self.stacks.get_mut(self.key.as_slice()) {
             *c += 1;
         } else {
@@ -307,7 +355,7 @@ impl SummaryView<'_> {
         let wn = a
             .watches
             .iter()
-            .map(|w| w.name.len())
+            .map(|w| printable(&w.name).len())
             .max()
             .unwrap_or(5)
             .max(5);
@@ -316,7 +364,11 @@ impl SummaryView<'_> {
             writeln!(
                 out,
                 "  {:<wn$}  {:>10}   {:#x}/{}:{}",
-                w.name, w.hits, w.addr, w.len, w.access
+                printable(&w.name),
+                w.hits,
+                w.addr,
+                w.len,
+                w.access
             )?;
         }
         let threads = a.threads();
@@ -337,8 +389,8 @@ impl SummaryView<'_> {
                 let name = a
                     .watches
                     .get(st.watch)
-                    .map(|w| w.name.as_str())
-                    .unwrap_or("?");
+                    .map(|w| printable(&w.name))
+                    .unwrap_or("?".into());
                 writeln!(out, "  {:>8} × {name}", st.hits)?;
                 for f in &st.frames {
                     writeln!(out, "             {}", f.text())?;
@@ -377,6 +429,30 @@ mod tests {
         assert_eq!(a.threads(), vec![(1, 3), (2, 1)]);
         assert_eq!(a.distinct_stacks(), 2);
         assert_eq!(a.watches[0].hits, 4);
+    }
+
+    #[test]
+    fn control_characters_in_a_watch_name_are_printed_escaped() {
+        assert_eq!(printable("STATE.hits"), "STATE.hits");
+        assert_eq!(printable("a\x1b[2Jb\n"), "a\\u{1b}[2Jb\\n");
+        let mut a = Agg::new(vec![WatchTotal::new(
+            "evil\x1b]0;title\x07",
+            0x10,
+            8,
+            hwbreak_core::Access::Write,
+        )]);
+        a.add(0, 1, 5, 0xa, &[]);
+        let mut out = Vec::new();
+        let v = SummaryView {
+            agg: &a,
+            duration_s: 0.0,
+            top: 5,
+            target_exit: None,
+        };
+        v.text(&mut out, &mut FrameCache::new(NoSymbols)).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "{s:?}");
+        assert!(s.contains("evil\\u{1b}]0;title\\u{7}"), "{s}");
     }
 
     #[test]

@@ -10,35 +10,8 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
-
-/// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
-fn demo() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_demo(&[], "debug"))
-}
-
-/// The demo as the README runs it (release: its atomics compile to
-/// `lock inc` / `lock add`, not the debug build's `lock xadd`).
-fn demo_release() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_demo(&["--release"], "release"))
-}
-
-fn build_demo(flags: &[&str], profile: &str) -> PathBuf {
-    let tdir = workspace().join("target/cli-tests");
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
-        .arg(&tdir)
-        .args(flags)
-        .current_dir(workspace())
-        .status()
-        .expect("run cargo");
-    assert!(st.success(), "building hwbreak-demo failed");
-    tdir.join(profile).join("hwbreak-demo")
-}
 
 /// `expect NAME=N ...` from a target's output.
 fn expected(text: &str, name: &str) -> u64 {
@@ -555,6 +528,42 @@ fn target_exiting_mid_watch_still_prints_the_summary() {
     assert!(o.stdout.contains("bump_counter"), "{}", o.stdout);
 }
 
+/// `hwbreak watch ... | head -1`, in text and JSON: hwbreak ends by SIGPIPE
+/// as other Unix filters do (the shell shows status 141) and prints nothing
+/// after its banner: no "Broken pipe" error.
+#[test]
+fn a_closed_output_pipe_ends_watch_quietly_by_sigpipe_in_text_and_json() {
+    use std::os::unix::process::ExitStatusExt;
+    let _g = slots();
+    for json in [false, true] {
+        let t = Waiting::start(
+            Command::new(c_targets().join("counter")).args(["2000", "2", "2", "wait"]),
+        );
+        let pid = t.pid().to_string();
+        let mut args = vec!["watch", "-p", &pid, "counter"];
+        if json {
+            args.insert(1, "--json");
+        }
+        let mut bg = Background::start(hwbreak().args(&args));
+        let mut out = BufReader::new(bg.take_stdout());
+        let target = std::thread::spawn(move || t.release());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.contains("counter"), "first line: {first}");
+        // `head -1` exits: the pipe's read end closes with 8000 hits to come.
+        drop(out);
+        target.join().unwrap();
+        let (st, stderr) = bg.wait();
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGPIPE),
+            "json {json}: {st:?}; {stderr}"
+        );
+        let after_banner: Vec<&str> = stderr.lines().filter(|l| !l.contains("watching")).collect();
+        assert!(after_banner.is_empty(), "json {json}: {stderr}");
+    }
+}
+
 fn t_pid(text: &str) -> i32 {
     text.lines()
         .find_map(|l| l.strip_prefix("pid="))
@@ -664,6 +673,178 @@ fn dead_pid_is_named() {
 fn missing_command_is_named() {
     let o = run(hwbreak().args(["stat", "0x1000", "--", "/nonexistent/prog"]));
     assert_clean_error(&o, "/nonexistent/prog");
+}
+
+#[test]
+fn a_directory_given_as_the_command_is_named_as_a_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(hwbreak()
+        .args(["watch", "STATE.hits", "--"])
+        .arg(dir.path()));
+    assert_clean_error(&o, "is a directory");
+    assert!(!o.stderr.contains("no such file"), "{}", o.stderr);
+}
+
+/// A launched command's SPEC refused when the watches open: the error is
+/// the only line, no "watching ..." banner before it (issue 9, item 12).
+#[test]
+fn a_refused_spec_of_a_launched_command_prints_no_banner_before_the_error() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["watch", "STATE.hits:r", "--"])
+        .arg(demo_release())
+        .args(["--early", "1", "--late", "0", "--iterations", "1"]));
+    assert_clean_error(&o, "use `rw`");
+    assert!(!o.stdout.contains("pid="), "the program ran: {}", o.stdout);
+}
+
+/// `record -o /dev/full`: the error names the file (issue 9, item 12).
+#[test]
+fn record_into_a_full_device_names_the_file() {
+    let _g = slots();
+    let o = run(hwbreak()
+        .args(["record", "-o", "/dev/full", "STATE.hits", "--"])
+        .arg(demo_release())
+        .args([
+            "--early",
+            "1",
+            "--late",
+            "0",
+            "--iterations",
+            "3",
+            "--delay-ms",
+            "1",
+        ]));
+    assert_eq!(o.code, 1, "{}", o.stderr);
+    let last = o.stderr.lines().last().unwrap_or_default();
+    assert_eq!(
+        last,
+        "hwbreak: cannot write record file /dev/full: No space left on device (os error 28)"
+    );
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+}
+
+/// A record header with one write watch `x` at 0x1000 and these modules.
+fn one_watch_header(modules: Vec<hwbreak::recfile::Module>) -> hwbreak::recfile::Header {
+    hwbreak::recfile::Header {
+        pid: 1,
+        watches: vec![hwbreak::recfile::WatchEntry {
+            name: "x".into(),
+            addr: 0x1000,
+            len: 8,
+            access: hwbreak_core::Access::Write,
+        }],
+        modules,
+        ..Default::default()
+    }
+}
+
+/// A hit of watch 0 by thread 7 at `time`, with `stack`.
+fn hit_at(time: u64, stack: &[u64]) -> hwbreak_core::events::Extended<'_> {
+    use hwbreak_core::events::{Extended, Extension, Sample};
+    Extended {
+        sample: Sample {
+            bp: hwbreak_core::BpId(0),
+            cpu: hwbreak_core::CpuId(0),
+            task: Some(hwbreak_core::TaskId(7)),
+            ip: 0x40_1000,
+            addr: 0x1000,
+            time,
+        },
+        ext: Extension {
+            stack,
+            ..Extension::NONE
+        },
+    }
+}
+
+/// A record file whose module map names a FIFO: `report` does not open it
+/// (it would block forever) and reports the hits (issue 9, item 3).
+#[test]
+fn report_of_a_record_whose_module_map_names_a_fifo_finishes() {
+    use hwbreak::recfile::{Module, Writer};
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo reads one NUL-terminated path, live for the call.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let header = one_watch_header(vec![Module {
+        start: 0x40_0000,
+        end: 0x50_0000,
+        file_offset: 0,
+        path: fifo.to_str().unwrap().into(),
+    }]);
+    let file = dir.path().join("fifo.rec");
+    let mut w = Writer::new(std::fs::File::create(&file).unwrap(), &header).unwrap();
+    let stack = [0x40_2000];
+    w.hit(&hit_at(1, &stack)).unwrap();
+    w.finish().unwrap();
+    for top in ["0", "5"] {
+        let mut child = hwbreak()
+            .args(["report", "--top", top])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A watchdog, not a time limit: a report that blocks is ended so
+        // the test fails instead of hanging the suite.
+        let t0 = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t0.elapsed() > std::time::Duration::from_secs(120) {
+                let _ = child.kill();
+                panic!("report --top {top} blocked on the FIFO");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let o = child.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(out.contains("1 hits"), "{out}");
+    }
+}
+
+/// A record file with one flipped byte: `report` names the damaged block by
+/// offset, says how much it skipped, and reports the rest (issue 9, item 11).
+#[test]
+fn report_skips_a_damaged_block_by_offset_and_reports_the_rest() {
+    use hwbreak::recfile::Writer;
+    let header = one_watch_header(Vec::new());
+    let mut w = Writer::new(Vec::new(), &header).unwrap();
+    let stack = [0x40_2000u64; 20];
+    for i in 0..3000u64 {
+        w.hit(&hit_at(i, &stack)).unwrap();
+    }
+    let mut bytes = w.finish().unwrap().1;
+    let blocks: Vec<usize> = (0..bytes.len() - 8)
+        .filter(|&i| &bytes[i..i + 8] == b"HWBRKBLK")
+        .collect();
+    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+    bytes[blocks[1] + 1000] ^= 0x01;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("damaged.rec");
+    std::fs::write(&file, &bytes).unwrap();
+    let o = run(hwbreak().args(["report", "--json"]).arg(&file));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let want = format!(
+        "skipped 1 damaged block ({} bytes at byte {}, holding ",
+        blocks[2] - blocks[1],
+        blocks[1]
+    );
+    assert!(o.stderr.contains(&want), "want {want:?} in {}", o.stderr);
+    assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    let held: u64 = o
+        .stderr
+        .split("holding ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let j = &json_lines(&o.stdout)[0];
+    assert_eq!(j["hits"].as_u64().unwrap() + held, 3000);
 }
 
 /// `runuser -u nobody -- hwbreak ARGS`, or `None` (and why) when it cannot run here.

@@ -39,7 +39,10 @@ struct ProbeHook {
 impl ProbeHook {
     fn probe(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if matches!(self.layer.free_everywhere(Pool::Data), Err(Error::Busy)) {
+        if matches!(
+            self.layer.debugger().free_everywhere(Pool::Data),
+            Err(Error::Busy)
+        ) {
             self.books_held.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -110,12 +113,11 @@ impl Machine for Probe {
     fn current(&self, cpu: CpuId) -> Option<TaskId> {
         self.current.lock().unwrap()[cpu.idx()]
     }
-    fn set_single_step(&mut self, _: CpuId, _: bool) {}
     fn now(&self) -> u64 {
         if self.in_switch {
             if let Some(l) = &self.layer {
                 self.calls.fetch_add(1, Ordering::SeqCst);
-                if matches!(l.free_everywhere(Pool::Data), Err(Error::Busy)) {
+                if matches!(l.debugger().free_everywhere(Pool::Data), Err(Error::Busy)) {
                     self.books_held.fetch_add(1, Ordering::SeqCst);
                 }
             }
@@ -201,7 +203,7 @@ fn concurrent_registration_and_switches_keep_the_running_tasks_breakpoints_insta
             );
         } else {
             assert!(
-                installed.iter().any(|&(_, _, id)| id == keep),
+                installed.iter().any(|b| b.bp == keep),
                 "task 1's breakpoint missing while it runs: {installed:?}"
             );
         }

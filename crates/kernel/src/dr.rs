@@ -333,12 +333,6 @@ impl Machine for KMachine {
         (t != 0).then_some(TaskId(t))
     }
 
-    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
-        // x86 traps after data accesses: the layer never steps over one.
-        // Kept for completeness; the #DB handler applies it to the frame.
-        self.step = Some((cpu.idx(), on));
-    }
-
     fn now(&self) -> u64 {
         crate::rdtsc()
     }

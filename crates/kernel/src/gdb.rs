@@ -395,7 +395,7 @@ impl KTarget {
             buf: [0; 400],
             len: 0,
         };
-        let r = crate::dr::layer().try_holders(cpu, &mut |_, slot, id, task| {
+        let r = crate::dr::layer().debugger().try_holders(cpu, &mut |_, slot, id, task| {
             let _ = match task {
                 Some(t) => write!(out, " DR{slot}=breakpoint {} (task {})", id.0, t.0),
                 None => write!(out, " DR{slot}=breakpoint {} (cpu-bound)", id.0),
@@ -420,9 +420,9 @@ impl KTarget {
             Some(WatchKind::Read) => Access::Read,
             Some(WatchKind::ReadWrite) => Access::ReadWrite,
         };
-        let layer = crate::dr::layer();
+        let layer = crate::dr::layer().debugger();
         let attr = BpAttr::new(addr, len, access).privileged();
-        let bp = match layer.arch().parse(&attr) {
+        let bp = match crate::dr::layer().arch().parse(&attr) {
             Ok(bp) => bp,
             Err(e) => {
                 self.refuse(addr, kind, format_args!("{e}"));
@@ -487,7 +487,7 @@ impl KTarget {
 
     /// Clear and unclaim the registers in `regs`, give the slot back.
     fn undo(&mut self, regs: &[u8; MAX_CPUS], slot: DbgSlot) -> bool {
-        let layer = crate::dr::layer();
+        let layer = crate::dr::layer().debugger();
         let mut ok = true;
         for (c, &r) in regs.iter().enumerate() {
             if r == u8::MAX {
@@ -511,7 +511,7 @@ impl KTarget {
 
     /// Retry the releases that found the books busy.
     fn retry_deferred(&mut self) {
-        let layer = crate::dr::layer();
+        let layer = crate::dr::layer().debugger();
         for d in self.deferred.iter_mut() {
             if let Some(slot) = *d {
                 if layer.try_release(slot).is_ok() {

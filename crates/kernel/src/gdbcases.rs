@@ -103,9 +103,6 @@ impl Machine for Holding {
     fn current(&self, cpu: CpuId) -> Option<TaskId> {
         self.0.current(cpu)
     }
-    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
-        self.0.set_single_step(cpu, on)
-    }
     fn now(&self) -> u64 {
         self.0.now()
     }
@@ -147,11 +144,11 @@ pub fn gdb_books_held() -> CaseResult {
     // gdb's hardware breakpoint was removed while the books were held: its
     // booking is released at a later timer tick, never waited for.
     let start = crate::sched::TICKS.load(Ordering::Relaxed);
-    while with_layer(|l, _| l.free_everywhere(Pool::Data)) != Ok(4) {
+    while with_layer(|l, _| l.debugger().free_everywhere(Pool::Data)) != Ok(4) {
         if crate::sched::TICKS.load(Ordering::Relaxed) - start > 1000 {
             return Err(fmt!(
                 "the debugger's slot was not released: {:?} free",
-                with_layer(|l, _| l.free_everywhere(Pool::Data))
+                with_layer(|l, _| l.debugger().free_everywhere(Pool::Data))
             ));
         }
         core::hint::spin_loop();

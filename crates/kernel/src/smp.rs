@@ -178,7 +178,8 @@ pub fn cpu_down(cpu: usize) {
 pub fn cpu_up(cpu: usize) -> Result<(), (hwbreak_core::BpId, hwbreak_core::Error)> {
     PARK[cpu].store(false, Ordering::SeqCst);
     wait_on(cpu);
-    let r = crate::dr::with_layer(|l, m| l.cpu_online(m, hwbreak_core::CpuId(cpu as u32)));
+    let r = crate::dr::with_layer(|l, m| l.cpu_online(m, hwbreak_core::CpuId(cpu as u32)))
+        .map_err(|e| (e.bp, e.error));
     if let Err((id, e)) = &r {
         crate::kprintln!(
             "cpu{cpu} online: wide breakpoint {} does not fit there: {e}",

@@ -194,7 +194,7 @@ pub fn stress() -> CaseResult {
         // never blocking; released at once (or later if busy).
         // Preemption off (with_layer) while it may hold a layer lock: the
         // timer's context switch takes this CPU's install table.
-        if with_layer(|l, _| match l.debug_session() {
+        if with_layer(|l, _| match l.debugger().session() {
             Ok(mut s) => {
                 while s.end().is_err() {
                     core::hint::spin_loop();
@@ -253,10 +253,10 @@ pub fn stress() -> CaseResult {
     if OVERFULL.load(Ordering::SeqCst) != 0 {
         return Err(fmt!("a CPU had more than 4 breakpoints installed"));
     }
-    if with_layer(|l, _| l.free_everywhere(Pool::Data)) != Ok(4) {
+    if with_layer(|l, _| l.debugger().free_everywhere(Pool::Data)) != Ok(4) {
         return Err(fmt!(
             "slots still booked: {:?} free everywhere",
-            with_layer(|l, _| l.free_everywhere(Pool::Data))
+            with_layer(|l, _| l.debugger().free_everywhere(Pool::Data))
         ));
     }
     Ok(())

@@ -1,5 +1,9 @@
 //! Typed errors. Each names the rule that was broken and what to do next.
 //!
+//! Plain data: nothing here reads `/proc` or calls the kernel. The values a
+//! message needs (the sysctls, a task's owner) are read by [`crate::procfs`]
+//! and handed in.
+//!
 //! Most are found before any system call: the arch rules come from
 //! `hwbreak_core::arch`, a dead process and an unmapped address from `/proc`.
 //! The kernel's own answers (`ENOSPC`, `EACCES`, `EPERM`, `ESRCH`) are turned
@@ -39,7 +43,8 @@ pub enum Error {
     },
 
     /// The kernel refused for lack of permission (`EACCES`/`EPERM`). The
-    /// message names only the rules of `rule` (build it with [`Error::permission`]).
+    /// message names only the rules of `rule` (build it with
+    /// [`crate::procfs::permission_error`], which reads the sysctls).
     #[error("{}", permission_message(.what, *.errno, *.rule, *.paranoid, *.ptrace_scope))]
     Permission {
         /// What we tried (e.g. "open a breakpoint on thread 1234").
@@ -152,22 +157,11 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// The rule for a breakpoint on thread or process `tid` (0 = this one):
-    /// [`Denied::OtherUser`] when `/proc/TID/status` names another real uid,
-    /// else [`Denied::Own`].
-    pub fn for_task(tid: i32) -> Denied {
-        // SAFETY: getuid has no preconditions and cannot fail.
-        let me = unsafe { libc::getuid() };
-        if tid <= 0 {
-            return Denied::Own;
-        }
-        let owner = std::fs::read_to_string(format!("/proc/{tid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("Uid:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
-            });
+    /// The rule for a breakpoint on a task whose real uid is `owner` (`None`
+    /// when unknown), asked by real uid `me`: [`Denied::OtherUser`] when the
+    /// owner is someone else, else [`Denied::Own`]. Pure: read the owner with
+    /// [`crate::procfs::denied_for_task`].
+    pub fn for_owner(owner: Option<u32>, me: u32) -> Denied {
         match owner {
             Some(owner) if owner != me => Denied::OtherUser { owner, me },
             _ => Denied::Own,
@@ -177,14 +171,21 @@ impl Denied {
 
 impl Error {
     /// A permission refusal of `what` by `rule`, with the perf and ptrace
-    /// sysctls read now (for the message).
-    pub fn permission(what: impl Into<String>, errno: i32, rule: Denied) -> Self {
+    /// sysctls that decide it (for the message). Plain data: read them with
+    /// [`crate::procfs::permission_error`], which calls this.
+    pub fn permission_with(
+        what: impl Into<String>,
+        errno: i32,
+        rule: Denied,
+        paranoid: Option<i32>,
+        ptrace_scope: Option<i32>,
+    ) -> Self {
         Error::Permission {
             what: what.into(),
             errno,
             rule,
-            paranoid: crate::procfs::perf_event_paranoid(),
-            ptrace_scope: crate::procfs::ptrace_scope(),
+            paranoid,
+            ptrace_scope,
         }
     }
 

@@ -23,26 +23,57 @@
 //!
 //! assert_eq!(w.counts()?, vec![2]); // exact
 //! let mut tids = Vec::new();
-//! w.drain(|hit| tids.push(hit.tid)); // one record per hit: ip, tid, time, callchain
+//! // One record per hit, core's `events::Extended`: the sample (ip, thread,
+//! // time) and what the drain adds (process, callchain, registers).
+//! w.drain(|hit| tids.push(hit.tid()));
 //! assert_eq!(tids.len(), 2);
 //! assert_eq!(w.lost(), 0);
 //! # Ok::<(), hwbreak_linux::Error>(())
 //! ```
 //!
-//! ## What it owns, and what it must not do
+//! ## What it owns
 //!
+//! Laid out along the hit's path (request → attr → attach → ring → drain);
+//! each module imports only those before it, with no cycles
+//! (`tests/module_graph.rs`).
+//!
+//! * [`error`]: typed errors, plain data (no I/O).
+//! * [`procfs`]: every `/proc` and `/sys` read (outside [`symbols`]).
 //! * [`event`]: the RAII perf event handle (one method per ioctl).
-//! * [`ring`] and [`record`]: our own mmap ring-buffer reader and record parser.
 //! * [`watch`]: targets, counting and sampling, all-or-nothing over threads
-//!   with `hwbreak_core::fanout`, modify in place with rollback.
+//!   with `hwbreak_core::fanout`, modify in place with rollback; split into
+//!   [`watch::attr`] (what), `member` (one `open_member`), [`watch::attach`]
+//!   (where, and the attach strategy), [`watch::drain`] (rings to hits) and
+//!   [`watch::runtime`] (the [`Watcher`]).
 //! * [`threads`]: how every thread of a process is attached with no escape.
+//! * [`ring`] and [`record`]: our own mmap ring-buffer reader (volatile
+//!   reads of memory the kernel writes, zero copy where contiguous) and
+//!   record parser.
 //! * [`launch`]: a command watched from its first instruction
 //!   ([`launch::Gated`], used by `Target::Launch`), or stopped at its entry
 //!   point so names can be resolved in the loaded image first
 //!   ([`launch::StoppedAtEntry`]).
+//! * [`unwind`] and [`store`]: a hit's callchain from its copied stack, and
+//!   the value a write left.
+//! * After the drain, for a consumer of every hit (the `hwbreak` command):
+//!   [`ringsize`] (how large a ring to ask for within
+//!   `perf_event_mlock_kb`), [`order`] (hits as core's one hit record,
+//!   `hwbreak_core::events::Extended`, in time order across rings) and
+//!   [`values`] (`old → new` of each write, from [`store`]).
 //! * [`sigtrap`]: synchronous in-process callbacks on the thread that hit.
 //! * [`ptrace`]: a stop-mode backend writing x86-64 debug registers directly.
 //! * [`symbols`]: names to addresses and IPs to frames (the symbols work).
+//!
+//! ## What it must not do
+//!
+//! * Book slots: the kernel owns the real registers and their books. It
+//!   validates every request with core's x86-64 arch rules before any
+//!   system call, and turns the kernel's refusals into [`Error`]s that say
+//!   which rule was broken and what to do.
+//! * Print, or decide output formats: it hands out hits and errors; the
+//!   `hwbreak` command formats them.
+//! * Leave a thread stopped, or a breakpoint behind: every attach is
+//!   all-or-nothing, and Drop closes every event.
 //!
 //! ## Choosing a mode
 //!
@@ -56,28 +87,25 @@
 //!   process only, async-signal-safe code only.
 //! * [`ptrace::PtraceBreakpoints`]: stop-mode, for a debugger that already
 //!   traces the thread.
-//!
-//! It validates every request with core's x86-64 arch rules before any
-//! system call, and turns the kernel's refusals into [`Error`]s that say
-//! which rule was broken and what to do. It does not book slots itself: the
-//! kernel owns the real registers and their books.
 
 #![warn(missing_docs)]
 
 pub mod error;
 pub mod event;
 pub mod launch;
+pub mod order;
 pub mod procfs;
 pub mod ptrace;
 pub mod record;
 pub mod ring;
-mod selfattach;
+pub mod ringsize;
 pub mod sigtrap;
 pub mod store;
 pub mod symbols;
 pub mod threads;
 pub mod unwind;
+pub mod values;
 pub mod watch;
 
 pub use error::{Error, Result};
-pub use watch::{Mode, Target, Watch, WatchHit, Watcher};
+pub use watch::{Mode, Target, Watch, Watcher};

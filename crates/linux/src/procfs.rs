@@ -1,8 +1,11 @@
-//! What `/proc` and `/sys` say: threads of a process, mappings, online CPUs,
-//! the perf and ptrace sysctls. Small hand-written parsers: the formats are
-//! one line per entry and a crate (procfs) would pull in far more than we use.
+//! What `/proc` and `/sys` say: threads of a process, their state, owner
+//! and tracer, mappings, online CPUs, the perf and ptrace sysctls. Every
+//! `/proc` read of this crate outside [`crate::symbols`] is here, so that
+//! [`crate::error`] stays plain data. Small hand-written parsers: the
+//! formats are one line per entry and a crate (procfs) would pull in far
+//! more than we use.
 
-use crate::error::{Error, Result};
+use crate::error::{Denied, Error, Result};
 use std::path::Path;
 
 /// `/proc/sys/kernel/perf_event_paranoid`, if readable.
@@ -15,8 +18,95 @@ pub fn ptrace_scope() -> Option<i32> {
     read_i32("/proc/sys/kernel/yama/ptrace_scope")
 }
 
+/// `/proc/sys/kernel/perf_event_max_stack` (the deepest callchain the
+/// kernel records), capped at 127 (our callchain buffers); 127 if unreadable.
+pub fn perf_event_max_stack() -> u16 {
+    read_i32("/proc/sys/kernel/perf_event_max_stack")
+        .and_then(|v| u16::try_from(v).ok())
+        .unwrap_or(127)
+        .min(127)
+}
+
+/// `/proc/sys/kernel/perf_event_mlock_kb`: the KiB of perf rings an
+/// unprivileged user may lock per CPU, if readable.
+pub fn perf_event_mlock_kb() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_mlock_kb")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn read_i32(p: &str) -> Option<i32> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
+}
+
+/// An [`Error::Permission`] for `what`, refused with `errno` by `rule`, with
+/// the perf and ptrace sysctls read now (the message names their values).
+pub fn permission_error(what: impl Into<String>, errno: i32, rule: Denied) -> Error {
+    Error::permission_with(what, errno, rule, perf_event_paranoid(), ptrace_scope())
+}
+
+/// The permission rule for a breakpoint on thread or process `tid` (0 = this
+/// one): [`Denied::OtherUser`] when `/proc/TID/status` names another real
+/// uid, else [`Denied::Own`].
+pub fn denied_for_task(tid: i32) -> Denied {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    let me = unsafe { libc::getuid() };
+    if tid <= 0 {
+        return Denied::Own;
+    }
+    Denied::for_owner(
+        status(&format!("/proc/{tid}/status")).and_then(|s| s.uid),
+        me,
+    )
+}
+
+/// What this crate reads from a `/proc/.../status` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Status {
+    /// The real uid (first field of `Uid:`).
+    pub uid: Option<u32>,
+    /// The tracing thread (`TracerPid:`), 0 when not traced.
+    pub tracer: Option<i32>,
+}
+
+/// Parse the text of a `status` file; absent or malformed fields are `None`.
+pub fn parse_status(text: &str) -> Status {
+    let mut st = Status::default();
+    for l in text.lines() {
+        if let Some(v) = l.strip_prefix("Uid:") {
+            st.uid = v.split_whitespace().next().and_then(|u| u.parse().ok());
+        } else if let Some(v) = l.strip_prefix("TracerPid:") {
+            st.tracer = v.trim().parse().ok();
+        }
+    }
+    st
+}
+
+fn status(path: &str) -> Option<Status> {
+    Some(parse_status(&std::fs::read_to_string(path).ok()?))
+}
+
+/// The tracer of thread `tid` of process `pid` (`TracerPid`, 0 = none), or
+/// `None` if the thread is gone.
+pub fn tracer_of(pid: i32, tid: i32) -> Option<i32> {
+    status(&format!("/proc/{pid}/task/{tid}/status"))?.tracer
+}
+
+/// `AT_ENTRY` (the program's ELF entry point) from `/proc/PID/auxv`.
+pub fn auxv_entry(pid: i32) -> std::io::Result<u64> {
+    let b = std::fs::read(format!("/proc/{pid}/auxv"))?;
+    b.chunks_exact(16)
+        .map(|c| {
+            (
+                u64::from_ne_bytes(c[..8].try_into().unwrap()),
+                u64::from_ne_bytes(c[8..].try_into().unwrap()),
+            )
+        })
+        .find(|&(k, _)| k == libc::AT_ENTRY)
+        .map(|(_, v)| v)
+        .ok_or_else(|| std::io::Error::other("no AT_ENTRY in auxv"))
 }
 
 /// Whether process `pid` exists (as seen in `/proc`).
@@ -73,10 +163,10 @@ pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
             Error::ProcessGone { pid }
         } else if let Some(errno @ (libc::EACCES | libc::EPERM)) = e.raw_os_error() {
             // Reading maps takes the same ptrace read access as watching.
-            Error::permission(
+            permission_error(
                 format!("read /proc/{pid}/maps"),
                 errno,
-                crate::error::Denied::for_task(pid),
+                denied_for_task(pid),
             )
         } else {
             Error::sys(format!("read /proc/{pid}/maps"), e)
@@ -185,6 +275,17 @@ mod tests {
         assert!(is_mapped(&m, 0x55d0aff8, 16));
         assert!(!is_mapped(&m, 0x55d0bff8, 16));
         assert!(!is_mapped(&m, u64::MAX, 2));
+    }
+
+    #[test]
+    fn status_gives_the_real_uid_and_the_tracer() {
+        let st = parse_status("Name:\tx\nTracerPid:\t4242\nUid:\t1000\t0\t0\t0\n");
+        assert_eq!(st.uid, Some(1000));
+        assert_eq!(st.tracer, Some(4242));
+        assert_eq!(parse_status("Name: x\n"), Status::default());
+        let me = std::process::id() as i32;
+        assert_eq!(tracer_of(me, me), Some(0));
+        assert_eq!(tracer_of(i32::MAX, i32::MAX), None);
     }
 
     #[test]

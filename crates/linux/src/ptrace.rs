@@ -145,7 +145,7 @@ fn ptrace_err(tid: i32, what: &str, e: io::Error) -> Error {
         Some(libc::ESRCH) => Error::Invalid(format!(
             "cannot {what} of thread {tid}: it is not ptrace-stopped by this thread; PTRACE_ATTACH or PTRACE_SEIZE it and wait for the stop first"
         )),
-        Some(libc::EPERM) | Some(libc::EACCES) => Error::permission(
+        Some(libc::EPERM) | Some(libc::EACCES) => crate::procfs::permission_error(
             format!("{what} of thread {tid} (it must be ptrace-stopped by this thread)"),
             e.raw_os_error().unwrap_or(0),
             crate::error::Denied::Ptrace,

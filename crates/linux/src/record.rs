@@ -9,6 +9,16 @@
 
 use perf_event_open_sys::bindings as b;
 
+/// Register `reg` (`PERF_REG_X86_*` number) of a sample's `regs`, which
+/// holds the registers of `mask` in bit order; `None` if not recorded.
+pub(crate) fn user_reg(regs: &[u64], mask: u64, reg: u32) -> Option<u64> {
+    if reg >= 64 || mask & (1 << reg) == 0 {
+        return None;
+    }
+    regs.get((mask & ((1u64 << reg) - 1)).count_ones() as usize)
+        .copied()
+}
+
 /// `PERF_SAMPLE_*` bits this parser understands. Others are refused by
 /// [`SampleLayout::new`] because their sizes would need more state.
 pub const SUPPORTED_SAMPLE_BITS: u64 = (b::PERF_SAMPLE_IDENTIFIER

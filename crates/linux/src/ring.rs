@@ -14,14 +14,25 @@
 //! in place (zero copy). One that crosses the end is copied, in two parts,
 //! into a scratch buffer. The tail advances after each record's callback
 //! returns, so the kernel can refill space while a long drain runs.
+//!
+//! The data area is memory the kernel writes while we read it, so it is
+//! never viewed as a whole `&[u64]` (a shared reference promises that the
+//! bytes do not change). [`RingData`] reads it the way rust-vmm's
+//! `VolatileSlice` reads guest memory: single words (record headers) and
+//! copies (a record that wraps) with volatile loads, and only the span of
+//! one record that the protocol has handed to us (`[tail, head)`, which the
+//! kernel does not write until we move the tail past it) is lent out as a
+//! slice, for the duration of one callback.
 
 use crate::event::Event;
 use crate::record::{parse, Header, Record, SampleLayout};
 use memmap2::{MmapOptions, MmapRaw};
 use perf_event_open_sys::bindings::perf_event_mmap_page;
 use std::io;
+use std::marker::PhantomData;
 use std::mem::offset_of;
 use std::os::fd::AsRawFd;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What one [`Ring::drain`] call saw.
@@ -139,12 +150,14 @@ impl Ring {
         head.wrapping_sub(self.tail().load(Ordering::Relaxed))
     }
 
-    fn data_words(&self) -> &[u64] {
-        // SAFETY: the data area is mapped, 8-aligned (page-aligned) and `data_size`
-        // bytes long. Only the span [tail, head) is read, which the kernel does not
-        // write until we advance the tail (the ring protocol).
+    fn data(&self) -> RingData<'_> {
+        // SAFETY: the data area is mapped for as long as `self` lives (the
+        // returned value borrows `self`), page-aligned (so 8-aligned) and
+        // `data_size` bytes long. The kernel writes into it concurrently;
+        // `RingData` only reads it with volatile loads, and lends out a
+        // record's words only under the ring protocol (see `drain_data`).
         unsafe {
-            std::slice::from_raw_parts(
+            RingData::from_raw(
                 self.map.as_ptr().add(self.data_off) as *const u64,
                 self.data_size / 8,
             )
@@ -159,8 +172,8 @@ impl Ring {
         let mut scratch = std::mem::take(&mut self.scratch);
         let layout = self.layout;
         let tail_ref = self.tail();
-        let (_, st) = drain_words(
-            self.data_words(),
+        let (_, st) = drain_data(
+            self.data(),
             head,
             tail,
             &layout,
@@ -174,13 +187,111 @@ impl Ring {
     }
 }
 
-/// The ring walk itself, over any word slice: records in `[tail, head)`
-/// (byte positions, taken modulo the slice's size), each handed to `f` in
-/// place or, if it crosses the end, copied into `scratch`. `set_tail` is
-/// called after each record. Never reads outside `data`, whatever `head`,
-/// `tail` and the bytes are. Returns the final tail.
+/// The data area of a ring: `words` 8-byte words that another party (the
+/// kernel) may write at any time, outside the span the ring protocol hands
+/// to the reader. Like rust-vmm's `VolatileSlice`, it never makes a `&[u64]`
+/// over the whole area: words are read with volatile loads, and a record is
+/// lent out as a slice only by [`drain_data`], inside `[tail, head)`.
+#[derive(Debug, Clone, Copy)]
+pub struct RingData<'a> {
+    ptr: NonNull<u64>,
+    words: usize,
+    _mem: PhantomData<&'a [u64]>,
+}
+
+impl<'a> RingData<'a> {
+    /// Memory nobody else writes (a test's or a benchmark's buffer, or a
+    /// copy of a ring).
+    pub fn from_slice(s: &'a [u64]) -> RingData<'a> {
+        RingData {
+            ptr: NonNull::from(s).cast(),
+            words: s.len(),
+            _mem: PhantomData,
+        }
+    }
+
+    /// A ring's data area at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must be non-null, 8-aligned and valid for reads of `words`
+    /// words for `'a`. Others may write the memory, but only outside the
+    /// `[tail, head)` span of the ring protocol that [`drain_data`] is given.
+    pub unsafe fn from_raw(ptr: *const u64, words: usize) -> RingData<'a> {
+        RingData {
+            ptr: NonNull::new(ptr as *mut u64).expect("a mapped ring is not at address 0"),
+            words,
+            _mem: PhantomData,
+        }
+    }
+
+    /// Its size in words.
+    pub fn len(&self) -> usize {
+        self.words
+    }
+
+    /// Whether it has no words.
+    pub fn is_empty(&self) -> bool {
+        self.words == 0
+    }
+
+    /// Word `i` (volatile: the value may change under us).
+    fn load(&self, i: usize) -> u64 {
+        assert!(i < self.words, "ring word {i} of {}", self.words);
+        // SAFETY: `i` is in bounds and the memory is valid for reads and
+        // aligned (constructor contract); a volatile load of a u64 the
+        // kernel may write is a read of some value, never a reference.
+        unsafe { self.ptr.as_ptr().add(i).read_volatile() }
+    }
+
+    /// Append words `from..to` to `out`, with volatile loads.
+    fn copy_to(&self, from: usize, to: usize, out: &mut Vec<u64>) {
+        out.extend((from..to).map(|i| self.load(i)));
+    }
+
+    /// Words `start..start + n` as a slice.
+    ///
+    /// # Safety
+    /// Nobody may write those words while the slice lives: they must lie in
+    /// the `[tail, head)` span of the ring protocol, and the tail must not
+    /// be moved past them until the slice is dropped.
+    unsafe fn borrow(&self, start: usize, n: usize) -> &'a [u64] {
+        assert!(start <= self.words && n <= self.words - start);
+        // SAFETY: in bounds (checked above), aligned and valid for reads
+        // (constructor contract), and unchanging while borrowed (caller).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), n) }
+    }
+}
+
+/// [`drain_data`] over a word slice nobody else writes (tests, benchmarks,
+/// a saved copy of a ring).
 pub fn drain_words(
     data: &[u64],
+    head: u64,
+    tail: u64,
+    layout: &SampleLayout,
+    scratch: &mut Vec<u64>,
+    set_tail: impl FnMut(u64),
+    f: impl FnMut(Record<'_>),
+) -> (u64, DrainStats) {
+    drain_data(
+        RingData::from_slice(data),
+        head,
+        tail,
+        layout,
+        scratch,
+        set_tail,
+        f,
+    )
+}
+
+/// The ring walk itself: records in `[tail, head)` (byte positions, taken
+/// modulo the data's size), each handed to `f` in place or, if it crosses
+/// the end, copied into `scratch`. `set_tail` is called after each record
+/// (after `f` returned: only then may the writer reuse its space). Never
+/// reads outside `data`, whatever `head`, `tail` and the bytes are.
+/// Returns the final tail.
+pub fn drain_data(
+    data: RingData<'_>,
     head: u64,
     mut tail: u64,
     layout: &SampleLayout,
@@ -197,7 +308,7 @@ pub fn drain_words(
     while head.wrapping_sub(tail) >= 8 {
         let avail = head.wrapping_sub(tail);
         let start = ((tail % size) / 8) as usize;
-        let hdr = Header::from_word(data[start]);
+        let hdr = Header::from_word(data.load(start));
         let len = hdr.size as u64;
         if len < 8 || !len.is_multiple_of(8) || len > avail || len > size {
             // Cannot happen with a sane kernel; resynchronise rather than loop.
@@ -207,13 +318,17 @@ pub fn drain_words(
         }
         let n = (len / 8) as usize;
         let rec = if start + n <= words {
-            parse(layout, &data[start..start + n]).map(&mut f)
+            // SAFETY: the record's words lie in [tail, tail + len), inside
+            // [tail, head) (len <= avail): the writer leaves them alone
+            // until `set_tail` moves past them, after `f` returned and the
+            // slice is gone.
+            let words = unsafe { data.borrow(start, n) };
+            parse(layout, words).map(&mut f)
         } else {
             st.copied += 1;
-            let first = words - start;
             scratch.clear();
-            scratch.extend_from_slice(&data[start..]);
-            scratch.extend_from_slice(&data[..n - first]);
+            data.copy_to(start, words, scratch);
+            data.copy_to(0, n - (words - start), scratch);
             parse(layout, scratch).map(&mut f)
         };
         match rec {

@@ -71,7 +71,7 @@ pub struct Regs<'a> {
 
 impl Regs<'_> {
     fn get(&self, n: u32) -> Option<u64> {
-        crate::watch::user_reg(self.regs, self.mask, n)
+        crate::record::user_reg(self.regs, self.mask, n)
     }
 
     /// The value of a general-purpose register operand, zero-extended from its size.
@@ -86,7 +86,7 @@ impl Regs<'_> {
 }
 
 /// Every register an x86-64 store can name: what `PERF_SAMPLE_REGS_USER`
-/// must record for [`written`] to work (the same set as
+/// must record for `written` to work (the same set as
 /// [`crate::watch::X86_64_REGS_USER_MASK`]).
 pub const REGS_MASK: u64 = crate::watch::X86_64_REGS_USER_MASK;
 

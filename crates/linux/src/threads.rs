@@ -96,13 +96,6 @@ pub struct Frozen {
     borrowed: BTreeSet<i32>,
 }
 
-fn tracer_of(pid: i32, tid: i32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("TracerPid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
@@ -160,7 +153,7 @@ impl Frozen {
                         // ESRCH here means it is exiting; the wait below sees that.
                         let _ = ptrace(libc::PTRACE_INTERRUPT, t, 0, 0);
                     }
-                    Err(e) => match tracer_of(pid, t) {
+                    Err(e) => match procfs::tracer_of(pid, t) {
                         // Traced by us before the freeze began: already stopped.
                         Some(tr) if tr == me && first_scan => {
                             f.borrowed.insert(t);

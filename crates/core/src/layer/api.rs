@@ -68,12 +68,25 @@ impl Request {
     }
 }
 
+/// One occupied debug register of a CPU, as [`Layer::installed`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstalledBp {
+    /// The register's pool.
+    pub pool: Pool,
+    /// The register's index in its pool (x86: DR0–DR3).
+    pub slot: usize,
+    /// The breakpoint programmed there.
+    pub bp: BpId,
+}
+
 impl Layer {
     /// Register a breakpoint: parse, book, install. On error nothing changed.
     ///
     /// Errors: [`Error::Arch`] (the arch refused the attributes),
     /// [`Error::NoSuchPool`], [`Error::NoSuchCpu`], [`Error::CpuOffline`]
-    /// (a [`Target::Cpu`] that is offline), [`Error::NoSlot`].
+    /// (a [`Target::Cpu`] that is offline), [`Error::NoSlot`],
+    /// [`Error::NeedsSingleStep`] (the arch traps before this access and the
+    /// machine cannot step over it).
     pub fn register(&self, m: &mut dyn Machine, req: Request) -> Result<BpId, Error> {
         let target = req.target;
         if let Some(cpu) = target.cpu() {
@@ -82,7 +95,7 @@ impl Layer {
                 return Err(Error::CpuOffline(cpu));
             }
         }
-        let arch_bp = self.parse(&req.attr)?;
+        let arch_bp = self.parse(m, &req.attr)?;
         let pool = arch_bp.pool;
         let book = booked(req.reserve_on_enable, &req.attr);
 
@@ -339,9 +352,9 @@ impl Layer {
     /// not fit, the old one stays, untouched.
     ///
     /// Errors: [`Error::Arch`], [`Error::NoSuchPool`], [`Error::NoSlot`],
-    /// [`Error::UnknownBreakpoint`].
+    /// [`Error::NeedsSingleStep`], [`Error::UnknownBreakpoint`].
     pub fn modify(&self, m: &mut dyn Machine, id: BpId, attr: BpAttr) -> Result<(), Error> {
-        let new = self.parse(&attr)?;
+        let new = self.parse(m, &attr)?;
         let mut guard = self.books.lock();
         let b = &mut *guard;
         let bp = b.bps.get(&id).ok_or(Error::UnknownBreakpoint(id))?;
@@ -456,10 +469,18 @@ impl Layer {
         self.books.lock().bps.keys().copied().collect()
     }
 
-    /// What is installed on `cpu` now: `(pool, slot, id)`.
-    pub fn installed(&self, cpu: CpuId) -> Vec<(Pool, usize, BpId)> {
+    /// What is installed on `cpu` now, by pool then slot.
+    pub fn installed(&self, cpu: CpuId) -> Vec<InstalledBp> {
         match self.tables.get(cpu.idx()) {
-            Some(t) => t.lock().entries().map(|(p, s, e)| (p, s, e.id)).collect(),
+            Some(t) => t
+                .lock()
+                .entries()
+                .map(|(pool, slot, e)| InstalledBp {
+                    pool,
+                    slot,
+                    bp: e.id,
+                })
+                .collect(),
             None => Vec::new(),
         }
     }

@@ -8,7 +8,8 @@
 //! - [`sched`]: the scheduling hooks (`switch_task`, `task_exit`) and where a
 //!   task runs;
 //! - [`hotplug`]: `cpu_online` / `cpu_offline`;
-//! - [`debugger`]: the kgdb try-path ([`DbgSlot`], [`DebugSession`]);
+//! - `debugger`: the kgdb try-path, an optional part behind the `debugger`
+//!   cargo feature (on by default) and its own handle, `Layer::debugger()`;
 //! - [`snapshot`]: the layer's whole state, for before/after comparisons;
 //! - `wide`: the [`crate::fanout::Domain`] that books and installs a wide
 //!   breakpoint CPU by CPU;
@@ -42,6 +43,7 @@
 //!   at registration time ([`Machine::current`]) gets them at once.
 
 pub mod api;
+#[cfg(feature = "debugger")]
 pub mod debugger;
 pub mod hotplug;
 pub mod sched;
@@ -56,7 +58,7 @@ use alloc::vec::Vec;
 
 use spin::Mutex;
 
-use crate::arch::{Arch, ArchBp, Pool, RawStatus};
+use crate::arch::{Arch, ArchBp, Pool, RawStatus, Trigger};
 use crate::attr::BpAttr;
 use crate::bp::{BpId, Life};
 use crate::dispatch::Fire;
@@ -70,9 +72,11 @@ use crate::target::{CpuId, Target};
 
 pub use crate::bp::{Callback, Hit};
 pub use crate::dispatch::Dispatched;
-pub use api::Request;
-pub use debugger::{DbgSlot, DebugSession};
-pub use snapshot::{BpSnapshot, Snapshot};
+pub use api::{InstalledBp, Request};
+#[cfg(feature = "debugger")]
+pub use debugger::{DbgSlot, DebugSession, Debugger};
+pub use hotplug::OnlineError;
+pub use snapshot::{BpSnapshot, SlotSnapshot, Snapshot};
 use wide::Hint;
 
 /// One registered breakpoint, as the books know it.
@@ -121,7 +125,8 @@ struct Books {
     /// Debugger-held slots per CPU per pool (preallocated: the debugger path
     /// never allocates).
     dbg: Vec<[u16; 2]>,
-    /// Outstanding [`DbgSlot`]s per pool.
+    /// Outstanding debugger slots (`DbgSlot`) per pool.
+    #[cfg(feature = "debugger")]
     dbg_held: [usize; 2],
 }
 
@@ -152,6 +157,7 @@ impl Layer {
                 next_id: 1,
                 online: alloc::vec![true; possible_cpus],
                 dbg: alloc::vec![[0; 2]; possible_cpus],
+                #[cfg(feature = "debugger")]
                 dbg_held: [0; 2],
             }),
             tables: (0..possible_cpus)
@@ -196,11 +202,20 @@ impl Layer {
         Ok(())
     }
 
-    /// Parse with the arch, and check the pool exists: no booking yet.
-    fn parse(&self, attr: &BpAttr) -> Result<ArchBp, Error> {
+    /// Parse with the arch, check the pool exists and that the machine can
+    /// step over what traps before the access: no booking yet.
+    fn parse(&self, m: &mut dyn Machine, attr: &BpAttr) -> Result<ArchBp, Error> {
         let bp = self.arch.parse(attr)?;
         if self.arch.slots(bp.pool) == 0 {
             return Err(Error::NoSuchPool { pool: bp.pool });
+        }
+        // A field test first: a trap-after breakpoint (x86 data) costs no
+        // call here.
+        if bp.trigger == Trigger::Before
+            && self.arch.needs_step_over(&bp)
+            && m.single_step().is_none()
+        {
+            return Err(Error::NeedsSingleStep { pool: bp.pool });
         }
         Ok(bp)
     }
