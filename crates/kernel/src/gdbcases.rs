@@ -156,11 +156,11 @@ pub fn gdb_books_held() -> CaseResult {
     Ok(())
 }
 
-/// Runs until gdb has stopped the kernel once more (a Ctrl-C from gdb,
-/// which CPU 0's timer sees on COM2), then finishes.
+/// Runs until gdb has stopped the kernel once after the boot stop (a
+/// Ctrl-C from gdb, which CPU 0's timer sees on COM2), then finishes.
 pub fn gdb_ctrl_c() -> CaseResult {
-    let before = crate::gdb::STOPS.load(Ordering::SeqCst);
-    while crate::gdb::STOPS.load(Ordering::SeqCst) == before {
+    // Stop 1 was the boot stop; gdb's Ctrl-C may come before this starts.
+    while crate::gdb::STOPS.load(Ordering::SeqCst) < 2 {
         KGDBTS_WRITE_VAR.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())
