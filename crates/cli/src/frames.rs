@@ -30,6 +30,40 @@ pub struct Frame {
     /// `ip`'s offset within `module`'s file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module_offset: Option<u64>,
+    /// In inlined code: the inline chain as `addr2line -f -i` prints it,
+    /// innermost function first (its line is `file`:`line`, the write
+    /// itself), ending with `function` at the line of the call it inlines.
+    /// Empty (and left out of JSON) otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inlined: Vec<InlineFrame>,
+}
+
+/// One function of an inline chain, with the line executing in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InlineFrame {
+    /// Function name (demangled).
+    pub function: String,
+    /// Source file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Source line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
+/// ` (dir/file.c:34)`, ` (dir/file.c)` or nothing.
+fn push_place(s: &mut String, file: Option<&str>, line: Option<u32>) {
+    if let Some(file) = file {
+        let short = short_path(file);
+        match line {
+            Some(l) => {
+                let _ = write!(s, " ({short}:{l})");
+            }
+            None => {
+                let _ = write!(s, " ({short})");
+            }
+        }
+    }
 }
 
 /// A stack entry that marks a cut stack: it follows the last frame that was
@@ -62,11 +96,26 @@ impl Frame {
     }
 
     /// `function+0xoff (file:line)`, or `module+0xoff`, or the raw address.
+    /// In inlined code the chain comes first, innermost function first, as
+    /// perf prints it: `helper (util.h:7) (inlined) ← function+0x12 (file.c:34)`.
     pub fn text(&self) -> String {
         if self.is_cut() {
             return CUT_TEXT.to_string();
         }
         let mut s = String::new();
+        if let Some((outer, inner)) = self.inlined.split_last() {
+            for i in inner {
+                s.push_str(&i.function);
+                push_place(&mut s, i.file.as_deref(), i.line);
+                s.push_str(" (inlined) ← ");
+            }
+            s.push_str(&outer.function);
+            if let Some(o) = self.offset {
+                let _ = write!(s, "+{o:#x}");
+            }
+            push_place(&mut s, outer.file.as_deref(), outer.line);
+            return s;
+        }
         match (&self.function, &self.module) {
             (Some(f), _) => {
                 s.push_str(f);
@@ -82,17 +131,7 @@ impl Frame {
                 let _ = write!(s, "{:#x}", self.ip);
             }
         }
-        if let Some(file) = &self.file {
-            let short = short_path(file);
-            match self.line {
-                Some(l) => {
-                    let _ = write!(s, " ({short}:{l})");
-                }
-                None => {
-                    let _ = write!(s, " ({short})");
-                }
-            }
-        }
+        push_place(&mut s, self.file.as_deref(), self.line);
         s
     }
 }
@@ -329,5 +368,38 @@ mod tests {
         };
         assert_eq!(f.text(), "libc.so.6+0x1234");
         assert_eq!(Frame::unknown(0xabc).text(), "0xabc");
+    }
+
+    #[test]
+    fn frame_text_shows_the_inline_chain_innermost_first() {
+        let link = |f: &str, file: &str, line| InlineFrame {
+            function: f.into(),
+            file: Some(file.into()),
+            line: Some(line),
+        };
+        let f = Frame {
+            ip: 0x10,
+            function: Some("outer".into()),
+            offset: Some(0x12),
+            file: Some("/src/lib/helper.h".into()),
+            line: Some(7),
+            inlined: vec![
+                link("helper", "/src/lib/helper.h", 7),
+                link("middle", "/src/lib/mid.c", 20),
+                link("outer", "/src/main.c", 34),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(
+            f.text(),
+            "helper (lib/helper.h:7) (inlined) ← middle (lib/mid.c:20) (inlined) ← outer+0x12 (src/main.c:34)"
+        );
+        let json = serde_json::to_value(&f).unwrap();
+        assert_eq!(json["inlined"][0]["function"], "helper");
+        assert_eq!(json["inlined"][2]["line"], 34);
+        assert!(serde_json::to_value(Frame::unknown(1))
+            .unwrap()
+            .get("inlined")
+            .is_none());
     }
 }

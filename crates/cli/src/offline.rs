@@ -74,6 +74,15 @@ pub fn frame_from(f: &symbols::Frame) -> Frame {
         line: f.line,
         module: f.module.as_deref().map(str::to_string),
         module_offset: f.module_offset,
+        inlined: f
+            .inlined
+            .iter()
+            .map(|i| crate::frames::InlineFrame {
+                function: i.function.to_string(),
+                file: i.file.as_deref().map(str::to_string),
+                line: i.line,
+            })
+            .collect(),
     }
 }
 

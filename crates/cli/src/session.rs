@@ -122,18 +122,24 @@ fn open(
     let mut exe = None;
     if let TargetKind::Launch(cmd) = &plan.target {
         exe = Some(check_program(&cmd[0])?);
-        // Armed from the first instruction: say so before the program's own
-        // output, once every watch is open (a refusal is the only line).
-        let line = banner_line(&cmd.join(" "));
-        let note = ring_note.clone();
-        b = b.on_armed(move || {
-            if let Some(note) = note {
-                eprintln!("{note}");
-            }
-            eprintln!("{line}");
-        });
+        if at_entry.is_none() {
+            // Armed from the first instruction: say so before the program's
+            // own output, once every watch is open (a refusal is the only line).
+            let line = banner_line(&cmd.join(" "));
+            let note = ring_note.clone();
+            b = b.on_armed(move || {
+                if let Some(note) = note {
+                    eprintln!("{note}");
+                }
+                eprintln!("{line}");
+            });
+        }
     }
     let watcher = b.open().map_err(linux_error)?;
+    if let (TargetKind::Launch(cmd), Some(_)) = (&plan.target, &at_entry) {
+        // Stopped at its entry point: armed before it runs on.
+        banner(&cmd.join(" "));
+    }
     let pid = watcher.pid();
     // Read the maps at once: a short-lived program may be gone soon.
     let mut maps = Maps::new(pid);

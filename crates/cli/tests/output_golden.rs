@@ -188,7 +188,7 @@ fn normalize(s: &str) -> String {
 
 /// Further: what a different compiler or libc changes (addresses, offsets,
 /// the frames outside the demo's own source, column widths of the thread
-/// table), and the demo's line numbers.
+/// table, line numbers).
 fn portable(s: &str) -> String {
     let mut out = String::new();
     for l in s.lines() {
@@ -196,40 +196,45 @@ fn portable(s: &str) -> String {
         if l.trim_start().starts_with("← ") && !l.contains("src/main.rs") {
             continue;
         }
+        if l.starts_with('{') {
+            // JSON: frames outside the demo dropped, structurally.
+            if let Ok(mut v) = serde_json::from_str::<serde_json::Value>(l) {
+                keep_demo_frames(&mut v);
+                out += &v.to_string();
+                out.push('\n');
+                continue;
+            }
+        }
         out += l;
         out.push('\n');
     }
-    // JSON frames outside the demo.
-    let frame = Regex::new(r#",?\{"ip":"0x[0-9a-f]+"[^{}]*\}"#).unwrap();
-    let out = frame
-        .replace_all(&out, |c: &regex::Captures| {
-            let f = c.get(0).unwrap().as_str();
-            if f.contains("crates/demo/src/main.rs") {
-                f.to_string()
-            } else {
-                String::new()
-            }
-        })
-        .into_owned();
     let subs: &[(&str, &str)] = &[
         (r"0x[0-9a-f]+", "0xA"),
-        (r#""(offset|module_offset)":[0-9]+"#, r#""$1":N"#),
-        (
-            r#""file":"[^"]*crates/demo/src/main.rs""#,
-            r#""file":"main.rs""#,
-        ),
-        // The demo's own line numbers move when the demo is edited (the
-        // HWBREAK_BASELINE comparison keeps them).
-        (r#""line":[0-9]+"#, r#""line":L"#),
-        (r"src/main\.rs:[0-9]+", "src/main.rs:L"),
-        (r"\[,", "["),
+        (r#""(offset|module_offset|line)":[0-9]+"#, r#""$1":N"#),
+        (r#""file":"[^"]*/([^/"]+)""#, r#""file":"$1""#),
+        (r"\.rs:[0-9]+", ".rs:L"),
         (r"[ ]+", " "),
     ];
-    let mut out = out;
     for (re, to) in subs {
         out = Regex::new(re).unwrap().replace_all(&out, *to).into_owned();
     }
     out
+}
+
+/// In every array of frames (`stack`, `frames`, and any nested list of
+/// objects with an `ip`), keep only the demo's own frames.
+fn keep_demo_frames(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    match v {
+        Value::Array(items) => {
+            items.retain(|f| {
+                f.get("ip").is_none() || f.to_string().contains("crates/demo/src/main.rs")
+            });
+            items.iter_mut().for_each(keep_demo_frames);
+        }
+        Value::Object(m) => m.values_mut().for_each(keep_demo_frames),
+        _ => {}
+    }
 }
 
 fn golden_dir() -> PathBuf {

@@ -135,12 +135,15 @@ fn script_names_resolve_in_its_interpreter_with_debug_symbols() {
         return;
     }
     assert_eq!(o.code, 0, "{}", o.stderr);
-    assert!(
-        o.stderr
-            .contains("watching _PyRuntime.gilstate.check_enabled"),
+    // The summary names the watch with its address in CPython's data.
+    let v = common::json_lines(&o.stdout);
+    let w = &v.last().unwrap_or_else(|| panic!("{}", o.stdout))["watches"][0];
+    assert_eq!(
+        w["name"], "_PyRuntime.gilstate.check_enabled",
         "{}",
-        o.stderr
+        o.stdout
     );
+    assert_eq!(w["len"], 4, "{}", o.stdout);
 }
 
 /// `nm`'s address for `name` in `file`, or `None` (SKIP printed) without nm.
@@ -183,4 +186,122 @@ fn link_time_address_of_a_pie_symbol_is_refused_naming_the_symbol() {
         !o.stdout.contains("done counter="),
         "the program must not have run"
     );
+}
+
+/// Every frame in libc with an inline chain, from JSON `v` (any nesting):
+/// (module offset, [(function, file's last component, line)]).
+type Chain = Vec<(String, String, Option<u64>)>;
+fn libc_chains(v: &serde_json::Value, out: &mut Vec<(u64, Chain)>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let in_libc = m
+                .get("module")
+                .and_then(|x| x.as_str())
+                .is_some_and(|p| p.contains("/libc.so.6"));
+            if let (true, Some(chain), Some(off)) = (
+                in_libc,
+                m.get("inlined").and_then(|x| x.as_array()),
+                m.get("module_offset").and_then(|x| x.as_u64()),
+            ) {
+                let c = chain
+                    .iter()
+                    .map(|l| {
+                        let f = l["file"].as_str().unwrap_or("??");
+                        (
+                            l["function"].as_str().unwrap_or("??").to_string(),
+                            f.rsplit('/').next().unwrap_or(f).to_string(),
+                            l["line"].as_u64(),
+                        )
+                    })
+                    .collect();
+                out.push((off, c));
+            }
+            m.values().for_each(|x| libc_chains(x, out));
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| libc_chains(x, out)),
+        _ => {}
+    }
+}
+
+/// `addr2line -f -i` on libc (it finds libc6-dbg's file itself) for a
+/// frame at file offset `off`; glibc's text is mapped at file offset =
+/// link-time address. A data hit's IP and a return address point just past
+/// their instruction, so hwbreak (like perf and gdb) looks up `off - 1`.
+fn addr2line_chain(libc: &str, off: u64) -> Chain {
+    let off = off - 1;
+    let out = std::process::Command::new("addr2line")
+        .args(["-f", "-i", "-e", libc, &format!("{off:#x}")])
+        .output()
+        .expect("run addr2line");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks(2)
+        .map(|p| {
+            let place = p.get(1).copied().unwrap_or("??:0");
+            let place = place.split(" (discriminator").next().unwrap();
+            let (f, l) = place.rsplit_once(':').unwrap_or((place, "?"));
+            (
+                p[0].to_string(),
+                f.rsplit('/').next().unwrap_or(f).to_string(),
+                l.parse().ok().filter(|&n| n != 0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn inline_chains_in_json_and_report_match_addr2line_on_glibc() {
+    let _g = slots();
+    let libc = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+    let counter = c_targets().join("counter");
+    // stdout's write pointer: glibc's stdio, -O2, inlined helpers.
+    let spec = "_IO_2_1_stdout_.file._IO_write_ptr";
+    let o = run(hwbreak()
+        .args(["watch", "--json", spec, "--"])
+        .arg(&counter)
+        .args(["10", "1", "1"]));
+    if o.stderr.contains("has no field") || o.stderr.contains("no variable") {
+        eprintln!("SKIP: glibc without debug info; install libc6-dbg");
+        return;
+    }
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut chains = Vec::new();
+    for v in common::json_lines(&o.stdout) {
+        libc_chains(&v, &mut chains);
+    }
+    assert!(
+        !chains.is_empty(),
+        "no inlined frame in glibc: {}",
+        o.stdout
+    );
+    chains.sort();
+    chains.dedup();
+    for (off, c) in &chains {
+        assert!(c.len() >= 2, "{c:?}");
+        assert_eq!(*c, addr2line_chain(libc, *off), "at libc+{off:#x}");
+    }
+    // The same from a record file, through report.
+    let t = tempfile::tempdir().unwrap();
+    let rec = t.path().join("hits.rec");
+    let o = run(hwbreak()
+        .args(["record", "-o"])
+        .arg(&rec)
+        .args([spec, "--"])
+        .arg(&counter)
+        .args(["10", "1", "1"]));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = run(hwbreak().args(["report", "--json"]).arg(&rec));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let mut from_report = Vec::new();
+    for v in common::json_lines(&o.stdout) {
+        libc_chains(&v, &mut from_report);
+    }
+    assert!(!from_report.is_empty(), "{}", o.stdout);
+    for (off, c) in &from_report {
+        assert_eq!(*c, addr2line_chain(libc, *off), "report: at libc+{off:#x}");
+    }
+    // And in text: the chain, innermost first, marked as perf marks it.
+    let o = run(hwbreak().arg("report").arg(&rec));
+    assert!(o.stdout.contains(" (inlined) ← "), "{}", o.stdout);
 }

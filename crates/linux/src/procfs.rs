@@ -152,8 +152,13 @@ pub struct Mapping {
     pub perms: String,
     /// File offset of `start`.
     pub offset: u64,
-    /// Path or pseudo-name (`[heap]`, `[stack]`), empty for anonymous memory.
+    /// Path or pseudo-name (`[heap]`, `[stack]`), empty for anonymous
+    /// memory. A trailing ` (deleted)` is removed and recorded in `deleted`.
     pub path: String,
+    /// Inode of the mapped file (0 for anonymous memory).
+    pub inode: u64,
+    /// The mapped file was deleted (read it through `/proc/PID/map_files`).
+    pub deleted: bool,
 }
 
 /// Parse `/proc/PID/maps`.
@@ -184,15 +189,21 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             let perms = it.next()?.to_string();
             let offset = u64::from_str_radix(it.next()?, 16).ok()?;
             let _dev = it.next()?;
-            let _inode = it.next()?;
-            let path = it.next().unwrap_or("").trim().to_string();
+            let inode = it.next()?.parse().ok()?;
+            let path = it.next().unwrap_or("").trim_start();
+            let (path, deleted) = match path.strip_suffix(" (deleted)") {
+                Some(p) => (p, true),
+                None => (path, false),
+            };
             let (a, b) = range.split_once('-')?;
             Some(Mapping {
                 start: u64::from_str_radix(a, 16).ok()?,
                 end: u64::from_str_radix(b, 16).ok()?,
                 perms,
                 offset,
-                path,
+                path: path.to_string(),
+                inode,
+                deleted,
             })
         })
         .collect()

@@ -225,6 +225,7 @@ mod tests {
                     line: Some(70 + i as u32),
                     module: Some("/work/target/release/hwbreak-demo".into()),
                     module_offset: Some(92300 + i),
+                    inlined: Vec::new(),
                 };
                 Rc::new(Rendered {
                     text: f.text(),

@@ -1,7 +1,5 @@
-//! `/proc/PID/maps`: which file is mapped where.
-//!
-//! Hand-parsed: the format is one line per mapping, six space-separated
-//! fields; blazesym parses it too but keeps its parser private.
+//! `/proc/PID/maps`: which file is mapped where, read and parsed by
+//! [`crate::procfs`]; this module keeps the symbols' own error type.
 
 use std::path::PathBuf;
 
@@ -58,57 +56,39 @@ impl MapEntry {
     }
 }
 
-/// Parse the text of a maps file. Malformed lines are skipped.
-pub fn parse_maps(text: &str) -> Vec<MapEntry> {
-    text.lines().filter_map(parse_line).collect()
+impl From<crate::procfs::Mapping> for MapEntry {
+    fn from(m: crate::procfs::Mapping) -> Self {
+        MapEntry {
+            start: m.start,
+            end: m.end,
+            perms: m.perms,
+            offset: m.offset,
+            inode: m.inode,
+            path: m.path,
+            deleted: m.deleted,
+        }
+    }
 }
 
-fn parse_line(line: &str) -> Option<MapEntry> {
-    let mut it = line.splitn(6, ' ');
-    let range = it.next()?;
-    let perms = it.next()?.to_string();
-    let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-    let _dev = it.next()?;
-    let inode = it.next()?.parse().ok()?;
-    let mut path = it.next().unwrap_or("").trim_start().to_string();
-    let (s, e) = range.split_once('-')?;
-    let deleted = path.ends_with(" (deleted)");
-    if deleted {
-        path.truncate(path.len() - " (deleted)".len());
-    }
-    Some(MapEntry {
-        start: u64::from_str_radix(s, 16).ok()?,
-        end: u64::from_str_radix(e, 16).ok()?,
-        perms,
-        offset,
-        inode,
-        path,
-        deleted,
-    })
+/// Parse the text of a maps file. Malformed lines are skipped.
+pub fn parse_maps(text: &str) -> Vec<MapEntry> {
+    crate::procfs::parse_maps(text)
+        .into_iter()
+        .map(MapEntry::from)
+        .collect()
 }
 
 /// Read `/proc/PID/maps`. A missing process gives [`SymbolError::NoProcess`].
 pub fn read_maps(pid: i32) -> Result<Vec<MapEntry>, SymbolError> {
     let path = PathBuf::from(format!("/proc/{pid}/maps"));
-    match std::fs::read_to_string(&path) {
-        Ok(t) => {
-            let m = parse_maps(&t);
-            if m.is_empty() {
-                // A zombie (exited, not yet reaped) has an empty maps file.
-                return Err(SymbolError::NoProcess { pid });
-            }
-            Ok(m)
-        }
-        Err(e)
-            if e.kind() == std::io::ErrorKind::NotFound
-                || e.raw_os_error() == Some(libc::ESRCH) =>
-        {
-            Err(SymbolError::NoProcess { pid })
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            Err(SymbolError::permission(pid, path))
-        }
-        Err(e) => Err(SymbolError::io(path, e)),
+    match crate::procfs::maps(pid) {
+        // A zombie (exited, not yet reaped) has an empty maps file.
+        Ok(m) if m.is_empty() => Err(SymbolError::NoProcess { pid }),
+        Ok(m) => Ok(m.into_iter().map(MapEntry::from).collect()),
+        Err(crate::error::Error::ProcessGone { .. }) => Err(SymbolError::NoProcess { pid }),
+        Err(crate::error::Error::Permission { .. }) => Err(SymbolError::permission(pid, path)),
+        Err(crate::error::Error::Sys { source, .. }) => Err(SymbolError::io(path, source)),
+        Err(e) => Err(SymbolError::io(path, std::io::Error::other(e.to_string()))),
     }
 }
 

@@ -751,13 +751,16 @@ impl Resolver {
         if self.pid.is_some() && self.maps.iter().any(|m| m.contains(addr)) {
             return Ok(());
         }
-        for i in 0..self.slots.len().min(1) {
-            let Ok(m) = self.module(i) else { continue };
+        // Slot 0 is the executable.
+        if let Some(i) = (!self.slots.is_empty()).then_some(0) {
+            let Ok(m) = self.module(i) else {
+                return Ok(());
+            };
             if !m.is_dyn {
-                continue;
+                return Ok(());
             }
             let Some(sym) = m.sym_containing(addr) else {
-                continue;
+                return Ok(());
             };
             let within = addr - sym.addr;
             let name = if within == 0 {
