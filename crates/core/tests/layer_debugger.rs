@@ -306,13 +306,15 @@ fn try_holders_names_what_sits_on_a_cpu_and_never_blocks() {
         )
         .unwrap();
     let mut seen = Vec::new();
-    l.debugger().try_holders(CpuId(1), &mut |_, slot, id, task| {
-        seen.push((slot, id, task))
-    })
-    .unwrap();
+    l.debugger()
+        .try_holders(CpuId(1), &mut |_, slot, id, task| {
+            seen.push((slot, id, task))
+        })
+        .unwrap();
     assert_eq!(seen, vec![(0, a, None)]);
     let mut none = 0;
-    l.debugger().try_holders(CpuId(0), &mut |_, _, _, _| none += 1)
+    l.debugger()
+        .try_holders(CpuId(0), &mut |_, _, _, _| none += 1)
         .unwrap();
     assert_eq!(none, 0);
     assert!(matches!(

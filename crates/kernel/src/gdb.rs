@@ -395,12 +395,14 @@ impl KTarget {
             buf: [0; 400],
             len: 0,
         };
-        let r = crate::dr::layer().debugger().try_holders(cpu, &mut |_, slot, id, task| {
-            let _ = match task {
-                Some(t) => write!(out, " DR{slot}=breakpoint {} (task {})", id.0, t.0),
-                None => write!(out, " DR{slot}=breakpoint {} (cpu-bound)", id.0),
-            };
-        });
+        let r = crate::dr::layer()
+            .debugger()
+            .try_holders(cpu, &mut |_, slot, id, task| {
+                let _ = match task {
+                    Some(t) => write!(out, " DR{slot}=breakpoint {} (task {})", id.0, t.0),
+                    None => write!(out, " DR{slot}=breakpoint {} (cpu-bound)", id.0),
+                };
+            });
         if r.is_err() {
             let _ = write!(out, " (its table is locked by a stopped CPU)");
         }
