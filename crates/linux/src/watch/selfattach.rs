@@ -127,7 +127,7 @@ fn recv(sock: RawFd) -> io::Result<(Vec<u32>, Vec<OwnedFd>)> {
 
 /// The helper's work; returns normally only to `_exit`.
 fn helper(plan: &OpenPlan<'_>, watches: &[Watch], enable: bool, pid: i32, sock: RawFd) {
-    let fz = match Frozen::freeze(pid) {
+    let fz = match Frozen::freeze_here(pid) {
         Ok(f) => f,
         Err(e) => {
             let why = format!("{e:?}");
