@@ -104,6 +104,21 @@ pub fn process_exists(pid: i32) -> bool {
     pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The id under which process `pid`'s memory is read in `/proc`: `pid`
+/// itself, or, when its main thread has exited while others live on (a
+/// zombie leader, whose `/proc/PID/maps` is empty and whose `exe` link is
+/// unreadable), its first live thread: `/proc/TID/` shows the same process
+/// through a live thread.
+pub fn live_task(pid: i32) -> i32 {
+    if !matches!(thread_state(pid, pid), Some('Z') | Some('X')) {
+        return pid;
+    }
+    threads(pid)
+        .ok()
+        .and_then(|t| t.first().copied())
+        .unwrap_or(pid)
+}
+
 /// The thread ids of process `pid`, from `/proc/PID/task`, skipping zombie
 /// threads (an exited leader stays listed as `Z` until the group ends; it can
 /// take no breakpoint and must not be waited for).
@@ -148,7 +163,8 @@ pub struct Mapping {
 
 /// Parse `/proc/PID/maps`.
 pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+    let live = live_task(pid);
+    let text = std::fs::read_to_string(format!("/proc/{live}/maps")).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) {
             Error::ProcessGone { pid }
         } else if let Some(errno @ (libc::EACCES | libc::EPERM)) = e.raw_os_error() {

@@ -444,3 +444,44 @@ fn a_thread_in_uninterruptible_wait_is_held_not_left_stopped() {
     assert_eq!(w.counts().unwrap(), vec![2000]);
     t.finish();
 }
+
+/// Issue 9, defect 10: a live process whose main thread has exited (a
+/// zombie leader, whose `/proc/PID/maps` is empty and `exe` unreadable) is
+/// still a process: its names resolve, its maps are read through a live
+/// thread, and every write of its surviving thread is counted.
+#[test]
+fn a_process_whose_main_thread_exited_is_watched_through_its_live_threads() {
+    use hwbreak_linux::procfs::{live_task, maps, thread_state};
+    let _g = slots();
+    let mut t = Target::spawn("leaderexit", &["700"]);
+    let pid = t.pid;
+    let since = std::time::Instant::now();
+    while thread_state(pid, pid) != Some('Z') {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(60),
+            "the main thread never exited: {:?}",
+            thread_state(pid, pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_ne!(
+        live_task(pid),
+        pid,
+        "a live thread stands in for the leader"
+    );
+    assert!(!maps(pid).unwrap().is_empty());
+    let v = hwbreak_linux::symbols::Resolver::for_pid(pid)
+        .unwrap()
+        .resolve("target_var")
+        .unwrap();
+    assert_eq!(v.addr, t.addr);
+    let w = Watcher::builder()
+        .target(T::Process(pid))
+        .watch("target_var", BpAttr::write(v.addr, 8))
+        .open()
+        .unwrap();
+    t.go();
+    assert_eq!(t.done(), 700);
+    assert_eq!(w.counts().unwrap(), vec![700]);
+    t.finish();
+}

@@ -89,7 +89,8 @@ fn parse_line(line: &str) -> Option<MapEntry> {
 
 /// Read `/proc/PID/maps`. A missing process gives [`SymbolError::NoProcess`].
 pub fn read_maps(pid: i32) -> Result<Vec<MapEntry>, SymbolError> {
-    let path = PathBuf::from(format!("/proc/{pid}/maps"));
+    // Through a live thread if the main thread has exited.
+    let path = PathBuf::from(format!("/proc/{}/maps", crate::procfs::live_task(pid)));
     match std::fs::read_to_string(&path) {
         Ok(t) => {
             let m = parse_maps(&t);

@@ -94,7 +94,9 @@ impl Resolver {
             return Err(SymbolError::NoProcess { pid });
         }
         let maps = read_maps(pid)?;
-        let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
+        // Through a live thread if the main thread has exited.
+        let live = crate::procfs::live_task(pid);
+        let exe_link = PathBuf::from(format!("/proc/{live}/exe"));
         let exe_path = match std::fs::read_link(&exe_link) {
             Ok(p) => p
                 .to_string_lossy()
@@ -118,7 +120,7 @@ impl Resolver {
             let open = if is_exe {
                 exe_link.clone()
             } else if m.deleted || !Path::new(&m.path).exists() {
-                PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                PathBuf::from(format!("/proc/{live}/map_files/{:x}-{:x}", m.start, m.end))
             } else {
                 PathBuf::from(&m.path)
             };
