@@ -37,6 +37,25 @@ pub fn permission_error(what: impl Into<String>, errno: i32, rule: Denied) -> Er
     Error::permission_with(what, errno, rule, perf_event_paranoid(), ptrace_scope())
 }
 
+/// An [`Error::OutOfFds`] for `what`, with this process's descriptor count
+/// and limits read now.
+pub fn out_of_fds_error(what: String, errno: i32) -> Error {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct, a live local.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
+    let known = |v: libc::rlim_t| (ok && v != libc::RLIM_INFINITY).then_some(v);
+    Error::OutOfFds {
+        what,
+        errno,
+        open: open_fd_count(),
+        soft: known(r.rlim_cur),
+        hard: known(r.rlim_max),
+    }
+}
+
 /// The permission rule for a breakpoint on thread or process `tid` (0 = this
 /// one): [`Denied::OtherUser`] when `/proc/TID/status` names another real
 /// uid, else [`Denied::Own`].
@@ -136,6 +155,43 @@ pub fn threads(pid: i32) -> Result<Vec<i32>> {
         .collect();
     v.sort_unstable();
     Ok(v)
+}
+
+/// The kernel's `PF_KTHREAD` task flag (`include/linux/sched.h`).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in `/proc/PID/stat`'s
+/// flags): it has no user memory, maps or executable.
+pub fn is_kernel_thread(pid: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the comm's last ')': state ppid pgrp session tty_nr tpgid flags.
+    s.rfind(')')
+        .and_then(|i| s[i + 1..].split_whitespace().nth(6)?.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// A process's name (`/proc/PID/comm`), empty if unreadable.
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// `pid` names a live user process or thread: else [`Error::ProcessGone`]
+/// or [`Error::KernelThread`].
+pub fn check_user_process(pid: i32) -> Result<()> {
+    if !process_exists(pid) {
+        return Err(Error::ProcessGone { pid });
+    }
+    if is_kernel_thread(pid) {
+        return Err(Error::KernelThread {
+            pid,
+            comm: comm(pid),
+        });
+    }
+    Ok(())
 }
 
 /// A thread's state letter (`R`, `S`, `T`, `t`, `Z` ...) or `None` if it is gone.
@@ -292,6 +348,22 @@ mod tests {
         let me = std::process::id() as i32;
         assert_eq!(tracer_of(me, me), Some(0));
         assert_eq!(tracer_of(i32::MAX, i32::MAX), None);
+    }
+
+    #[test]
+    fn kthreadd_is_a_kernel_thread_and_this_process_is_not() {
+        // PID 2 is kthreadd on every Linux since 2.6.
+        assert!(is_kernel_thread(2));
+        assert!(!is_kernel_thread(std::process::id() as i32));
+        assert!(!is_kernel_thread(i32::MAX));
+        let e = check_user_process(2).unwrap_err();
+        assert!(matches!(e, Error::KernelThread { pid: 2, .. }), "{e:?}");
+        assert!(e.to_string().contains("is a kernel thread"), "{e}");
+        assert!(check_user_process(std::process::id() as i32).is_ok());
+        assert!(matches!(
+            check_user_process(i32::MAX),
+            Err(Error::ProcessGone { .. })
+        ));
     }
 
     #[test]

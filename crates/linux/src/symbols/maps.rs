@@ -95,6 +95,12 @@ pub fn read_maps(pid: i32) -> Result<Vec<MapEntry>, SymbolError> {
         Ok(t) => {
             let m = parse_maps(&t);
             if m.is_empty() {
+                if crate::procfs::is_kernel_thread(pid) {
+                    return Err(SymbolError::KernelThread {
+                        pid,
+                        comm: crate::procfs::comm(pid),
+                    });
+                }
                 // A zombie (exited, not yet reaped) has an empty maps file.
                 return Err(SymbolError::NoProcess { pid });
             }

@@ -119,9 +119,9 @@ impl Rings {
             da.raw_mut().wakeup_watermark = (ring_bytes / 8).max(1);
             set_monotonic_clock(&mut da);
             let ev = Event::open(&da, 0, cpu, None)
-                .map_err(|e| Error::sys(format!("open the ring owner on CPU {cpu}"), e))?;
+                .map_err(|e| sys_or_fds(format!("open the ring owner on CPU {cpu}"), e))?;
             let ring = Ring::new(ev, ring_pages, layout).map_err(|e| {
-                Error::sys(format!("mmap a {ring_pages}-page ring on CPU {cpu}"), e)
+                sys_or_fds(format!("mmap a {ring_pages}-page ring on CPU {cpu}"), e)
             })?;
             out.of_cpu.insert(cpu, out.rings.len());
             out.rings.push(ring);
@@ -132,6 +132,15 @@ impl Rings {
     /// The ring owners' events, by ring index.
     pub fn events(&self) -> Vec<&Event> {
         self.rings.iter().map(|r| r.event()).collect()
+    }
+}
+
+/// A failed system call: [`Error::OutOfFds`] if descriptors ran out, else
+/// [`Error::Sys`].
+fn sys_or_fds(what: String, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(errno @ (libc::EMFILE | libc::ENFILE)) => crate::procfs::out_of_fds_error(what, errno),
+        _ => Error::sys(what, e),
     }
 }
 

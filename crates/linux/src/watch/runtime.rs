@@ -2,7 +2,7 @@
 //! modify in place with rollback, and the hand-off to the drain
 //! ([`super::drain`]) and to a launched command ([`crate::launch`]).
 
-use super::attach::Attach;
+use super::attach::{above_user_space, Attach, USER_SPACE_END};
 use super::attr::{Mode, Watch, HW_SLOTS};
 use super::drain::{Drain, TaskRecord, WatchHit};
 use super::member::{Member, MemberEvents};
@@ -175,6 +175,10 @@ impl Watcher {
             },
         );
         if let Err((k, e)) = applied {
+            let probe = Watch {
+                name: name.clone(),
+                attr,
+            };
             // The kernel disables an event before modifying it and re-enables it
             // only if the attr it was *opened* with said enabled; ours were opened
             // disabled (enabled later by ioctl), so put the failed one back on.
@@ -192,6 +196,12 @@ impl Watcher {
                         .collect(),
                     total: HW_SLOTS,
                     other_users: 0,
+                },
+                Some(libc::EINVAL) if above_user_space(&probe) => Error::AboveUserSpace {
+                    watch: name.clone(),
+                    addr: attr.addr,
+                    len: attr.len,
+                    limit: USER_SPACE_END,
                 },
                 Some(libc::EINVAL) if attr.privileged => crate::procfs::permission_error(
                     format!("move watch `{name}` to kernel address {:#x}", attr.addr),
