@@ -141,8 +141,17 @@ pub(crate) struct PerfDomain<'a> {
 impl PerfDomain<'_> {
     /// The [`Error`] for a failure to open member `m`.
     fn open_error(&self, f: OpenFailure, m: Member) -> Error {
+        let Some(wi) = f.watch else {
+            let what = format!("open the side-band event (thread and mmap records) of {m:?}");
+            return match f.error.raw_os_error() {
+                Some(errno @ (libc::EMFILE | libc::ENFILE)) => {
+                    procfs::out_of_fds_error(what, errno)
+                }
+                _ => Error::sys(what, f.error),
+            };
+        };
         match f.step {
-            OpenStep::Open => map_open_error(f.error, self.watches, f.watch, m, self.sigtrap),
+            OpenStep::Open => map_open_error(f.error, self.watches, wi, m, self.sigtrap),
             OpenStep::Redirect { cpu } => Error::sys(
                 format!("redirect output of {m:?} to the CPU {cpu} ring"),
                 f.error,

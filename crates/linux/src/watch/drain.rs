@@ -78,8 +78,8 @@ pub enum TaskRecord<'a> {
     /// A launched command mapped an executable file (sampling a launched
     /// command asks for these, so that code loaded after the watch started
     /// can be unwound and symbolized even after the process is gone). If
-    /// the ring is full, such a record is lost like a hit and counted in
-    /// [`super::Watcher::lost`].
+    /// the ring is full, such a record is lost and counted in
+    /// [`super::Watcher::lost_side_band`], never as a lost hit.
     Mmap {
         /// Process id.
         pid: u32,
