@@ -438,6 +438,8 @@ fn other_process_failure_on_one_thread_rolls_back_and_lets_it_run() {
 /// by symbol resolution, and nothing is opened.
 #[test]
 fn a_kernel_thread_is_named_a_kernel_thread_not_a_dead_process() {
+    // Serialized with the other tests that count descriptors.
+    let _g = slots();
     let fds = open_fd_count();
     for target in [T::Process(2), T::Thread(2)] {
         let e = Watcher::builder()
@@ -509,6 +511,8 @@ fn an_address_above_user_space_is_named_not_a_raw_einval() {
 #[test]
 fn an_offset_below_address_zero_is_refused_not_wrapped_into_the_kernel_half() {
     use hwbreak_linux::symbols::{Resolver, SymbolError};
+    // Its pipes would upset the tests that count descriptors.
+    let _g = slots();
     let t = Target::spawn("writers", &["1", "1", "1", "0"]);
     let r = Resolver::for_pid(t.pid).unwrap();
     assert_eq!(r.resolve("target_var").unwrap().addr, t.addr);

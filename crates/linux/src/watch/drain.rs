@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventAttr};
 use crate::record::{Record, SampleLayout};
 use crate::ring::{DrainStats, Ring};
+use crate::symbols::MapEntry;
 use crate::unwind::DwarfUnwinder;
+use perf_event_open_sys::bindings as b;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +41,9 @@ pub struct WatchHit<'a> {
     /// Return addresses, innermost first (frame pointers), without context markers.
     pub callchain: &'a [u64],
     /// Whether the callchain was cut: with [`super::Callchain::Copied`], the stack
-    /// went on above the copied bytes. Always false for the kernel's walk.
+    /// went on above the copied bytes, or (one process) a frame lies in code
+    /// whose unwind information is not known (no module: a guess with the
+    /// frame pointers could skip a caller). Always false for the kernel's walk.
     pub stack_truncated: bool,
     /// User registers: those in `regs_mask`, in perf's order (AX BX CX DX
     /// SI DI BP SP IP FLAGS CS SS, then R8..R15 from bit 16). Read one with
@@ -144,6 +148,26 @@ fn sys_or_fds(what: String, e: std::io::Error) -> Error {
     }
 }
 
+/// The executable file mapping a `PERF_RECORD_MMAP2` record announces.
+fn exec_mapping(rec: &Record<'_>) -> Option<MapEntry> {
+    let Record::Mmap {
+        addr,
+        len,
+        pgoff,
+        prot,
+        filename,
+        ..
+    } = *rec
+    else {
+        return None;
+    };
+    if prot & libc::PROT_EXEC as u32 == 0 {
+        return None;
+    }
+    let path = std::str::from_utf8(filename).ok()?;
+    Some(MapEntry::executable(addr, addr + len, pgoff, path))
+}
+
 /// The drain's reusable unwinding state: the buffer callchains are walked
 /// into, and the process's unwinder (built at the first drain).
 #[derive(Debug, Default)]
@@ -167,18 +191,37 @@ pub(crate) struct Drain {
     mode: Mode,
     /// The watched process, if one: its modules' CFI unwind the copied stacks.
     pid: Option<i32>,
+    /// Its code mappings come as `PERF_RECORD_MMAP2` records (a launched
+    /// program), read from every ring before any hit is unwound.
+    mmap_records: bool,
     unwinding: Mutex<Unwinding>,
 }
 
 impl Drain {
-    /// A drain over `rings`, decoding samples of the events in `ids`.
+    /// A drain over `rings`, decoding samples of the events in `ids`. With
+    /// copied stacks of one process, its modules are read now, while it
+    /// surely lives (a short-lived program may be gone by the first drain);
+    /// `mmap_records` says its later mappings come as records.
     pub fn new(
         rings: Vec<Ring>,
         ids: HashMap<u64, usize>,
         spec: Option<SampleSpec>,
         mode: Mode,
         pid: Option<i32>,
+        mmap_records: bool,
     ) -> Drain {
+        let copied = matches!(
+            mode,
+            Mode::Sample {
+                callchain: Callchain::Copied { .. },
+                ..
+            }
+        );
+        let dwarf = pid.filter(|_| copied).map(|p| {
+            let mut d = DwarfUnwinder::new(p);
+            d.refresh();
+            d
+        });
         Drain {
             rings: rings.into_iter().map(Mutex::new).collect(),
             ids,
@@ -188,7 +231,11 @@ impl Drain {
             spec,
             mode,
             pid,
-            unwinding: Mutex::new(Unwinding::default()),
+            mmap_records,
+            unwinding: Mutex::new(Unwinding {
+                chain: Vec::new(),
+                dwarf,
+            }),
         }
     }
 
@@ -250,7 +297,22 @@ impl Drain {
         // One process: walk with its modules' CFI. CPU-wide hits come from
         // any process: frame pointers only.
         if copied && dwarf.is_none() {
-            dwarf = self.pid.map(crate::unwind::DwarfUnwinder::new);
+            dwarf = self.pid.map(DwarfUnwinder::new);
+        }
+        // A launched program's code mappings arrive as records, each in the
+        // ring of the CPU that mapped it, which may be drained after the
+        // ring holding the hits in that code: learn them all first.
+        if let (true, Some(d)) = (self.mmap_records, dwarf.as_mut()) {
+            for r in &self.rings {
+                r.lock().unwrap().peek(
+                    |h| h.kind == b::PERF_RECORD_MMAP2,
+                    |rec| {
+                        if let Some(m) = exec_mapping(&rec) {
+                            d.add_mapping(&m);
+                        }
+                    },
+                );
+            }
         }
         for r in &self.rings {
             let mut ring = r.lock().unwrap();
@@ -302,26 +364,19 @@ impl Drain {
                 }),
                 Record::Exit(t) => task(TaskRecord::Exit { tid: t.tid }),
                 Record::Throttle { unthrottle, .. } => task(TaskRecord::Throttle(!unthrottle)),
-                Record::Mmap {
-                    pid,
-                    addr,
-                    len,
-                    pgoff,
-                    prot,
-                    filename,
-                } if prot & libc::PROT_EXEC as u32 != 0 => {
-                    let Ok(path) = std::str::from_utf8(filename) else {
+                Record::Mmap { pid, filename, .. } => {
+                    let (Some(m), Ok(path)) = (exec_mapping(&rec), std::str::from_utf8(filename))
+                    else {
                         return;
                     };
-                    let m = crate::symbols::MapEntry::executable(addr, addr + len, pgoff, path);
                     if let Some(d) = dwarf.as_mut() {
                         d.add_mapping(&m);
                     }
                     task(TaskRecord::Mmap {
                         pid,
-                        start: addr,
-                        end: addr + len,
-                        offset: pgoff,
+                        start: m.start,
+                        end: m.end,
+                        offset: m.offset,
                         path,
                     });
                 }
