@@ -100,17 +100,6 @@ Examples:
 Slots are probed by opening disabled breakpoints until the kernel refuses,
 then closing them all: nothing is left behind.")]
     Slots(SlotsArgs),
-    /// Measure hwbreak against raw perf_event_open, gdb, perf and bpftrace on one target, in one run.
-    #[command(after_help = "\
-Examples:
-  hwbreak bench                       # N = 10^6 writes, gdb 10^4, best of 3
-  hwbreak bench -n 100000 --repeat 1 --only stat,gdb
-  hwbreak bench --json --perf-bench > bench.json
-
-Needs gcc (the target and the raw C peer are built at bench time); gdb, perf
-and bpftrace are used when installed and skipped with the reason otherwise.
-Figures and method: docs/PERFORMANCE.md.")]
-    Bench(crate::bench::BenchArgs),
 }
 
 /// Which threads to watch, and what.

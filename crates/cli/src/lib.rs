@@ -18,7 +18,6 @@
 
 #![warn(missing_docs)]
 
-pub mod bench;
 pub mod cli;
 pub mod error;
 pub mod frames;
@@ -44,6 +43,5 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Cmd::Watch(a) => session::watch(&a),
         Cmd::Stat(a) => session::stat(&a),
         Cmd::Record(a) => session::record(&a),
-        Cmd::Bench(a) => bench::run(a).map_err(|e| CliError::new(format!("{e:#}"))),
     }
 }

@@ -55,7 +55,6 @@ impl Machine for Flat {
     fn current(&self, _cpu: CpuId) -> Option<TaskId> {
         None
     }
-    fn set_single_step(&mut self, _cpu: CpuId, _on: bool) {}
     fn now(&self) -> u64 {
         0
     }
@@ -131,7 +130,7 @@ fn bench(c: &mut Criterion) {
         );
         assert_eq!(layer.registered().len(), 1, "the bench leaks nothing");
         assert_eq!(
-            layer.free_everywhere(Pool::Data),
+            layer.debugger().free_everywhere(Pool::Data),
             Ok(3),
             "every booking of the bench was given back"
         );
@@ -167,7 +166,7 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
-    assert_eq!(layer.free_everywhere(Pool::Data), Ok(2));
+    assert_eq!(layer.debugger().free_everywhere(Pool::Data), Ok(2));
     g.finish();
 }
 

@@ -15,7 +15,11 @@
 //! 4. where the arch traps *before* the access ([`crate::arch::Arch::needs_step_over`]),
 //!    the slot is disabled on this CPU, single-step is armed and the hit is
 //!    parked; the step-completion exception re-arms the slot, turns
-//!    single-step off and delivers;
+//!    single-step off and delivers. Single-step is the machine's optional
+//!    [`crate::machine::SingleStep`]; registration refuses a breakpoint that
+//!    needs it on a machine without it ([`crate::Error::NeedsSingleStep`]);
+//!    should the machine withdraw it later, the hit is counted as a stray and
+//!    the slot stays armed (the machine sees no progress, never a lost hit);
 //! 5. delivery: callback, per-breakpoint counter, `Record::Sample`.
 //!
 //! Delivery follows the synchronous-unregister protocol of [`crate::bp`]:
@@ -30,7 +34,7 @@ use crate::arch::{Arch, Pool, RawStatus};
 use crate::bp::{Hit, Life};
 use crate::events::{Events, Record, Sample};
 use crate::install::{CpuTable, Pending, MAX_HITS};
-use crate::machine::Machine;
+use crate::machine::{set_single_step, Machine};
 use crate::target::CpuId;
 
 /// What dispatch did with an exception.
@@ -125,10 +129,12 @@ pub(crate) fn handle(
                     );
                 }
             }
-            m.set_single_step(cpu, false);
+            set_single_step(m, cpu, false);
         }
 
         let mut stepping = false;
+        // Asked once, and only for a trap-before hit (never on x86).
+        let mut can_step = None;
         for pool in Pool::ALL {
             for slot in 0..arch.slots(pool).min(crate::arch::MAX_SLOTS) {
                 if !decoded.hit(pool, slot) {
@@ -153,7 +159,18 @@ pub(crate) fn handle(
                 if !ok {
                     out.strays += 1;
                 }
-                if arch.needs_step_over(&e.bp) {
+                let step_over = arch.needs_step_over(&e.bp);
+                if step_over && !*can_step.get_or_insert_with(|| m.single_step().is_some()) {
+                    // Registration refuses a step-over breakpoint on a machine
+                    // without single-step (Error::NeedsSingleStep), so only a
+                    // machine that withdrew the capability gets here. Neither
+                    // park (the hit would be lost) nor deliver a hit that has
+                    // not happened: leave the slot armed, so the machine
+                    // traps again and sees no progress.
+                    if ok {
+                        out.strays += 1;
+                    }
+                } else if step_over {
                     // Trap-before: the access has not happened. Disable the slot
                     // here, step one instruction, deliver on completion. Strays
                     // are stepped over too, or the CPU would trap forever.
@@ -188,7 +205,7 @@ pub(crate) fn handle(
             }
         }
         if stepping {
-            m.set_single_step(cpu, true);
+            set_single_step(m, cpu, true);
             out.stepping = true;
         }
     }

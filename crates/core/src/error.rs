@@ -50,6 +50,14 @@ pub enum Error {
     /// The CPU exists but is offline.
     #[error("CPU {} is offline; bring it online or target all CPUs (wide breakpoints follow CPUs as they come online)", .0 .0)]
     CpuOffline(CpuId),
+    /// The arch traps before this access and reports it after only by
+    /// stepping over it, and the machine has no single-step
+    /// ([`crate::Machine::single_step`] is `None`).
+    #[error("this {pool:?} breakpoint traps before the access, and reporting it needs a hardware single-step over the access, which this machine does not provide; give the machine a SingleStep capability (Machine::single_step), or watch on an arch that traps after the access (x86 data)")]
+    NeedsSingleStep {
+        /// The pool of the refused breakpoint.
+        pool: Pool,
+    },
     /// The debugger path released a slot it does not hold.
     #[error("no debugger-held {pool:?} slot to release: try_release was called more often than try_reserve")]
     NotReserved {

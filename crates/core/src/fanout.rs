@@ -7,6 +7,10 @@
 //! 1. **prepare** each member (book a slot, open a disabled perf event). Any
 //!    failure aborts every member prepared so far, in reverse order, and the
 //!    caller learns which member failed and why. Nothing is left behind.
+//!    (The layer's wide registration books every online CPU in one
+//!    all-or-nothing call, `Slots::reserve_cpus`, before the fan-out runs, so
+//!    there its prepare has nothing left to do; a CPU that joins later is
+//!    booked in its own prepare.)
 //! 2. **commit** each member (write the hardware, enable the event). Commit
 //!    cannot fail, so no hit can ever come from a half-done request.
 //!

@@ -1,13 +1,60 @@
 //! # hwbreak-core: the hardware-breakpoint layer
 //!
 //! A CPU has a few debug registers; debuggers, tracers and profilers all want
-//! them. This crate shares them the way Linux's hw-breakpoint layer does:
-//! breakpoints are **booked** ([`slots`]), then **installed** ([`install`]),
-//! then they **fire** ([`dispatch`]), then they are **delivered** ([`events`],
-//! callbacks). [`layer`] is the public API over those four steps.
+//! them. This crate shares them the way Linux's hw-breakpoint layer does: a
+//! **request** ([`layer`]) is **booked** ([`slots`], and [`fanout`] for a
+//! request on every CPU), then **installed** ([`install`]), then it **fires**
+//! ([`dispatch`]), then it is **delivered** (the callback, and a record in
+//! [`events`]). [`bp`] holds what every stage shares about one breakpoint:
+//! its id, its life state (live, dying, deliveries in flight), [`bp::Hit`]
+//! and [`bp::Callback`].
 //!
-//! It is `no_std` + `alloc`: no I/O, no OS calls, no threads. Everything it
-//! needs from the world comes through the [`Machine`] trait.
+//! **What it owns.** The rules of sharing: which breakpoint may have a slot
+//! (the booking rule of `kernel/events/hw_breakpoint.c`), which register
+//! holds which breakpoint on which CPU, what a debug exception means and to
+//! whom it is delivered, the arch encodings ([`arch`]: x86-64, arm64, POWER),
+//! and synchronous unregister (no callback after `unregister` returns).
+//!
+//! **What it must not do.** Reach past the [`Machine`] trait: no I/O, no OS
+//! calls, no threads, no `unsafe` (`no_std` + `alloc`). Allocate or block in
+//! dispatch or on the debugger path. Depend on a machine's optional
+//! capabilities ([`machine`]: single-step) or on the debugger path (cargo
+//! feature `debugger`, on by default) outside the code that asks for them.
+//!
+//! ## Modules and their imports
+//!
+//! A module imports exactly what its row lists (through `crate::` paths;
+//! a root re-export such as `crate::BpId` counts as its module), and only
+//! rows below its own: imports follow the hit's path, request → book →
+//! install → fire → deliver, then the vocabulary every stage speaks. The
+//! one look-back is fire *reading* the table install wrote (which
+//! breakpoint sits in the slot that fired); install never imports dispatch,
+//! so there is no cycle. `tests/module_dag.rs` reads this table and fails on
+//! an import it does not list, a listed import that is gone, an import of a
+//! row above (other than that look-back), a cycle, and a module missing
+//! from it.
+//!
+//! <!-- module-dag -->
+//! ```text
+//! module    stage       imports
+//! layer     request     slots fanout install dispatch events machine error bp arch attr target
+//! slots     book        error arch target
+//! fanout    book        -
+//! install   install     machine bp arch target
+//! dispatch  fire        install events machine bp arch target
+//! events    deliver     bp target
+//! machine   vocabulary  arch target
+//! error     vocabulary  bp arch target
+//! bp        vocabulary  target
+//! arch      vocabulary  attr
+//! attr      vocabulary  -
+//! target    vocabulary  -
+//! ```
+//! <!-- /module-dag -->
+//!
+//! Inside [`layer`], one file per job: the API, the scheduling hooks,
+//! hotplug, the debugger path and snapshots, all methods of one
+//! [`layer::Layer`].
 //!
 //! ```
 //! use hwbreak_core::{attr::BpAttr, arch::x86_64::X86_64, arch::Arch};
@@ -39,7 +86,6 @@
 //!     fn is_online(&self, _: CpuId) -> bool { true }
 //!     fn regs(&mut self, cpu: CpuId) -> &mut dyn DebugRegs { &mut self.0[cpu.idx()] }
 //!     fn current(&self, _: CpuId) -> Option<TaskId> { None }
-//!     fn set_single_step(&mut self, _: CpuId, _: bool) {}
 //!     fn now(&self) -> u64 { 0 }
 //! }
 //!
@@ -65,6 +111,7 @@
 //! # Ok::<(), hwbreak_core::Error>(())
 //! ```
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 extern crate alloc;
@@ -73,6 +120,7 @@ pub mod arch;
 pub mod attr;
 pub mod bp;
 pub mod dispatch;
+pub mod ds;
 pub mod error;
 pub mod events;
 pub mod fanout;
@@ -85,5 +133,5 @@ pub mod target;
 pub use attr::{Access, BpAttr};
 pub use bp::BpId;
 pub use error::Error;
-pub use machine::Machine;
+pub use machine::{Machine, SingleStep};
 pub use target::{CpuId, Target, TaskId};

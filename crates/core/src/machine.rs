@@ -3,6 +3,21 @@
 //! The layer is pure: it is handed a `Machine` and never reaches past it. The
 //! simulator (`hwbreak-sim`), tests, and later a VMM implement it; a kernel
 //! would implement it over its per-CPU state and IPIs.
+//!
+//! ## Optional capabilities
+//! What only some machines have is an *extension*, the way gdbstub's
+//! `Target` offers `support_breakpoints()`: a method that returns
+//! `Option<&mut dyn Ext>`, `None` by default. A machine that lacks the
+//! capability writes nothing; the layer asks and takes the other road.
+//!
+//! - [`SingleStep`] ([`Machine::single_step`]): needed only where the arch
+//!   traps *before* the access ([`crate::arch::Arch::needs_step_over`]:
+//!   arm64, POWER), to step over it and report it after. x86 reports data
+//!   hits after the access and resumes execute hits with RF, so an x86
+//!   machine leaves it out. Without it, the layer refuses a breakpoint that
+//!   would need a step-over with [`crate::Error::NeedsSingleStep`], as Linux
+//!   arm64 refuses what its ptrace/perf split cannot step over, instead of
+//!   losing or looping on its hits.
 
 use crate::arch::DebugRegs;
 use crate::target::{CpuId, TaskId};
@@ -35,10 +50,41 @@ pub trait Machine {
             .find(|&c| self.is_online(c) && self.current(c) == Some(task))
     }
 
-    /// Turn hardware single-step on or off for what runs next on `cpu`
-    /// (x86 RFLAGS.TF, arm64 MDSCR.SS, POWER MSR.SE).
-    fn set_single_step(&mut self, cpu: CpuId, on: bool);
+    /// The hardware single-step capability, if the machine has one. The
+    /// answer must not change over the machine's life: the layer decides at
+    /// registration whether a breakpoint can be stepped over.
+    fn single_step(&mut self) -> Option<&mut dyn SingleStep> {
+        None
+    }
 
     /// A monotonic timestamp for event records (nanoseconds, or simulated ticks).
     fn now(&self) -> u64;
+
+    /// The debug store (BTS and PEBS buffers, `IA32_DS_AREA`), if this
+    /// machine has one. The default is `None`: a machine without branch
+    /// tracing says so instead of implementing a store that fails at run
+    /// time, and [`crate::ds`] users take the other road.
+    fn debug_store(&mut self) -> Option<&mut dyn crate::ds::DsHardware> {
+        None
+    }
+}
+
+/// Set single-step on `cpu` where the machine has it; `false` where it has
+/// none (nothing to set).
+pub(crate) fn set_single_step(m: &mut dyn Machine, cpu: CpuId, on: bool) -> bool {
+    match m.single_step() {
+        Some(s) => {
+            s.set_single_step(cpu, on);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Hardware single-step: an optional capability of a [`Machine`], reached
+/// through [`Machine::single_step`].
+pub trait SingleStep {
+    /// Turn hardware single-step on or off for what runs next on `cpu`
+    /// (x86 RFLAGS.TF, arm64 MDSCR.SS, POWER MSR.SE).
+    fn set_single_step(&mut self, cpu: CpuId, on: bool);
 }

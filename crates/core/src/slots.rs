@@ -2,9 +2,15 @@
 //!
 //! The layer relies on:
 //! - `Slots::new(possible_cpus, [inst_slots, data_slots])`
-//! - `reserve(pool, target, weight) -> Result<(), Error>` for `Task`, `TaskOnCpu`,
-//!   `Cpu` targets (wide requests are booked per CPU as `Target::Cpu` by the fan-out).
-//!   Never allocates (the debugger path books through it).
+//! - `reserve(pool, target, weight) -> Result<(), Error>` for `Task`, `TaskOnCpu`
+//!   and `Cpu` targets. Never allocates for `Cpu` (the debugger path books through it).
+//! - `reserve_cpus(pool, online, weight)`: a wide (`AllCpus`) registration books
+//!   every online CPU in this one all-or-nothing call, as `Cpu` bookings, before
+//!   the fan-out programs any register; `release_cpus(pool, cpus, weight)` gives
+//!   them back in one call at unregister. Per CPU, as `reserve(Cpu(c))` /
+//!   `release(Cpu(c))`, are only a CPU that comes online (the fan-out's `join`),
+//!   one that goes offline (`leave`), and a modify or enable that re-books a wide
+//!   breakpoint on its member CPUs.
 //! - `release(pool, target, weight)`
 //! - `check(pool, target, weight) -> Result<(), Error>`: would `reserve` succeed?
 //! - `free(cpu, pool) -> usize`: slots a new CPU-bound breakpoint could still take there.
@@ -184,9 +190,9 @@ impl PoolBooks {
 /// The books: which slots are booked, per pool and CPU. See the module docs.
 ///
 /// ```
-/// use hwbreak_core::{arch::Pool, slots::Slots, CpuId, TaskId, Target, Error};
-/// let mut s = Slots::new(2, [0, 4]); // x86: 4 shared slots, no separate inst pool
-/// for _ in 0..4 {
+/// use hwbreak_core::{arch::Pool, arch::x86_64::NUM_SLOTS, slots::Slots, CpuId, TaskId, Target, Error};
+/// let mut s = Slots::new(2, [0, NUM_SLOTS]); // x86: 4 shared slots, no separate inst pool
+/// for _ in 0..NUM_SLOTS {
 ///     s.reserve(Pool::Data, Target::Task(TaskId(1)), 1).unwrap();
 /// }
 /// // Another task does not compete with task 1 ...
@@ -227,8 +233,9 @@ impl Slots {
     /// - [`Target::TaskOnCpu`]: on that CPU, beside its CPU-bound weight.
     /// - [`Target::Cpu`]: on that CPU, beside the heaviest task there.
     /// - [`Target::AllCpus`]: as `Cpu` on every possible CPU, all or nothing.
-    ///   (The layer books wide breakpoints per *online* CPU through the
-    ///   fan-out instead; this form is for callers without hotplug.)
+    ///   (The layer books wide breakpoints on the *online* CPUs only, with
+    ///   [`reserve_cpus`](Self::reserve_cpus); this form is for callers
+    ///   without hotplug.)
     ///
     /// On error nothing changed. [`Error::NoSlot`] names the first CPU without
     /// room; for a task request `task_max` is that task's own weight there

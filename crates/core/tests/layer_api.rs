@@ -9,7 +9,16 @@ use std::sync::Arc;
 
 use hwbreak_core::arch::{ArchError, Pool};
 use hwbreak_core::events::Record;
-use hwbreak_core::layer::{Hit, Request};
+use hwbreak_core::layer::{Hit, InstalledBp, Request};
+
+/// The data-pool register `slot`, holding `bp`.
+fn slot(slot: usize, bp: BpId) -> InstalledBp {
+    InstalledBp {
+        pool: Pool::Data,
+        slot,
+        bp,
+    }
+}
 use hwbreak_core::{Access, BpAttr, BpId, CpuId, Error, Target, TaskId};
 use layer_support::*;
 
@@ -108,7 +117,7 @@ fn task_breakpoint_is_installed_exactly_while_the_task_runs() {
     m.set_current(0, Some(t));
     l.switch_task(&mut m, CpuId(0), None, Some(t), false);
     assert_eq!(m.armed(0).len(), 1);
-    assert_eq!(l.installed(CpuId(0)), vec![(Pool::Data, 0, id)]);
+    assert_eq!(l.installed(CpuId(0)), vec![slot(0, id)]);
 
     // Another task arrives: ours leaves.
     l.switch_task(&mut m, CpuId(0), Some(t), Some(TaskId(8)), false);
@@ -156,7 +165,7 @@ fn task_already_running_at_registration_gets_its_breakpoint_at_once() {
             Request::new(BpAttr::write(0x30, 4), Target::Task(TaskId(5))),
         )
         .unwrap();
-    assert_eq!(l.installed(CpuId(2)), vec![(Pool::Data, 0, id)]);
+    assert_eq!(l.installed(CpuId(2)), vec![slot(0, id)]);
     assert_eq!(m.access(&l, 2, 0x30, Access::Write).0.delivered, 1);
 }
 
@@ -187,8 +196,8 @@ impl hwbreak_core::Machine for Knows {
         let c = st.current.iter().position(|&t| t == Some(task))?;
         Some(CpuId(c as u32))
     }
-    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
-        self.m.set_single_step(cpu, on)
+    fn single_step(&mut self) -> Option<&mut dyn hwbreak_core::SingleStep> {
+        self.m.single_step()
     }
     fn now(&self) -> u64 {
         self.m.now()
@@ -229,8 +238,8 @@ fn task_registration_asks_the_machine_where_the_task_runs_instead_of_scanning_cp
         "{} calls",
         m.current_calls.get()
     );
-    assert_eq!(l.installed(CpuId(900)), vec![(Pool::Data, 0, live)]);
-    assert!((0..1024).all(|c| !l.installed(CpuId(c)).iter().any(|&(_, _, id)| id == idle)));
+    assert_eq!(l.installed(CpuId(900)), vec![slot(0, live)]);
+    assert!((0..1024).all(|c| !l.installed(CpuId(c)).iter().any(|x| x.bp == idle)));
 }
 
 #[test]
@@ -381,7 +390,7 @@ fn a_pool_the_arch_lacks_is_no_such_pool() {
         Err(Error::NoSuchPool { pool: Pool::Inst })
     );
     assert_eq!(
-        l.try_reserve(Pool::Inst),
+        l.debugger().try_reserve(Pool::Inst),
         Err(Error::NoSuchPool { pool: Pool::Inst })
     );
     let id = l

@@ -47,24 +47,27 @@ fn debugger_gets_busy_at_once_while_another_thread_holds_the_books() {
     });
     inside_rx.recv().unwrap(); // A holds the books, blocked in a register write.
 
-    assert_eq!(l.try_reserve(Pool::Data), Err(Error::Busy));
+    assert_eq!(l.debugger().try_reserve(Pool::Data), Err(Error::Busy));
     assert_eq!(
-        l.try_release(DbgSlot { pool: Pool::Data }),
+        l.debugger().try_release(DbgSlot { pool: Pool::Data }),
         Err(Error::Busy)
     );
-    assert_eq!(l.free_everywhere(Pool::Data), Err(Error::Busy));
-    assert!(matches!(l.debug_session(), Err(Error::Busy)));
-    assert_eq!(l.try_claim(CpuId(1), Pool::Data), Err(Error::Busy));
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Err(Error::Busy));
+    assert!(matches!(l.debugger().session(), Err(Error::Busy)));
+    assert_eq!(
+        l.debugger().try_claim(CpuId(1), Pool::Data),
+        Err(Error::Busy)
+    );
     // Dispatch takes only CPU 1's table: not blocked by A.
     assert_eq!(mb.access(&l, 1, 0x10, Access::Write).0.delivered, 1);
 
     go_tx.send(()).unwrap();
     a.join().unwrap().unwrap();
-    let s = l.try_reserve(Pool::Data).unwrap();
+    let s = l.debugger().try_reserve(Pool::Data).unwrap();
     // CPU 0: 1 booked by A + 1 debugger; CPU 1: 1 + 1. Two free everywhere.
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(2));
-    l.try_release(s).unwrap();
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(3));
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(2));
+    l.debugger().try_release(s).unwrap();
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(3));
 }
 
 #[test]
@@ -72,8 +75,8 @@ fn try_reserve_books_a_slot_on_every_online_cpu_and_try_release_gives_it_back() 
     let l = layer(ToyArch::mixed(1), 3);
     let mut m = TestMachine::new(3);
     let empty = l.snapshot();
-    let s = l.try_reserve(Pool::Data).unwrap();
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(0));
+    let s = l.debugger().try_reserve(Pool::Data).unwrap();
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(0));
     for c in 0..3 {
         assert!(
             matches!(
@@ -86,10 +89,10 @@ fn try_reserve_books_a_slot_on_every_online_cpu_and_try_release_gives_it_back() 
             "cpu {c}"
         );
     }
-    l.try_release(s).unwrap();
+    l.debugger().try_release(s).unwrap();
     assert_eq!(l.snapshot(), empty);
     assert_eq!(
-        l.try_release(s),
+        l.debugger().try_release(s),
         Err(Error::NotReserved { pool: Pool::Data })
     );
 }
@@ -105,7 +108,7 @@ fn try_reserve_never_preempts_and_fails_without_a_trace_when_one_cpu_is_full() {
         )
         .unwrap();
     let (snap, regs) = (l.snapshot(), m.all_regs());
-    let e = l.try_reserve(Pool::Data).unwrap_err();
+    let e = l.debugger().try_reserve(Pool::Data).unwrap_err();
     assert!(matches!(e, Error::NoSlot { cpu: CpuId(2), .. }), "{e}");
     assert_eq!(l.snapshot(), snap);
     assert_eq!(m.all_regs(), regs);
@@ -121,7 +124,7 @@ fn try_reserve_never_preempts_and_fails_without_a_trace_when_one_cpu_is_full() {
 fn free_everywhere_is_the_minimum_over_online_cpus() {
     let l = layer(ToyArch::mixed(4), 3);
     let mut m = TestMachine::new(3);
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(4));
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(4));
     for a in [0x10, 0x20, 0x30] {
         l.register(
             &mut m,
@@ -129,11 +132,11 @@ fn free_everywhere_is_the_minimum_over_online_cpus() {
         )
         .unwrap();
     }
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(1));
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(1));
     // CPU 1 going offline takes its bookings with it.
     l.cpu_offline(&mut m, CpuId(1));
     m.set_online(1, false);
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(4));
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(4));
 }
 
 #[test]
@@ -147,10 +150,10 @@ fn a_debug_session_books_every_free_slot_and_releases_them_at_the_end() {
         )
         .unwrap();
     let before = l.snapshot();
-    let mut s = l.debug_session().unwrap();
+    let mut s = l.debugger().session().unwrap();
     assert_eq!((s.held(Pool::Inst), s.held(Pool::Data)), (2, 3));
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(0));
-    assert_eq!(l.free_everywhere(Pool::Inst), Ok(0));
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(0));
+    assert_eq!(l.debugger().free_everywhere(Pool::Inst), Ok(0));
     // CPU 0 is full (its owner's one + the debugger's three); CPU 1 keeps
     // the one slot that was not free everywhere.
     assert!(matches!(
@@ -174,7 +177,7 @@ fn a_dropped_debug_session_does_not_leak_its_slots() {
     let l = layer(ToyArch::mixed(4), 2);
     let before = l.snapshot();
     {
-        let s = l.debug_session().unwrap();
+        let s = l.debugger().session().unwrap();
         assert_eq!(s.held(Pool::Data), 4);
     }
     assert_eq!(l.snapshot(), before);
@@ -197,11 +200,11 @@ fn a_claimed_register_is_never_used_by_the_layer() {
         })
         .collect();
     l.unregister(&mut m, ids[1]).unwrap();
-    let s = l.try_reserve(Pool::Data).unwrap();
-    let r = l.try_claim(CpuId(0), Pool::Data).unwrap();
+    let s = l.debugger().try_reserve(Pool::Data).unwrap();
+    let r = l.debugger().try_claim(CpuId(0), Pool::Data).unwrap();
     assert_eq!(r, 1, "the first register neither installed nor claimed");
     assert_eq!(
-        l.try_claim(CpuId(0), Pool::Data),
+        l.debugger().try_claim(CpuId(0), Pool::Data),
         Err(Error::NotReserved { pool: Pool::Data })
     );
     // The debugger programs register 1 itself.
@@ -221,7 +224,7 @@ fn a_claimed_register_is_never_used_by_the_layer() {
     assert_eq!(
         l.installed(CpuId(0))
             .iter()
-            .map(|x| x.1)
+            .map(|x| x.slot)
             .collect::<Vec<_>>(),
         vec![0, 2, 3]
     );
@@ -234,24 +237,24 @@ fn a_claimed_register_is_never_used_by_the_layer() {
     assert_eq!(m.access(&l, 0, 0xdead0, Access::Write).0.delivered, 0);
     // Releasing the slot while still claiming its register is refused.
     assert_eq!(
-        l.try_release(s),
+        l.debugger().try_release(s),
         Err(Error::StillClaimed {
             cpu: CpuId(0),
             pool: Pool::Data
         })
     );
-    l.try_unclaim(CpuId(0), Pool::Data, 1).unwrap();
+    l.debugger().try_unclaim(CpuId(0), Pool::Data, 1).unwrap();
     assert_eq!(
-        l.try_unclaim(CpuId(0), Pool::Data, 1),
+        l.debugger().try_unclaim(CpuId(0), Pool::Data, 1),
         Err(Error::NotReserved { pool: Pool::Data })
     );
-    l.try_release(s).unwrap();
+    l.debugger().try_release(s).unwrap();
     assert_eq!(
-        l.try_claim(CpuId(0), Pool::Data),
+        l.debugger().try_claim(CpuId(0), Pool::Data),
         Err(Error::NotReserved { pool: Pool::Data })
     );
     assert_eq!(
-        l.try_claim(CpuId(7), Pool::Data),
+        l.debugger().try_claim(CpuId(7), Pool::Data),
         Err(Error::NoSuchCpu {
             cpu: CpuId(7),
             possible: 1
@@ -263,7 +266,7 @@ fn a_claimed_register_is_never_used_by_the_layer() {
 fn ending_a_session_drops_its_claims() {
     let l = layer(ToyArch::mixed(2), 2);
     let mut m = TestMachine::new(2);
-    let mut s = l.debug_session().unwrap();
+    let mut s = l.debugger().session().unwrap();
     assert_eq!(s.claim(CpuId(0), Pool::Data), Ok(0));
     assert_eq!(s.claim(CpuId(1), Pool::Data), Ok(0));
     s.end().unwrap();
@@ -280,7 +283,7 @@ fn ending_a_session_drops_its_claims() {
         assert_eq!(
             l.installed(CpuId(c))
                 .iter()
-                .map(|x| x.1)
+                .map(|x| x.slot)
                 .collect::<Vec<_>>(),
             vec![0, 1]
         );

@@ -53,17 +53,17 @@ fn debugger_path_never_allocates() {
     )
     .unwrap();
     let before = allocs();
-    let s = l.try_reserve(Pool::Data).unwrap();
-    assert_eq!(l.free_everywhere(Pool::Data), Ok(2));
-    l.try_release(s).unwrap();
-    assert!(l.try_release(s).is_err());
-    let mut session = l.debug_session().unwrap();
+    let s = l.debugger().try_reserve(Pool::Data).unwrap();
+    assert_eq!(l.debugger().free_everywhere(Pool::Data), Ok(2));
+    l.debugger().try_release(s).unwrap();
+    assert!(l.debugger().try_release(s).is_err());
+    let mut session = l.debugger().session().unwrap();
     assert_eq!(session.held(Pool::Data), 3);
     let r = session.claim(CpuId(5), Pool::Data).unwrap();
-    l.try_unclaim(CpuId(5), Pool::Data, r).unwrap();
+    l.debugger().try_unclaim(CpuId(5), Pool::Data, r).unwrap();
     session.claim(CpuId(6), Pool::Data).unwrap();
     assert!(
-        l.try_reserve(Pool::Data).is_err(),
+        l.debugger().try_reserve(Pool::Data).is_err(),
         "NoSlot is built without allocating too"
     );
     session.end().unwrap();

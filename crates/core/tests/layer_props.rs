@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use hwbreak_core::arch::Pool;
-use hwbreak_core::layer::{DbgSlot, Layer, Request};
+use hwbreak_core::layer::{DbgSlot, InstalledBp, Layer, Request};
 use hwbreak_core::{Access, BpAttr, BpId, CpuId, Error, Target, TaskId};
 use layer_support::*;
 use proptest::prelude::*;
@@ -341,7 +341,7 @@ impl Rig {
                     }
                 }
                 let r = self.l.cpu_online(&mut self.m, CpuId(c));
-                assert_eq!(r.map_err(|(id, _)| id), first.map_or(Ok(()), Err));
+                assert_eq!(r.map_err(|e| e.bp), first.map_or(Ok(()), Err));
             }
             Op::TaskExit(t) => {
                 if let Some(c) = self.model.running.iter().position(|r| *r == Some(t)) {
@@ -372,14 +372,14 @@ impl Rig {
                 }
                 next.dbg_held += 1;
                 let expect_ok = next.fits();
-                let r = self.guarded(|l, _| l.try_reserve(Pool::Data));
+                let r = self.guarded(|l, _| l.debugger().try_reserve(Pool::Data));
                 assert_eq!(r.is_ok(), expect_ok, "{r:?}");
                 if r.is_ok() {
                     self.model = next;
                 }
             }
             Op::DbgRelease => {
-                let r = self.guarded(|l, _| l.try_release(DbgSlot { pool: Pool::Data }));
+                let r = self.guarded(|l, _| l.debugger().try_release(DbgSlot { pool: Pool::Data }));
                 if self.model.dbg_held == 0 {
                     assert_eq!(r, Err(Error::NotReserved { pool: Pool::Data }));
                 } else {
@@ -415,11 +415,11 @@ impl Rig {
         for c in 0..CPUS {
             let installed = self.l.installed(CpuId(c));
             assert!(installed.len() <= SLOTS, "cpu {c}: {installed:?}");
-            let ids: BTreeSet<BpId> = installed.iter().map(|x| x.2).collect();
+            let ids: BTreeSet<BpId> = installed.iter().map(|x| x.bp).collect();
             assert_eq!(ids, self.model.expected(c), "cpu {c} installed set");
             let armed = self.m.armed(c);
             assert_eq!(armed.len(), installed.len(), "cpu {c}: registers vs table");
-            for (pool, slot, id) in installed {
+            for InstalledBp { pool, slot, bp: id } in installed {
                 let addr = self.model.bps[&id].addr;
                 assert!(
                     armed.contains(&(pool, slot as u8, addr, 8, 2)),

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hwbreak_core::arch::Pool;
-use hwbreak_core::layer::{Dispatched, Request};
+use hwbreak_core::layer::{Dispatched, OnlineError, Request};
 use hwbreak_core::{Access, BpAttr, CpuId, Error, Target, TaskId};
 use layer_support::*;
 
@@ -216,7 +216,7 @@ fn cpu_coming_online_reports_the_wide_breakpoint_that_does_not_fit() {
         )
         .unwrap();
     m.set_online(2, true);
-    let (who, e) = l.cpu_online(&mut m, CpuId(2)).unwrap_err();
+    let OnlineError { bp: who, error: e } = l.cpu_online(&mut m, CpuId(2)).unwrap_err();
     assert_eq!(who, b);
     assert!(matches!(e, Error::NoSlot { cpu: CpuId(2), .. }), "{e}");
     // a joined CPU 2; b stays registered on 0 and 1.

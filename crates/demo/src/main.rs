@@ -27,6 +27,8 @@
 //! The first lines printed are machine-readable:
 //! `pid=P`, `addr STATE.hits=0x...` (one per field), and
 //! `expect hits=H last_writer=H total=H table[i]=T_i ...`.
+
+#![forbid(unsafe_code)]
 use std::io::BufRead;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};

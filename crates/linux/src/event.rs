@@ -265,8 +265,8 @@ impl Event {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: the kernel just returned this fd to us; nothing else owns it.
         Ok(Event {
+            // SAFETY: the kernel just returned this fd to us; nothing else owns it.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             read_format: attr.0.read_format,
         })

@@ -8,11 +8,17 @@
 //! fetches, and CPU hotplug. [`Sim`] drives a [`hwbreak_core::layer::Layer`]
 //! exactly as a kernel would: context switches call `switch_task`, exits call
 //! `task_exit`, hotplug calls `cpu_online`/`cpu_offline`, and every debug
-//! exception the hardware raises goes to `handle_exception`.
+//! exception the hardware raises goes to `handle_exception`. The machine
+//! offers hardware single-step as its optional [`hwbreak_core::SingleStep`]
+//! capability; a test may withdraw it
+//! ([`SimMachine::set_has_single_step`]) to see how the layer treats a
+//! machine without one.
 //!
 //! **What it must not do.** Reuse the core's arch backends to decide what the
 //! hardware does: the register models are written from the manuals, so a test
 //! of a backend on the simulator catches encoding bugs instead of repeating them.
+//! Reach into the layer past its public API, use `unsafe`, read the wall
+//! clock or spawn threads: the same seed gives the same run.
 //!
 //! **Trap before, trap after.** An instruction runs in [`Sim::access`] /
 //! [`Sim::exec`] as the hardware would: faults before it (x86 execute
@@ -38,6 +44,7 @@
 //! ```
 //!
 //! The README's main job is `cargo run --release --example wide -p hwbreak-sim`.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod error;
@@ -45,8 +52,9 @@ pub mod hw;
 pub mod machine;
 pub mod program;
 pub mod sim;
+pub mod trace;
 
 pub use error::SimError;
-pub use machine::{SimMachine, MAX_CPUS};
+pub use machine::{CpuFault, SimMachine, MAX_CPUS};
 pub use program::{Op, Program};
 pub use sim::{BpOpts, InsnOutcome, Performed, Sim, Stats, TaskState, TraceEvent};

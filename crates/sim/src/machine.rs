@@ -4,12 +4,22 @@
 use std::collections::HashMap;
 
 use hwbreak_core::arch::DebugRegs;
-use hwbreak_core::{CpuId, Machine, TaskId};
+use hwbreak_core::{CpuId, Machine, SingleStep, TaskId};
 
 use crate::hw::{Armed, CpuFlags, Hw, RegFault, RegFile, RegValues};
 
 /// Most CPUs a simulated machine may have.
 pub const MAX_CPUS: usize = 4096;
+
+/// A register fault and where it happened ([`SimMachine::faults`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuFault {
+    /// The CPU whose register file refused the access; `None` for a CPU
+    /// that does not exist.
+    pub cpu: Option<CpuId>,
+    /// What was refused, and why.
+    pub fault: RegFault,
+}
 
 /// One simulated CPU.
 #[derive(Debug, Clone)]
@@ -59,6 +69,8 @@ pub struct SimMachine {
     /// Target for the layer's accesses to a CPU that does not exist: an
     /// offline register file, so every write there is recorded as a fault.
     void: RegFile,
+    /// Whether [`Machine::single_step`] offers the capability.
+    has_single_step: bool,
 }
 
 impl SimMachine {
@@ -79,7 +91,15 @@ impl SimMachine {
             clock: 0,
             running: HashMap::new(),
             void,
+            has_single_step: true,
         }
+    }
+
+    /// Offer (`true`, the default) or withdraw the single-step capability, to
+    /// test a machine without one: the layer then refuses breakpoints that
+    /// need a step-over.
+    pub fn set_has_single_step(&mut self, has: bool) {
+        self.has_single_step = has;
     }
 
     /// The hardware model.
@@ -115,19 +135,22 @@ impl SimMachine {
     }
 
     /// Every fault recorded on any CPU (or on a CPU that does not exist).
-    pub fn faults(&self) -> Vec<(Option<CpuId>, RegFault)> {
+    pub fn faults(&self) -> Vec<CpuFault> {
         let mut v: Vec<_> = self
             .cpus
             .iter()
             .enumerate()
             .flat_map(|(i, c)| {
-                c.regs
-                    .faults()
-                    .iter()
-                    .map(move |f| (Some(CpuId(i as u32)), f.clone()))
+                c.regs.faults().iter().map(move |f| CpuFault {
+                    cpu: Some(CpuId(i as u32)),
+                    fault: f.clone(),
+                })
             })
             .collect();
-        v.extend(self.void.faults().iter().map(|f| (None, f.clone())));
+        v.extend(self.void.faults().iter().map(|f| CpuFault {
+            cpu: None,
+            fault: f.clone(),
+        }));
         v
     }
 
@@ -208,13 +231,25 @@ impl Machine for SimMachine {
             .filter(|&c| self.is_online(c))
     }
 
-    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
-        if let Some(c) = self.cpus.get_mut(cpu.idx()) {
-            c.flags.single_step = on;
+    /// Every simulated CPU has single-step (x86 TF, arm64 MDSCR.SS, POWER
+    /// MSR.SE), unless a test withdrew it ([`SimMachine::set_has_single_step`]).
+    fn single_step(&mut self) -> Option<&mut dyn SingleStep> {
+        if self.has_single_step {
+            Some(self)
+        } else {
+            None
         }
     }
 
     fn now(&self) -> u64 {
         self.clock
+    }
+}
+
+impl SingleStep for SimMachine {
+    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
+        if let Some(c) = self.cpus.get_mut(cpu.idx()) {
+            c.flags.single_step = on;
+        }
     }
 }

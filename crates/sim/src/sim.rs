@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use hwbreak_core::arch::{Arch, RawStatus};
-use hwbreak_core::layer::{Hit, Layer, Request};
+use hwbreak_core::layer::{Hit, Layer, OnlineError, Request};
 use hwbreak_core::{Access, BpAttr, BpId, CpuId, Machine, Target, TaskId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -712,7 +712,7 @@ impl Sim {
         self.online.insert(pos, cpu);
         self.layer
             .cpu_online(&mut self.hw, cpu)
-            .map_err(|(bp, error)| SimError::WideDidNotFit { cpu, bp, error })
+            .map_err(|OnlineError { bp, error }| SimError::WideDidNotFit { cpu, bp, error })
     }
 
     /// Take `cpu` offline: migrate its task away (tasks pinned there lose

@@ -468,7 +468,7 @@ fn run_case(kind: Kind, ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::DbgReserve => {
                 let want = m.online.iter().all(|c| m.cpu_fits(*c));
-                let got = sim.layer.try_reserve(Pool::Data);
+                let got = sim.layer.debugger().try_reserve(Pool::Data);
                 prop_assert_eq!(want, got.is_ok(), "{}: {:?}", what, got);
                 if want {
                     for c in &m.online {
@@ -480,7 +480,10 @@ fn run_case(kind: Kind, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::DbgRelease => {
-                let got = sim.layer.try_release(DbgSlot { pool: Pool::Data });
+                let got = sim
+                    .layer
+                    .debugger()
+                    .try_release(DbgSlot { pool: Pool::Data });
                 prop_assert_eq!(m.dbg_held > 0, got.is_ok(), "{}: {:?}", what, got);
                 if got.is_ok() {
                     m.dbg_held -= 1;
@@ -539,7 +542,7 @@ fn run_case(kind: Kind, ops: Vec<Op>) -> Result<(), TestCaseError> {
                 .layer
                 .installed(CpuId(c))
                 .into_iter()
-                .map(|(_, _, id)| id)
+                .map(|x| x.bp)
                 .collect();
             let online = m.online.contains(&c);
             let current = sim.hw.cpu(CpuId(c)).unwrap().current();

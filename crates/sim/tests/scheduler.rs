@@ -278,11 +278,11 @@ fn writes_to_an_offline_cpu_or_missing_register_are_recorded_as_faults() {
     sim.hw.regs(CpuId(0)).write(Reg::Ctrl(Pool::Inst, 0), 1);
     let f = sim.hw.faults();
     assert_eq!(f.len(), 3, "{f:?}");
-    assert_eq!(f[0].0, Some(CpuId(0)));
+    assert_eq!(f[0].cpu, Some(CpuId(0)));
     assert!(f
         .iter()
-        .any(|(c, x)| *c == Some(CpuId(1)) && x.why.contains("offline")));
-    assert!(f.iter().any(|(c, _)| c.is_none()));
+        .any(|x| x.cpu == Some(CpuId(1)) && x.fault.why.contains("offline")));
+    assert!(f.iter().any(|x| x.cpu.is_none()));
 }
 
 #[test]

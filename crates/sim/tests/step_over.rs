@@ -314,3 +314,35 @@ fn unregister_between_trap_and_step_completion_delivers_nothing_late() {
     );
     assert!(!sim.hw.cpu(CpuId(0)).unwrap().flags().single_step);
 }
+
+/// A machine without single-step (`Machine::single_step` is `None`): the
+/// trap-before arches refuse every breakpoint with a typed error and leave
+/// the registers alone; x86 needs no step-over and works as before.
+#[test]
+fn a_machine_without_single_step_refuses_trap_before_breakpoints_and_x86_needs_none() {
+    for kind in [Kind::Arm64, Kind::Power9, Kind::Power10] {
+        let mut sim = sim(kind, 2, 1);
+        sim.hw.set_has_single_step(false);
+        let e = sim
+            .register(BpAttr::write(0x4000, 4), Target::AllCpus)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            hwbreak_core::Error::NeedsSingleStep { pool: Pool::Data },
+            "{kind:?}"
+        );
+        assert!(sim.hw.armed(CpuId(0)).is_empty() && sim.hw.armed(CpuId(1)).is_empty());
+        let o = sim.access(CpuId(0), 0x4000, 4, W).unwrap();
+        assert_eq!((o.traps, o.delivered), (0, 0), "{kind:?}");
+    }
+    let mut sim = sim(Kind::X86, 2, 1);
+    sim.hw.set_has_single_step(false);
+    sim.register(BpAttr::write(0x4000, 4), Target::AllCpus)
+        .unwrap();
+    sim.register(BpAttr::new(0x40_0400, 1, Access::Execute), Target::AllCpus)
+        .unwrap();
+    let o = sim.access(CpuId(1), 0x4000, 4, W).unwrap();
+    assert_eq!((o.traps, o.step_traps, o.delivered), (1, 0, 1));
+    let o = sim.exec(CpuId(1), 0x40_0400).unwrap();
+    assert_eq!((o.traps, o.step_traps, o.delivered), (1, 0, 1));
+}

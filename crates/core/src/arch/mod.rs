@@ -314,6 +314,9 @@ pub trait Arch: Send + Sync {
 
     /// Whether resuming after a hit in `bp` needs the step-over protocol
     /// (disable, single-step, re-enable) to make progress or to report "after".
+    /// Only a [`Trigger::Before`] breakpoint may need it (a hit reported
+    /// after the access has nothing left to step over): the layer asks only
+    /// for those.
     fn needs_step_over(&self, bp: &ArchBp) -> bool {
         bp.trigger == Trigger::Before
     }

@@ -14,11 +14,12 @@ use crate::attr::BpAttr;
 use crate::bp::{BpId, Callback, Hit, Life};
 use crate::error::Error;
 use crate::fanout::Fanout;
-use crate::install::Installed;
+use crate::install::{CpuTable, Installed};
 use crate::machine::Machine;
 use crate::slots::Slots;
 use crate::target::{CpuId, Target};
 
+use super::tasks::{self, TaskBp};
 use super::wide::Wide;
 use super::{booked, release, Books, Bp, Layer, NoneOrEq};
 
@@ -67,12 +68,25 @@ impl Request {
     }
 }
 
+/// One occupied debug register of a CPU, as [`Layer::installed`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstalledBp {
+    /// The register's pool.
+    pub pool: Pool,
+    /// The register's index in its pool (x86: DR0–DR3).
+    pub slot: usize,
+    /// The breakpoint programmed there.
+    pub bp: BpId,
+}
+
 impl Layer {
     /// Register a breakpoint: parse, book, install. On error nothing changed.
     ///
     /// Errors: [`Error::Arch`] (the arch refused the attributes),
     /// [`Error::NoSuchPool`], [`Error::NoSuchCpu`], [`Error::CpuOffline`]
-    /// (a [`Target::Cpu`] that is offline), [`Error::NoSlot`].
+    /// (a [`Target::Cpu`] that is offline), [`Error::NoSlot`],
+    /// [`Error::NeedsSingleStep`] (the arch traps before this access and the
+    /// machine cannot step over it).
     pub fn register(&self, m: &mut dyn Machine, req: Request) -> Result<BpId, Error> {
         let target = req.target;
         if let Some(cpu) = target.cpu() {
@@ -81,7 +95,7 @@ impl Layer {
                 return Err(Error::CpuOffline(cpu));
             }
         }
-        let arch_bp = self.parse(&req.attr)?;
+        let arch_bp = self.parse(m, &req.attr)?;
         let pool = arch_bp.pool;
         let book = booked(req.reserve_on_enable, &req.attr);
 
@@ -149,9 +163,6 @@ impl Layer {
             }
         };
         b.next_id += 1;
-        if let Some(t) = target.task() {
-            b.tasks.entry(t).or_default().push(id);
-        }
         b.bps.insert(
             id,
             Bp {
@@ -168,40 +179,72 @@ impl Layer {
                 Target::Cpu(c) => {
                     self.tables[c.idx()].lock().install(&*self.arch, m, c, e);
                 }
-                Target::Task(t) | Target::TaskOnCpu(t, _) => {
-                    if let Some(c) = self.locate(b, m, t) {
-                        if target.cpu().is_none_or_eq(c) {
-                            self.tables[c.idx()].lock().install(&*self.arch, m, c, e);
-                        }
+                Target::Task(_) | Target::TaskOnCpu(..) => {} // below
+                Target::AllCpus => {}                         // committed by the fan-out
+            }
+        }
+        if let Some(t) = target.task() {
+            // The task's own list, which the context switch reads without
+            // the books; installed at once where the task runs now.
+            let cell = self.tasks.get_or_insert(t);
+            let mut st = cell.lock();
+            let tbp = TaskBp {
+                id,
+                arch: arch_bp,
+                cpu: target.cpu(),
+                enabled: !req.attr.disabled,
+                life: life.clone(),
+            };
+            if tbp.enabled {
+                let found =
+                    tasks::running_table(&self.tables, &*self.arch, &b.online, m, t, &mut st);
+                if let Some((c, mut table)) = found {
+                    if tbp.installs_on(c) {
+                        table.install(&*self.arch, m, c, tbp.entry(t));
                     }
                 }
-                Target::AllCpus => {} // committed by the fan-out
             }
+            st.bps.push(tbp);
         }
         // Only now may a hit be delivered: never from a half-done request.
         life.set_live();
         Ok(id)
     }
 
-    /// Call `f` for every CPU where `bp` is (or, if enabled, would be) installed now.
-    fn for_live_cpus(&self, b: &Books, bp: &Bp, mut f: impl FnMut(CpuId)) {
+    /// Call `f` with each CPU's table where `bp` is (or, if enabled, would
+    /// be) installed now. For a task breakpoint, `f` runs under the task's
+    /// cell lock, after `edit` changed its entry in the task's list (or
+    /// removed it), so a context switch sees the list and the registers agree.
+    fn for_live_tables(
+        &self,
+        id: BpId,
+        bp: &Bp,
+        online: &[bool],
+        m: &mut dyn Machine,
+        edit: impl FnOnce(&mut tasks::TaskState),
+        mut f: impl FnMut(&mut dyn Machine, CpuId, &mut CpuTable),
+    ) {
         match bp.target {
-            Target::Cpu(c) => f(c),
+            Target::Cpu(c) => f(m, c, &mut self.tables[c.idx()].lock()),
             Target::AllCpus => {
                 if let Some(w) = &bp.wide {
                     for (c, _) in w.members() {
-                        f(*c);
+                        f(m, *c, &mut self.tables[c.idx()].lock());
                     }
                 }
             }
-            Target::Task(t) => {
-                if let Some(&c) = b.running.get(&t) {
-                    f(c)
-                }
-            }
-            Target::TaskOnCpu(t, c) => {
-                if b.running.get(&t) == Some(&c) {
-                    f(c)
+            Target::Task(t) | Target::TaskOnCpu(t, _) => {
+                let Some(cell) = self.tasks.get(t) else {
+                    debug_assert!(false, "task breakpoint {id:?} missing from its task's list");
+                    return;
+                };
+                let mut st = cell.lock();
+                edit(&mut st);
+                let found = tasks::running_table(&self.tables, &*self.arch, online, m, t, &mut st);
+                if let Some((c, mut table)) = found {
+                    if bp.target.cpu().is_none_or_eq(c) {
+                        f(m, c, &mut table);
+                    }
                 }
             }
         }
@@ -262,20 +305,23 @@ impl Layer {
             };
             w.remove_all(&mut d);
         } else {
-            self.for_live_cpus(b, &bp, |c| {
-                self.tables[c.idx()].lock().uninstall(&*self.arch, m, c, id);
-            });
+            let arch = &*self.arch;
+            self.for_live_tables(
+                id,
+                &bp,
+                &b.online,
+                m,
+                |st| st.bps.retain(|x| x.id != id),
+                |m, c, t| {
+                    t.uninstall(arch, m, c, id);
+                },
+            );
             if bp.booked() {
                 release(&mut b.slots, bp.arch.pool, bp.target);
             }
         }
         if let Some(t) = bp.target.task() {
-            if let Some(list) = b.tasks.get_mut(&t) {
-                list.retain(|&x| x != id);
-                if list.is_empty() {
-                    b.tasks.remove(&t);
-                }
-            }
+            self.tasks.remove_if_empty(t);
         }
     }
 
@@ -306,9 +352,9 @@ impl Layer {
     /// not fit, the old one stays, untouched.
     ///
     /// Errors: [`Error::Arch`], [`Error::NoSuchPool`], [`Error::NoSlot`],
-    /// [`Error::UnknownBreakpoint`].
+    /// [`Error::NeedsSingleStep`], [`Error::UnknownBreakpoint`].
     pub fn modify(&self, m: &mut dyn Machine, id: BpId, attr: BpAttr) -> Result<(), Error> {
-        let new = self.parse(&attr)?;
+        let new = self.parse(m, &attr)?;
         let mut guard = self.books.lock();
         let b = &mut *guard;
         let bp = b.bps.get(&id).ok_or(Error::UnknownBreakpoint(id))?;
@@ -332,17 +378,23 @@ impl Layer {
             life: bp.life.clone(),
             stepping: false,
         };
-        self.for_live_cpus(b, bp, |c| {
-            let mut t = self.tables[c.idx()].lock();
+        let arch = &*self.arch;
+        let edit = |st: &mut tasks::TaskState| {
+            if let Some(x) = st.bps.iter_mut().find(|x| x.id == id) {
+                x.arch = new;
+                x.enabled = now_on;
+            }
+        };
+        self.for_live_tables(id, bp, &b.online, m, edit, |m, c, t| {
             match (was_on, now_on) {
                 (true, true) => {
-                    t.reinstall(&*self.arch, m, c, id, new);
+                    t.reinstall(arch, m, c, id, new);
                 }
                 (true, false) => {
-                    t.uninstall(&*self.arch, m, c, id);
+                    t.uninstall(arch, m, c, id);
                 }
                 (false, true) => {
-                    t.install(&*self.arch, m, c, entry.clone());
+                    t.install(arch, m, c, entry.clone());
                 }
                 (false, false) => {}
             }
@@ -417,10 +469,18 @@ impl Layer {
         self.books.lock().bps.keys().copied().collect()
     }
 
-    /// What is installed on `cpu` now: `(pool, slot, id)`.
-    pub fn installed(&self, cpu: CpuId) -> Vec<(Pool, usize, BpId)> {
+    /// What is installed on `cpu` now, by pool then slot.
+    pub fn installed(&self, cpu: CpuId) -> Vec<InstalledBp> {
         match self.tables.get(cpu.idx()) {
-            Some(t) => t.lock().entries().map(|(p, s, e)| (p, s, e.id)).collect(),
+            Some(t) => t
+                .lock()
+                .entries()
+                .map(|(pool, slot, e)| InstalledBp {
+                    pool,
+                    slot,
+                    bp: e.id,
+                })
+                .collect(),
             None => Vec::new(),
         }
     }

@@ -1,8 +1,29 @@
 //! The debugger (kgdb) path: book, claim and release slots without ever
 //! blocking, allocating or preempting another user.
 //!
+//! An optional part of the layer, the way gdbstub's target extensions are
+//! optional: it is compiled only with the `debugger` cargo feature (on by
+//! default), and reached through its own handle, [`Layer::debugger`], so the
+//! rest of the API carries none of it. Without the feature the layer keeps
+//! only its (zeroed) debugger bookkeeping: one `[u16; 2]` per CPU and the
+//! claim bits of each install table, which hotplug and snapshots read.
+//!
 //! Every call here only `try_lock`s: [`Error::Busy`] at once when another
-//! CPU holds the books or the install table it needs.
+//! CPU holds the books or the install table it needs. None allocates.
+//!
+//! ```
+//! use hwbreak_core::arch::{x86_64::X86_64, Pool};
+//! use hwbreak_core::layer::Layer;
+//! let layer = Layer::new(Box::new(X86_64::default()), 2, 16);
+//! let dbg = layer.debugger();
+//! let mut session = dbg.session()?; // every free slot on every CPU
+//! assert_eq!(session.held(Pool::Data), 4);
+//! let reg = session.claim(hwbreak_core::CpuId(1), Pool::Data)?; // DR0..DR3
+//! assert_eq!(reg, 0);
+//! session.end()?;
+//! assert_eq!(dbg.free_everywhere(Pool::Data)?, 4);
+//! # Ok::<(), hwbreak_core::Error>(())
+//! ```
 
 use crate::arch::Pool;
 use crate::error::Error;
@@ -18,6 +39,21 @@ pub struct DbgSlot {
 }
 
 impl Layer {
+    /// The debugger path: a handle whose calls never block, never allocate
+    /// and never preempt another user of the slots.
+    pub fn debugger(&self) -> Debugger<'_> {
+        Debugger { layer: self }
+    }
+}
+
+/// The debugger path of one [`Layer`] (see the module doc). Copy it freely:
+/// it is a reference.
+#[derive(Clone, Copy)]
+pub struct Debugger<'a> {
+    layer: &'a Layer,
+}
+
+impl<'a> Debugger<'a> {
     /// Book one slot of `pool` on every online CPU (books held). Never allocates.
     fn dbg_reserve_locked(b: &mut Books, pool: Pool) -> Result<(), Error> {
         let Books {
@@ -55,27 +91,27 @@ impl Layer {
         Ok(())
     }
 
-    /// Debugger path: book one slot of `pool` on every online CPU, never
+    /// book one slot of `pool` on every online CPU, never
     /// blocking, never allocating, never preempting. [`Error::Busy`] at once
     /// when the books are locked; [`Error::NoSlot`] when some CPU has no
     /// free slot (nothing is booked then); [`Error::NoSuchPool`].
     pub fn try_reserve(&self, pool: Pool) -> Result<DbgSlot, Error> {
-        if self.arch.slots(pool) == 0 {
+        if self.layer.arch.slots(pool) == 0 {
             return Err(Error::NoSuchPool { pool });
         }
-        let mut b = self.books.try_lock().ok_or(Error::Busy)?;
+        let mut b = self.layer.books.try_lock().ok_or(Error::Busy)?;
         Self::dbg_reserve_locked(&mut b, pool)?;
         Ok(DbgSlot { pool })
     }
 
-    /// Debugger path: give it back, never blocking. [`Error::Busy`] when the
+    /// give it back, never blocking. [`Error::Busy`] when the
     /// books (or an install table) are locked (keep the slot and try again);
     /// [`Error::NotReserved`] when no debugger slot of that pool is held;
     /// [`Error::StillClaimed`] while the debugger still programs as many
     /// registers on some CPU as it holds slots there.
     pub fn try_release(&self, slot: DbgSlot) -> Result<(), Error> {
         let pool = slot.pool;
-        let mut b = self.books.try_lock().ok_or(Error::Busy)?;
+        let mut b = self.layer.books.try_lock().ok_or(Error::Busy)?;
         if b.dbg_held[pool.idx()] == 0 {
             return Err(Error::NotReserved { pool });
         }
@@ -83,7 +119,7 @@ impl Layer {
         // layer could book a breakpoint it has no free register for.
         for (c, held) in b.dbg.iter().enumerate() {
             if held[pool.idx()] > 0 {
-                let t = self.tables[c].try_lock().ok_or(Error::Busy)?;
+                let t = self.layer.tables[c].try_lock().ok_or(Error::Busy)?;
                 if t.claims(pool) >= usize::from(held[pool.idx()]) {
                     return Err(Error::StillClaimed {
                         cpu: CpuId(c as u32),
@@ -95,10 +131,10 @@ impl Layer {
         Self::dbg_release_locked(&mut b, pool)
     }
 
-    /// Debugger path: pick the register the debugger will program itself on
-    /// `cpu`, from the slots it booked ([`Layer::try_reserve`] or a
+    /// pick the register the debugger will program itself on
+    /// `cpu`, from the slots it booked ([`Debugger::try_reserve`] or a
     /// [`DebugSession`]). Returns the register index of `pool`; the layer
-    /// never installs there until [`Layer::try_unclaim`]. Never blocks, never
+    /// never installs there until [`Debugger::try_unclaim`]. Never blocks, never
     /// allocates: [`Error::Busy`] if the books or `cpu`'s install table are
     /// locked; [`Error::NotReserved`] if the debugger has no booked slot left
     /// to claim on `cpu`; [`Error::NoSuchCpu`].
@@ -106,9 +142,9 @@ impl Layer {
     /// A hit in a claimed register is the debugger's: the layer's dispatch
     /// counts it as a stray (empty slot) and delivers nothing.
     pub fn try_claim(&self, cpu: CpuId, pool: Pool) -> Result<usize, Error> {
-        self.check_cpu(cpu)?;
-        let b = self.books.try_lock().ok_or(Error::Busy)?;
-        let mut t = self.tables[cpu.idx()].try_lock().ok_or(Error::Busy)?;
+        self.layer.check_cpu(cpu)?;
+        let b = self.layer.books.try_lock().ok_or(Error::Busy)?;
+        let mut t = self.layer.tables[cpu.idx()].try_lock().ok_or(Error::Busy)?;
         if usize::from(b.dbg[cpu.idx()][pool.idx()]) <= t.claims(pool) {
             return Err(Error::NotReserved { pool });
         }
@@ -117,12 +153,12 @@ impl Layer {
         t.claim(pool).ok_or(Error::NotReserved { pool })
     }
 
-    /// Debugger path: give back a register taken with [`Layer::try_claim`]
+    /// give back a register taken with [`Debugger::try_claim`]
     /// (after clearing it). Never blocks: [`Error::Busy`] if `cpu`'s install
     /// table is locked; [`Error::NotReserved`] if it was not claimed.
     pub fn try_unclaim(&self, cpu: CpuId, pool: Pool, slot: usize) -> Result<(), Error> {
-        self.check_cpu(cpu)?;
-        let mut t = self.tables[cpu.idx()].try_lock().ok_or(Error::Busy)?;
+        self.layer.check_cpu(cpu)?;
+        let mut t = self.layer.tables[cpu.idx()].try_lock().ok_or(Error::Busy)?;
         if t.unclaim(pool, slot) {
             Ok(())
         } else {
@@ -130,22 +166,22 @@ impl Layer {
         }
     }
 
-    /// Debugger path: how many slots of `pool` are free on *every* online
+    /// how many slots of `pool` are free on *every* online
     /// CPU right now. [`Error::Busy`] when the books are locked.
     pub fn free_everywhere(&self, pool: Pool) -> Result<usize, Error> {
-        let b = self.books.try_lock().ok_or(Error::Busy)?;
+        let b = self.layer.books.try_lock().ok_or(Error::Busy)?;
         Ok(b.slots
             .free_everywhere(pool, &|c| b.online.get(c.idx()).copied().unwrap_or(false)))
     }
 
-    /// Debugger path: start a session that books every slot free on every
+    /// start a session that books every slot free on every
     /// online CPU, in every pool. [`Error::Busy`] when the books are locked.
     /// Never allocates, never preempts: slots held by others stay theirs.
-    pub fn debug_session(&self) -> Result<DebugSession<'_>, Error> {
-        let mut b = self.books.try_lock().ok_or(Error::Busy)?;
+    pub fn session(&self) -> Result<DebugSession<'a>, Error> {
+        let mut b = self.layer.books.try_lock().ok_or(Error::Busy)?;
         let mut held = [0usize; 2];
         for pool in Pool::ALL {
-            if self.arch.slots(pool) == 0 {
+            if self.layer.arch.slots(pool) == 0 {
                 continue;
             }
             let online = &b.online;
@@ -159,7 +195,10 @@ impl Layer {
                 held[pool.idx()] += 1;
             }
         }
-        Ok(DebugSession { layer: self, held })
+        Ok(DebugSession {
+            layer: self.layer,
+            held,
+        })
     }
 }
 
@@ -179,9 +218,9 @@ impl DebugSession<'_> {
     }
 
     /// Register `pool`'s register on `cpu` for the debugger to program (see
-    /// [`Layer::try_claim`]).
+    /// [`Debugger::try_claim`]).
     pub fn claim(&self, cpu: CpuId, pool: Pool) -> Result<usize, Error> {
-        self.layer.try_claim(cpu, pool)
+        self.layer.debugger().try_claim(cpu, pool)
     }
 
     /// Drop every debugger claim and release every held slot, never
@@ -202,7 +241,7 @@ impl DebugSession<'_> {
         for pool in Pool::ALL {
             while held[pool.idx()] > 0 {
                 // Cannot fail: the session's slots are counted in dbg_held.
-                let _ = Layer::dbg_release_locked(b, pool);
+                let _ = Debugger::dbg_release_locked(b, pool);
                 held[pool.idx()] -= 1;
             }
         }

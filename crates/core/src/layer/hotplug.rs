@@ -7,19 +7,30 @@ use crate::arch::Pool;
 use crate::bp::BpId;
 use crate::error::Error;
 use crate::install::Installed;
-use crate::machine::Machine;
+use crate::machine::{set_single_step, Machine};
 use crate::target::{CpuId, Target};
 
 use super::wide::Wide;
 use super::{booked, Layer};
 
+/// A wide breakpoint that did not fit on a CPU coming online
+/// ([`Layer::cpu_online`]); it stays registered on the other CPUs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("wide breakpoint {} stays off the CPU coming online: {error}", bp.0)]
+pub struct OnlineError {
+    /// The breakpoint that did not fit (the first, by id).
+    pub bp: BpId,
+    /// Why (the booking's [`Error::NoSlot`]).
+    pub error: Error,
+}
+
 impl Layer {
     /// `cpu` came online (the machine marks it online first). It gets every
     /// wide breakpoint, each through the fan-out's `join`. If one does not
     /// fit, the others are still installed and the first failure is returned
-    /// with its id: that breakpoint stays registered on the other CPUs only.
-    /// An unknown CPU is ignored.
-    pub fn cpu_online(&self, m: &mut dyn Machine, cpu: CpuId) -> Result<(), (BpId, Error)> {
+    /// as an [`OnlineError`]: that breakpoint stays registered on the other
+    /// CPUs only. An unknown CPU is ignored.
+    pub fn cpu_online(&self, m: &mut dyn Machine, cpu: CpuId) -> Result<(), OnlineError> {
         if cpu.idx() >= self.possible {
             return Ok(());
         }
@@ -46,8 +57,8 @@ impl Layer {
                     stepping: false,
                 }),
             };
-            if let Err(e) = w.join(&mut d, cpu) {
-                first.get_or_insert((id, e));
+            if let Err(error) = w.join(&mut d, cpu) {
+                first.get_or_insert(OnlineError { bp: id, error });
             }
         }
         match first {
@@ -100,14 +111,12 @@ impl Layer {
             {
                 let mut t = self.tables[cpu.idx()].lock();
                 t.uninstall_tasks(&*self.arch, m, cpu);
-                if let Some(task) = t.task.take() {
-                    if b.running.get(&task) == Some(&cpu) {
-                        b.running.remove(&task);
-                    }
-                }
+                // The task's on_cpu hint goes stale with this: checked
+                // against the table, it no longer counts (layer::tasks).
+                t.task = None;
                 if t.has_pending() {
                     t.pending.iter_mut().for_each(|p| *p = None);
-                    m.set_single_step(cpu, false);
+                    set_single_step(m, cpu, false);
                 }
                 t.unclaim_all();
                 debug_assert_eq!(t.count(Pool::Inst) + t.count(Pool::Data), 0);

@@ -8,10 +8,13 @@
 //! - [`sched`]: the scheduling hooks (`switch_task`, `task_exit`) and where a
 //!   task runs;
 //! - [`hotplug`]: `cpu_online` / `cpu_offline`;
-//! - [`debugger`]: the kgdb try-path ([`DbgSlot`], [`DebugSession`]);
+//! - `debugger`: the kgdb try-path, an optional part behind the `debugger`
+//!   cargo feature (on by default) and its own handle, `Layer::debugger()`;
 //! - [`snapshot`]: the layer's whole state, for before/after comparisons;
 //! - `wide`: the [`crate::fanout::Domain`] that books and installs a wide
-//!   breakpoint CPU by CPU.
+//!   breakpoint CPU by CPU;
+//! - `tasks`: per-task breakpoint lists the context switch reads without
+//!   the books, and the protocol that keeps them and the registers in step.
 //!
 //! Every mutating call follows the same order, as Linux does:
 //! **parse** with the arch first (a clear error before anything is booked),
@@ -19,13 +22,18 @@
 //! [`crate::install`]. A call that fails changes nothing.
 //!
 //! ## Locks
-//! - `books`: one global lock over the slot books, the registered set and the
-//!   task tables. Every API call except dispatch and the debugger path takes it
-//!   (blocking). The debugger path only ever `try_lock`s it.
-//! - one lock per CPU over its install table. Taken *after* the books (never
-//!   the other way round) by registration, and alone by dispatch. Dispatch thus
-//!   never waits for the books, so a hit can never deadlock against a
-//!   registration stuck in a slow register write on another CPU.
+//! - `books`: one global lock over the slot books and the registered set.
+//!   Every API call except dispatch, the context switch and the debugger path
+//!   takes it (blocking). The debugger path only ever `try_lock`s it.
+//! - one lock per task with breakpoints over its list (`tasks`: what the
+//!   context switch installs), found through a sharded index. Taken after the
+//!   books by the API, and without them by [`Layer::switch_task`]: the
+//!   switch takes no global lock.
+//! - one lock per CPU over its install table. Taken *after* the books and the
+//!   task lock (never the other way round) by registration and the switch,
+//!   and alone by dispatch. Dispatch thus never waits for the books, so a hit
+//!   can never deadlock against a registration stuck in a slow register write
+//!   on another CPU.
 //!
 //! ## Targets
 //! - [`Target::Cpu`] and [`Target::AllCpus`] breakpoints are installed at once
@@ -35,10 +43,12 @@
 //!   at registration time ([`Machine::current`]) gets them at once.
 
 pub mod api;
+#[cfg(feature = "debugger")]
 pub mod debugger;
 pub mod hotplug;
 pub mod sched;
 pub mod snapshot;
+mod tasks;
 mod wide;
 
 use alloc::boxed::Box;
@@ -48,7 +58,7 @@ use alloc::vec::Vec;
 
 use spin::Mutex;
 
-use crate::arch::{Arch, ArchBp, Pool, RawStatus};
+use crate::arch::{Arch, ArchBp, Pool, RawStatus, Trigger};
 use crate::attr::BpAttr;
 use crate::bp::{BpId, Life};
 use crate::dispatch::Fire;
@@ -58,13 +68,15 @@ use crate::fanout::Fanout;
 use crate::install::CpuTable;
 use crate::machine::Machine;
 use crate::slots::Slots;
-use crate::target::{CpuId, Target, TaskId};
+use crate::target::{CpuId, Target};
 
 pub use crate::bp::{Callback, Hit};
 pub use crate::dispatch::Dispatched;
-pub use api::Request;
-pub use debugger::{DbgSlot, DebugSession};
-pub use snapshot::{BpSnapshot, Snapshot};
+pub use api::{InstalledBp, Request};
+#[cfg(feature = "debugger")]
+pub use debugger::{DbgSlot, DebugSession, Debugger};
+pub use hotplug::OnlineError;
+pub use snapshot::{BpSnapshot, SlotSnapshot, Snapshot};
 use wide::Hint;
 
 /// One registered breakpoint, as the books know it.
@@ -107,17 +119,14 @@ struct Books {
     /// The next id to hand out. Taken only when a registration succeeds, so a
     /// failed registration leaves it unchanged.
     next_id: u32,
-    /// Task → its breakpoints (both task target kinds).
-    tasks: BTreeMap<TaskId, Vec<BpId>>,
-    /// Task → the CPU the layer installed it on (kept by `switch_task`).
-    running: BTreeMap<TaskId, CpuId>,
     /// The layer's view of which CPUs are online (hotplug hooks, wide
     /// registration). The debugger path has no machine to ask.
     online: Vec<bool>,
     /// Debugger-held slots per CPU per pool (preallocated: the debugger path
     /// never allocates).
     dbg: Vec<[u16; 2]>,
-    /// Outstanding [`DbgSlot`]s per pool.
+    /// Outstanding debugger slots (`DbgSlot`) per pool.
+    #[cfg(feature = "debugger")]
     dbg_held: [usize; 2],
 }
 
@@ -127,6 +136,8 @@ pub struct Layer {
     possible: usize,
     books: Mutex<Books>,
     tables: Vec<Mutex<CpuTable>>,
+    /// Per-task breakpoint lists for the context switch (see [`tasks`]).
+    tasks: tasks::TaskIndex,
     events: Events,
 }
 
@@ -144,15 +155,15 @@ impl Layer {
                 slots: Slots::new(possible_cpus, limit),
                 bps: BTreeMap::new(),
                 next_id: 1,
-                tasks: BTreeMap::new(),
-                running: BTreeMap::new(),
                 online: alloc::vec![true; possible_cpus],
                 dbg: alloc::vec![[0; 2]; possible_cpus],
+                #[cfg(feature = "debugger")]
                 dbg_held: [0; 2],
             }),
             tables: (0..possible_cpus)
                 .map(|_| Mutex::new(CpuTable::new(limit)))
                 .collect(),
+            tasks: tasks::TaskIndex::new(),
             events: Events::new(possible_cpus, ring_capacity),
             arch,
             possible: possible_cpus,
@@ -191,11 +202,20 @@ impl Layer {
         Ok(())
     }
 
-    /// Parse with the arch, and check the pool exists: no booking yet.
-    fn parse(&self, attr: &BpAttr) -> Result<ArchBp, Error> {
+    /// Parse with the arch, check the pool exists and that the machine can
+    /// step over what traps before the access: no booking yet.
+    fn parse(&self, m: &mut dyn Machine, attr: &BpAttr) -> Result<ArchBp, Error> {
         let bp = self.arch.parse(attr)?;
         if self.arch.slots(bp.pool) == 0 {
             return Err(Error::NoSuchPool { pool: bp.pool });
+        }
+        // A field test first: a trap-after breakpoint (x86 data) costs no
+        // call here.
+        if bp.trigger == Trigger::Before
+            && self.arch.needs_step_over(&bp)
+            && m.single_step().is_none()
+        {
+            return Err(Error::NeedsSingleStep { pool: bp.pool });
         }
         Ok(bp)
     }

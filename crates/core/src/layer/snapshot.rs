@@ -30,6 +30,19 @@ pub struct BpSnapshot {
     pub members: Vec<CpuId>,
 }
 
+/// One occupied debug register in a [`Snapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotSnapshot {
+    /// The register's pool.
+    pub pool: Pool,
+    /// The register's index in its pool.
+    pub slot: usize,
+    /// The breakpoint programmed there.
+    pub bp: BpId,
+    /// What was programmed (address, length, control bits).
+    pub arch: ArchBp,
+}
+
 /// The layer's full state at one instant: books, registered set, install
 /// tables, task placement, debugger holdings and the next id.
 ///
@@ -45,8 +58,8 @@ pub struct Snapshot {
     pub next_id: u32,
     /// Every registered breakpoint, by id.
     pub bps: Vec<BpSnapshot>,
-    /// Per CPU: `(pool, slot, id, programming)` of each occupied register.
-    pub installed: Vec<Vec<(Pool, usize, BpId, ArchBp)>>,
+    /// Per CPU: each occupied register, by pool then slot.
+    pub installed: Vec<Vec<SlotSnapshot>>,
     /// Per CPU: the task whose breakpoints are installed there.
     pub cpu_task: Vec<Option<TaskId>>,
     /// The layer's view of online CPUs.
@@ -84,7 +97,16 @@ impl Layer {
         let mut cpu_task = Vec::with_capacity(self.possible);
         for t in &self.tables {
             let t = t.lock();
-            installed.push(t.entries().map(|(p, s, e)| (p, s, e.id, e.bp)).collect());
+            installed.push(
+                t.entries()
+                    .map(|(pool, slot, e)| SlotSnapshot {
+                        pool,
+                        slot,
+                        bp: e.id,
+                        arch: e.bp,
+                    })
+                    .collect(),
+            );
             cpu_task.push(t.task);
         }
         Snapshot {

@@ -15,7 +15,7 @@ use hwbreak_core::arch::{
     Arch, ArchBp, ArchError, DebugRegs, Decoded, Pool, RawStatus, Reg, Trigger,
 };
 use hwbreak_core::layer::{Dispatched, Layer};
-use hwbreak_core::{Access, BpAttr, CpuId, Machine, TaskId};
+use hwbreak_core::{Access, BpAttr, CpuId, Machine, SingleStep, TaskId};
 
 /// Toy arch. Registers: `Addr(pool, i)` = hardware start address;
 /// `Ctrl(pool, i)` = `1 | access << 4 | hw_len << 8` (bit 0 = enabled).
@@ -190,6 +190,8 @@ pub struct State {
     pub online: Vec<bool>,
     pub current: Vec<Option<TaskId>>,
     pub single_step: Vec<bool>,
+    /// The machine offers no single-step capability (`Machine::single_step` is `None`).
+    pub no_single_step: bool,
     pub writes: u64,
     pub time: u64,
 }
@@ -235,6 +237,7 @@ impl TestMachine {
             online: vec![true; cpus],
             current: vec![None; cpus],
             single_step: vec![false; cpus],
+            no_single_step: false,
             writes: 0,
             time: 0,
         }));
@@ -275,6 +278,11 @@ impl TestMachine {
 
     pub fn set_current(&self, cpu: u32, t: Option<TaskId>) {
         self.st.lock().unwrap().current[cpu as usize] = t;
+    }
+
+    /// Offer (`true`, the default) or withdraw the single-step capability.
+    pub fn set_has_single_step(&self, has: bool) {
+        self.st.lock().unwrap().no_single_step = !has;
     }
 
     pub fn stepping(&self, cpu: u32) -> bool {
@@ -387,13 +395,23 @@ impl Machine for TestMachine {
             .copied()
             .flatten()
     }
-    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
-        self.st.lock().unwrap().single_step[cpu.idx()] = on;
+    fn single_step(&mut self) -> Option<&mut dyn SingleStep> {
+        if self.st.lock().unwrap().no_single_step {
+            None
+        } else {
+            Some(self)
+        }
     }
     fn now(&self) -> u64 {
         let mut st = self.st.lock().unwrap();
         st.time += 1;
         st.time
+    }
+}
+
+impl SingleStep for TestMachine {
+    fn set_single_step(&mut self, cpu: CpuId, on: bool) {
+        self.st.lock().unwrap().single_step[cpu.idx()] = on;
     }
 }
 

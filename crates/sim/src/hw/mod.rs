@@ -21,6 +21,7 @@
 //! are recorded as [`RegFault`]s, so tests can assert there are none.
 
 pub mod arm64;
+pub mod bts;
 pub mod power;
 pub mod x86;
 

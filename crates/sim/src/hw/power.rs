@@ -97,6 +97,23 @@ impl Default for PowerHw {
     }
 }
 
+/// What one DAWR/DAWRX pair (or DABR) matches.
+#[derive(Debug, Clone, Copy)]
+struct PowerSlot {
+    /// First byte matched (doubleword-aligned).
+    start: u64,
+    /// Bytes matched.
+    len: u64,
+    /// Matches loads.
+    reads: bool,
+    /// Matches stores.
+    writes: bool,
+    /// Privilege bits (user, kernel, hypervisor).
+    privs: u64,
+    /// Matches translated accesses (DAWRX WT/WTI, DABR BT).
+    translation: bool,
+}
+
 impl PowerHw {
     /// Data slots only.
     pub fn slots(&self, pool: Pool) -> usize {
@@ -123,8 +140,8 @@ impl PowerHw {
         }
     }
 
-    /// Slot `i`: (start, len, reads, writes, privilege bits, translation ok).
-    fn slot(&self, regs: &RegValues, i: usize) -> (u64, u64, bool, bool, u64, bool) {
+    /// What slot `i` matches.
+    fn slot(&self, regs: &RegValues, i: usize) -> PowerSlot {
         let a = regs.addr[Pool::Data.idx()][i];
         let x = regs.ctrl[Pool::Data.idx()][i];
         match self.mode {
@@ -137,18 +154,25 @@ impl PowerHw {
                     len = len.min(block_end - start);
                 }
                 let wt = x & (DAWRX_WT | DAWRX_WTI) != 0;
-                (start, len, x & DAWRX_DR != 0, x & DAWRX_DW != 0, x & 7, wt)
+                PowerSlot {
+                    start,
+                    len,
+                    reads: x & DAWRX_DR != 0,
+                    writes: x & DAWRX_DW != 0,
+                    privs: x & 7,
+                    translation: wt,
+                }
             }
             PowerMode::Dabr { dabrx } => {
                 let privs = if dabrx { x & 7 } else { 7 };
-                (
-                    a & !7,
-                    8,
-                    a & DABR_DATA_READ != 0,
-                    a & DABR_DATA_WRITE != 0,
+                PowerSlot {
+                    start: a & !7,
+                    len: 8,
+                    reads: a & DABR_DATA_READ != 0,
+                    writes: a & DABR_DATA_WRITE != 0,
                     privs,
-                    a & DABR_TRANSLATION != 0,
-                )
+                    translation: a & DABR_TRANSLATION != 0,
+                }
             }
         }
     }
@@ -168,7 +192,13 @@ impl PowerHw {
     pub(super) fn armed(&self, regs: &RegValues) -> Vec<Armed> {
         (0..self.slots(Pool::Data))
             .filter_map(|i| {
-                let (addr, len, r, w, _, _) = self.slot(regs, i);
+                let PowerSlot {
+                    start: addr,
+                    len,
+                    reads: r,
+                    writes: w,
+                    ..
+                } = self.slot(regs, i);
                 let access = match (r, w) {
                     (true, true) => Access::ReadWrite,
                     (true, false) => Access::Read,
@@ -194,7 +224,14 @@ impl PowerHw {
             Privilege::Kernel => DAWRX_KERNEL,
         };
         let hit = (0..self.slots(Pool::Data)).any(|i| {
-            let (start, len, r, w, privs, xlate) = self.slot(regs, i);
+            let PowerSlot {
+                start,
+                len,
+                reads: r,
+                writes: w,
+                privs,
+                translation: xlate,
+            } = self.slot(regs, i);
             let kind_ok = match m.kind {
                 Access::Read => r,
                 Access::Write => w,

@@ -75,27 +75,45 @@ pub fn len_bytes(len_field: u64) -> u64 {
     }
 }
 
-/// Slot `i`'s decoded DR7 fields: (enabled, rw, len in bytes).
-pub fn dr7_slot(dr7: u64, i: usize) -> (bool, u64, u64) {
-    let enabled = dr7 & (0b11 << (2 * i)) != 0;
-    let rw = (dr7 >> (16 + 4 * i)) & 3;
-    let len = len_bytes((dr7 >> (18 + 4 * i)) & 3);
-    (enabled, rw, len)
+/// DR0–DR3: the address registers x86-64 has (SDM vol. 3, 18.2). The
+/// model's own count, written from the manual like the rest of it, not the
+/// core backend's `NUM_SLOTS`: `backend_vs_hardware` then catches a backend
+/// that disagrees with the hardware.
+pub const DR_SLOTS: usize = 4;
+
+/// One slot's fields in DR7.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dr7Slot {
+    /// L or G set.
+    pub enabled: bool,
+    /// The RW field (`RW_EXEC`, `RW_WRITE`, `RW_IO`, `RW_READ_WRITE`).
+    pub rw: u64,
+    /// The LEN field, in bytes.
+    pub len: u64,
+}
+
+/// Slot `i`'s decoded DR7 fields.
+pub fn dr7_slot(dr7: u64, i: usize) -> Dr7Slot {
+    Dr7Slot {
+        enabled: dr7 & (0b11 << (2 * i)) != 0,
+        rw: (dr7 >> (16 + 4 * i)) & 3,
+        len: len_bytes((dr7 >> (18 + 4 * i)) & 3),
+    }
 }
 
 impl X86Hw {
     /// DR0–DR3 in the one shared pool.
     pub fn slots(&self, pool: Pool) -> usize {
         match pool {
-            Pool::Data => 4,
+            Pool::Data => DR_SLOTS,
             Pool::Inst => 0,
         }
     }
 
     pub(super) fn check_write(&self, _regs: &RegValues, r: Reg, v: u64) -> Option<&'static str> {
         match r {
-            Reg::Addr(Pool::Data, i) if i < 4 => None,
-            Reg::Ctrl(Pool::Data, i) if i < 4 && self.amd_addr_mask => None,
+            Reg::Addr(Pool::Data, i) if usize::from(i) < DR_SLOTS => None,
+            Reg::Ctrl(Pool::Data, i) if usize::from(i) < DR_SLOTS && self.amd_addr_mask => None,
             Reg::Ctrl(Pool::Data, _) if !self.amd_addr_mask => {
                 Some("no such register: x86 has no per-slot control register (AMD address masks are off on this CPU model)")
             }
@@ -104,8 +122,10 @@ impl X86Hw {
                 if v >> 32 != 0 {
                     return Some("DR7 bits 63:32 are reserved and must be zero (#GP)");
                 }
-                for i in 0..4 {
-                    let (en, rw, _) = dr7_slot(v, i);
+                for i in 0..DR_SLOTS {
+                    let Dr7Slot {
+                        enabled: en, rw, ..
+                    } = dr7_slot(v, i);
                     let len_field = (v >> (18 + 4 * i)) & 3;
                     if en && rw == RW_IO {
                         return Some("DR7 RW=10 (I/O breakpoint) needs CR4.DE; not a memory breakpoint");
@@ -122,7 +142,7 @@ impl X86Hw {
 
     /// The range slot `i` matches: (start, len).
     fn range(&self, regs: &RegValues, i: usize) -> (u64, u64) {
-        let (_, rw, len) = dr7_slot(regs.control, i);
+        let Dr7Slot { rw, len, .. } = dr7_slot(regs.control, i);
         let len = if rw == RW_EXEC { 1 } else { len };
         let mut start = regs.addr[Pool::Data.idx()][i] & !(len - 1);
         let mut span = len;
@@ -137,9 +157,11 @@ impl X86Hw {
     }
 
     pub(super) fn armed(&self, regs: &RegValues) -> Vec<Armed> {
-        (0..4)
+        (0..DR_SLOTS)
             .filter_map(|i| {
-                let (en, rw, _) = dr7_slot(regs.control, i);
+                let Dr7Slot {
+                    enabled: en, rw, ..
+                } = dr7_slot(regs.control, i);
                 if !en {
                     return None;
                 }
@@ -165,8 +187,10 @@ impl X86Hw {
     /// those that are enabled.
     fn matches(&self, regs: &RegValues, insn: &Insn, exec: bool) -> (u64, u64) {
         let (mut cond, mut enabled) = (0, 0);
-        for i in 0..4 {
-            let (en, rw, _) = dr7_slot(regs.control, i);
+        for i in 0..DR_SLOTS {
+            let Dr7Slot {
+                enabled: en, rw, ..
+            } = dr7_slot(regs.control, i);
             let (start, len) = self.range(regs, i);
             let hit = if exec {
                 rw == RW_EXEC && overlap(insn.ip, 1, start, len)

@@ -1,4 +1,4 @@
-/* Benchmark target for `hwbreak bench`.
+/* Benchmark target for `hwbreak-bench`.
  *
  * Writes the global `counter` N times in a tight loop, then exits 0.
  *   target N [THREADS]

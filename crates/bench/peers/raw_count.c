@@ -1,4 +1,4 @@
-/* Baseline peer for `hwbreak bench`: the plainest possible counting-mode
+/* Baseline peer for `hwbreak-bench`: the plainest possible counting-mode
  * hardware breakpoint, straight perf_event_open(2), no library.
  *
  *   raw_count ADDR LEN -- CMD [ARGS...]

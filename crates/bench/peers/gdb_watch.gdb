@@ -1,4 +1,4 @@
-# gdb peer for `hwbreak bench`: a hardware write watchpoint on `counter` that
+# gdb peer for `hwbreak-bench`: a hardware write watchpoint on `counter` that
 # auto-continues on every hit, the way a user would watch in gdb without
 # stopping by hand.  Run as:
 #   gdb -nx -batch -x gdb_watch.gdb --args ./target N
