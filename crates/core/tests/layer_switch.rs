@@ -39,7 +39,10 @@ struct ProbeHook {
 impl ProbeHook {
     fn probe(&self) {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if matches!(self.layer.debugger().free_everywhere(Pool::Data), Err(Error::Busy)) {
+        if matches!(
+            self.layer.debugger().free_everywhere(Pool::Data),
+            Err(Error::Busy)
+        ) {
             self.books_held.fetch_add(1, Ordering::SeqCst);
         }
     }
