@@ -7,8 +7,10 @@
 //! (blazesym over DWARF). 1000 distinct stacks of depth 8, 4 watches, 64 threads.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use hwbreak::recfile::{Header, Hit, Module, WatchEntry, Writer};
+use hwbreak::recfile::{Header, Module, WatchEntry, Writer};
+use hwbreak_core::events::{Extended, Extension, Sample};
 use hwbreak_core::Access;
+use hwbreak_core::{BpId, CpuId, TaskId};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 
@@ -53,15 +55,20 @@ fn make_file(dir: &Path, hits: u64) -> PathBuf {
     let mut w = Writer::new(f, &header).unwrap();
     for i in 0..hits {
         let s = i % 1000;
-        w.hit(&Hit {
-            watch: (s % 4) as u16,
-            tid: (i % 64) as u32,
-            cpu: 0,
-            time_ns: i * 1000,
-            ip: ip(s),
-            addr: 0x1000,
-            value: None,
-            stack: (1..8).map(|d| ip(s * 8 + d)).collect(),
+        let stack: Vec<u64> = (1..8).map(|d| ip(s * 8 + d)).collect();
+        w.hit(&Extended {
+            sample: Sample {
+                bp: BpId((s % 4) as u32),
+                cpu: CpuId(0),
+                task: Some(TaskId(i % 64)),
+                ip: ip(s),
+                addr: 0x1000,
+                time: i * 1000,
+            },
+            ext: Extension {
+                stack: &stack,
+                ..Extension::NONE
+            },
         })
         .unwrap();
     }

@@ -34,7 +34,7 @@ pub struct Frame {
 
 /// A stack entry that marks a cut stack: it follows the last frame that was
 /// walked when the stack went on above the copied bytes
-/// ([`hwbreak_linux::watch::WatchHit::stack_truncated`]). No return address
+/// (`hwbreak_core::events::Extension::stack_truncated`). No return address
 /// can take this value: it is in the kernel's half of the address space.
 pub const CUT: u64 = u64::MAX - 1;
 

@@ -16,7 +16,7 @@
 use crate::cli::TargetArgs;
 use crate::error::CliError;
 use crate::plan::{self, Plan};
-use hwbreak_linux::launch::StoppedAtEntry;
+use hwbreak_linux::launch::{Follow, StoppedAtEntry};
 use hwbreak_linux::watch::Watcher;
 use std::process::Command;
 
@@ -46,10 +46,75 @@ pub fn start(
     cmd: &[String],
     stdout_to_stderr: bool,
 ) -> Result<(Plan, AtEntry), CliError> {
-    let stopped = StoppedAtEntry::spawn(command(cmd, stdout_to_stderr), true)
-        .map_err(|e| CliError::new(e.to_string()))?;
-    let plan = plan::plan_loaded(t, stopped.pid())?;
-    Ok((plan, AtEntry { stopped }))
+    if !is_script(&cmd[0]) {
+        let stopped = StoppedAtEntry::spawn(command(cmd, stdout_to_stderr), true)
+            .map_err(|e| CliError::new(e.to_string()))?;
+        let plan = plan::plan_loaded(t, stopped.pid())?;
+        return Ok((plan, AtEntry { stopped }));
+    }
+    // A script: the kernel runs its interpreter. A shell or `env` that does
+    // not define the names is taken for a wrapper and followed to the
+    // program it `exec`s; any other interpreter must define them itself.
+    let mut outcome: Option<Result<Plan, CliError>> = None;
+    let mut last_err: Option<CliError> = None;
+    let spawned = StoppedAtEntry::spawn_following(command(cmd, stdout_to_stderr), true, |pid| {
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+        match plan::plan_loaded(t, pid) {
+            Ok(p) => {
+                outcome = Some(Ok(p));
+                Follow::Stop
+            }
+            Err(e) if is_wrapper(&exe) => {
+                last_err = Some(e);
+                Follow::Next
+            }
+            Err(e) => {
+                outcome = Some(Err(CliError::new(format!(
+                    "`{}` is a script run by {}, and its names are looked up there: {}. hwbreak watches the program that runs: names of the script's own language are not symbols of it (install the interpreter's debug symbols, e.g. python3.11-dbg, to name its C variables)",
+                    cmd[0],
+                    exe.display(),
+                    e
+                ))));
+                Follow::Stop
+            }
+        }
+    });
+    match (spawned, outcome) {
+        (Ok(stopped), Some(Ok(plan))) => Ok((plan, AtEntry { stopped })),
+        (Ok(_stopped), Some(Err(e))) => Err(e), // dropping `_stopped` kills it
+        (Ok(_), None) => Err(CliError::new("internal error: no program was chosen")),
+        (Err(e), _) => Err(CliError::new(format!(
+            "{e}; no program it ran defines what was asked{}. A wrapper script must `exec` the program for hwbreak to follow it",
+            last_err.map(|e| format!(" ({})", e)).unwrap_or_default()
+        ))),
+    }
+}
+
+/// Whether `path` is an executable script (`#!`), not an ELF program.
+fn is_script(path: &str) -> bool {
+    use std::io::Read;
+    let found = if path.contains('/') {
+        Some(std::path::PathBuf::from(path))
+    } else {
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(path))
+                .find(|c| c.is_file())
+        })
+    };
+    let mut magic = [0u8; 2];
+    found
+        .and_then(|p| std::fs::File::open(p).ok())
+        .is_some_and(|mut f| f.read_exact(&mut magic).is_ok() && &magic == b"#!")
+}
+
+/// A program that runs another: a shell running a wrapper script, or `env`.
+fn is_wrapper(exe: &std::path::Path) -> bool {
+    let name = exe.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    matches!(
+        name,
+        "sh" | "bash" | "dash" | "zsh" | "ksh" | "mksh" | "ash" | "busybox" | "env"
+    )
 }
 
 impl AtEntry {

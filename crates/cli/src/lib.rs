@@ -1,12 +1,32 @@
 //! # hwbreak (the command)
 //!
 //! Watch any variable by name, in every thread, without stopping the
-//! program. This crate is thin glue over `hwbreak-linux` (perf events and
-//! symbols): it parses SPECs ([`spec`]), plans the breakpoints ([`plan`]),
-//! drives a watch session ([`session`]), prints hits and summaries
-//! ([`summary`], [`frames`]), and reads and writes record files
-//! ([`recfile`], [`report`]). It does no perf or DWARF work of its own
-//! beyond probing slots ([`slots`]) and reading watched bytes ([`sys`]).
+//! program. This crate is thin glue over `hwbreak-linux` (perf events,
+//! symbols, hit order, values) and `hwbreak-core` (the one hit record,
+//! `events::Extended`).
+//!
+//! ## What it owns
+//!
+//! * The command line ([`cli`]), SPECs ([`spec`]) and the breakpoint plan
+//!   ([`plan`], [`launch_lib`] for SPECs in shared libraries).
+//! * Session glue: [`session`] opens the watches and runs `stat`;
+//!   [`sampling`] runs the drain loop of `watch` and `record`.
+//! * Output: one [`sink::Sink`] per format ([`sink::Text`], [`sink::Json`],
+//!   [`sink::RecordFile`]), the summary ([`summary`]) and symbolized frames
+//!   ([`frames`], [`offline`]).
+//! * Record files ([`recfile`]) and `report` ([`report`]).
+//! * Errors ([`error`]): typed, each with its source, printed as one line.
+//!
+//! ## What it must not do
+//!
+//! No perf, ptrace or DWARF work of its own (beyond probing slots,
+//! [`slots`]): ring sizing, time order and value tracking belong to
+//! `hwbreak-linux` (`ringsize`, `order`, `values`). No per-format flags in
+//! the hit path: a new output is a new [`sink::Sink`].
+//!
+//! ## Example
+//!
+//! A SPEC, parsed as `hwbreak watch` parses it:
 //!
 //! ```
 //! use hwbreak::spec::{parse, Location};
@@ -26,7 +46,9 @@ pub mod offline;
 pub mod plan;
 pub mod recfile;
 pub mod report;
+pub mod sampling;
 pub mod session;
+pub mod sink;
 pub mod slots;
 pub mod spec;
 pub mod summary;

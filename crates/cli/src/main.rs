@@ -6,9 +6,6 @@ use clap::Parser;
 fn main() {
     let cli = hwbreak::cli::Cli::parse();
     if let Err(e) = hwbreak::run(cli) {
-        if !e.msg.is_empty() {
-            eprintln!("hwbreak: {e}");
-        }
-        std::process::exit(e.code);
+        hwbreak::error::exit_with(&e);
     }
 }

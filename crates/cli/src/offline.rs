@@ -9,7 +9,7 @@
 
 use crate::frames::{Frame, Symbolize};
 use crate::recfile::Module;
-use hwbreak_linux::symbols::{self, MapEntry, Symbolizer};
+use hwbreak_linux::symbols::{self, read_maps, MapEntry, Symbolizer};
 
 /// A maps entry as a record file's module: the reverse of [`map_entry`].
 /// A mapping whose file was deleted is named by its `/proc/PID/map_files`
@@ -63,6 +63,86 @@ pub fn frame_from(f: &symbols::Frame) -> Frame {
         line: f.line,
         module: f.module.as_deref().map(str::to_string),
         module_offset: f.module_offset,
+    }
+}
+
+/// The target's executable mappings, kept as they grow (libraries loaded
+/// later). Symbolization works from this snapshot, so stacks still resolve
+/// after the process exits.
+pub struct Maps {
+    pid: Option<i32>,
+    /// Every executable file mapping seen so far.
+    pub modules: Vec<Module>,
+}
+
+impl Maps {
+    /// None yet, of process `pid` (`None`: CPU-wide, no process).
+    pub fn new(pid: Option<i32>) -> Self {
+        Maps {
+            pid,
+            modules: Vec::new(),
+        }
+    }
+
+    /// Re-read `/proc/PID/maps`; returns the mappings not seen before.
+    pub fn refresh(&mut self) -> Vec<Module> {
+        let Some(pid) = self.pid else {
+            return Vec::new();
+        };
+        let Ok(maps) = read_maps(pid) else {
+            return Vec::new();
+        };
+        let mut new = Vec::new();
+        for m in maps.iter().filter(|m| m.is_exec() && m.is_file()) {
+            if self
+                .modules
+                .iter()
+                .any(|k| k.start == m.start && k.end == m.end)
+            {
+                continue;
+            }
+            let md = module(m, pid);
+            self.modules.push(md.clone());
+            new.push(md);
+        }
+        new
+    }
+
+    /// Add mappings the kernel reported; returns those not seen before.
+    pub fn add(&mut self, more: Vec<Module>) -> Vec<Module> {
+        let mut new = Vec::new();
+        for m in more {
+            if !self
+                .modules
+                .iter()
+                .any(|k| k.start == m.start && k.end == m.end)
+            {
+                self.modules.push(m.clone());
+                new.push(m);
+            }
+        }
+        new
+    }
+
+    /// Whether a known mapping holds `ip`.
+    pub fn covers(&self, ip: u64) -> bool {
+        self.modules.iter().any(|m| m.start <= ip && ip < m.end)
+    }
+
+    /// Code bytes at `addr` from the mapped file (the program may have
+    /// exited by the time its hits are handled); false if no known mapping
+    /// holds them all or the file cannot be read.
+    pub fn read_code(&self, addr: u64, buf: &mut [u8]) -> bool {
+        use std::os::unix::fs::FileExt;
+        let end = addr + buf.len() as u64;
+        self.modules
+            .iter()
+            .find(|m| m.start <= addr && end <= m.end)
+            .and_then(|m| {
+                let f = std::fs::File::open(&m.path).ok()?;
+                f.read_exact_at(buf, addr - m.start + m.file_offset).ok()
+            })
+            .is_some()
     }
 }
 

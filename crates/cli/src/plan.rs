@@ -107,10 +107,6 @@ pub fn target_of(t: &TargetArgs) -> Result<TargetKind, CliError> {
     })
 }
 
-fn symbol_error(e: impl std::fmt::Display) -> CliError {
-    CliError::new(e.to_string())
-}
-
 /// A plan, or a launched command whose SPECs resolve only once it is loaded.
 #[derive(Debug, Clone)]
 pub enum Planned {
@@ -157,9 +153,16 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
                         "process {p} does not exist (it exited, or the PID is wrong); check it with `ps -p {p}` and pass a live PID"
                     )));
                 }
-                Resolver::for_pid(*p).map_err(symbol_error)?
+                Resolver::for_pid(*p).map_err(CliError::Symbol)?
             }
-            TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).map_err(symbol_error)?,
+            TargetKind::Launch(cmd) => match Resolver::for_exe(&cmd[0]) {
+                Ok(r) => r,
+                // A `#!` script or other non-ELF command: names are looked up
+                // in the program it runs (its interpreter, or what a wrapper
+                // `exec`s), once that is loaded.
+                Err(SymbolError::BadElf { .. }) => return Ok(Planned::AtEntry(cmd.clone())),
+                Err(e) => return Err(CliError::Symbol(e)),
+            },
             TargetKind::AllCpus => {
                 return Err(CliError::usage(
                     "with -a (all CPUs) there is no process to look names up in: give addresses (0x...), or watch a process with -p PID",
@@ -179,13 +182,53 @@ pub fn plan(t: &TargetArgs) -> Result<Planned, CliError> {
                 Err(SymbolError::NotFound { .. }) if launch.is_some() => {
                     return Ok(Planned::AtEntry(launch.cloned().unwrap_or_default()));
                 }
-                Err(e) => return Err(symbol_error(e)),
+                Err(e) => return Err(CliError::Symbol(e)),
             },
             _ => None,
         };
         resolved.push(r);
     }
+    check_raw_addresses(&target, &specs, resolver.as_ref())?;
     build(target, t, &specs, resolved).map(Planned::Ready)
+}
+
+/// Refuse raw addresses that are link-time addresses of a PIE's or shared
+/// library's symbols (see [`Resolver::check_raw_address`]). Best effort: a
+/// target whose files cannot be read is not checked.
+fn check_raw_addresses(
+    target: &TargetKind,
+    specs: &[Spec],
+    resolver: Option<&Resolver>,
+) -> Result<(), CliError> {
+    let addrs: Vec<u64> = specs
+        .iter()
+        .filter_map(|s| match s.location {
+            Location::Addr(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    let own;
+    let r = match resolver {
+        Some(r) => r,
+        None => {
+            own = match target {
+                TargetKind::Pid(p) | TargetKind::Tid(p) => Resolver::for_pid(*p).ok(),
+                TargetKind::Launch(cmd) => Resolver::for_exe(&cmd[0]).ok(),
+                TargetKind::AllCpus => None,
+            };
+            match &own {
+                Some(r) => r,
+                None => return Ok(()),
+            }
+        }
+    };
+    for a in addrs {
+        r.check_raw_address(a).map_err(CliError::Symbol)?;
+    }
+    Ok(())
 }
 
 /// Plan a launched command that is loaded: process `pid` (launched from
@@ -195,7 +238,7 @@ pub fn plan_loaded(t: &TargetArgs, pid: i32) -> Result<Plan, CliError> {
     let target = target_of(t)?;
     let specs = parse_specs(t)?;
     let program = t.command.first().map(String::as_str).unwrap_or("?");
-    let r = Resolver::for_pid(pid).map_err(symbol_error)?;
+    let r = Resolver::for_pid(pid).map_err(CliError::Symbol)?;
     let mut resolved = Vec::new();
     for s in &specs {
         resolved.push(match &s.location {
@@ -209,7 +252,7 @@ pub fn plan_loaded(t: &TargetArgs, pid: i32) -> Result<Plan, CliError> {
                         name,
                         searched,
                         suggestions,
-                    } => symbol_error(SymbolError::NotFound {
+                    } => CliError::Symbol(SymbolError::NotFound {
                         name,
                         searched: searched.replacen(
                             &format!("process {pid}"),
@@ -218,7 +261,7 @@ pub fn plan_loaded(t: &TargetArgs, pid: i32) -> Result<Plan, CliError> {
                         ),
                         suggestions,
                     }),
-                    e => symbol_error(e),
+                    e => CliError::Symbol(e),
                 })?)
             }
             Location::Addr(_) => None,
@@ -442,15 +485,15 @@ mod tests {
     fn exactly_one_target_is_required() {
         assert!(target_of(&args(None, false, &[]))
             .unwrap_err()
-            .msg
+            .to_string()
             .contains("no target"));
         assert!(target_of(&args(Some(1), true, &[]))
             .unwrap_err()
-            .msg
+            .to_string()
             .contains("more than one"));
         assert!(target_of(&args(Some(-3), false, &[]))
             .unwrap_err()
-            .msg
+            .to_string()
             .contains("positive"));
         assert!(matches!(
             target_of(&args(None, false, &["ls"])),
@@ -481,6 +524,6 @@ mod tests {
         let mut a = args(Some(std::process::id() as i32), false, &[]);
         a.specs = vec!["0x1000/8".into(); 5];
         let e = plan(&a).unwrap_err();
-        assert!(e.msg.contains("need 5 hardware slots"), "{}", e.msg);
+        assert!(e.to_string().contains("need 5 hardware slots"), "{e}");
     }
 }

@@ -34,8 +34,15 @@
 //!
 //! A file without its trailer was cut short (the recorder was killed): the
 //! reader says so instead of guessing.
+//!
+//! A hit is written from, and read back as, the one hit record of
+//! [`hwbreak_core::events`]: an [`Extended`] whose `sample.bp` is the
+//! watch's index in the table, `sample.task` the thread, `ext.stack` the
+//! return addresses, `ext.stack_truncated` the cut marker and `ext.value`
+//! the value.
 
-use hwbreak_core::Access;
+use hwbreak_core::events::{Extended, Extension, Sample};
+use hwbreak_core::{Access, BpId, CpuId, TaskId};
 use std::io::{self, BufRead, Read, Write};
 
 /// The file's magic bytes.
@@ -92,27 +99,6 @@ pub struct Header {
     pub watches: Vec<WatchEntry>,
     /// The target's executable mappings.
     pub modules: Vec<Module>,
-}
-
-/// One hit.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Hit {
-    /// Index into [`Header::watches`].
-    pub watch: u16,
-    /// Thread that made the access.
-    pub tid: u32,
-    /// CPU it ran on.
-    pub cpu: u32,
-    /// Perf clock.
-    pub time_ns: u64,
-    /// Instruction pointer (after the access for x86 data watches).
-    pub ip: u64,
-    /// Data address reported.
-    pub addr: u64,
-    /// The watched bytes after the hit, when recorded.
-    pub value: Option<u64>,
-    /// Return addresses, innermost first (the IP is not repeated).
-    pub stack: Vec<u64>,
 }
 
 /// The totals at the end of a file.
@@ -221,22 +207,30 @@ impl<W: Write> Writer<W> {
         })
     }
 
-    /// Append one hit. Stacks longer than [`MAX_FRAMES`] are cut.
-    pub fn hit(&mut self, h: &Hit) -> io::Result<()> {
-        let n = h.stack.len().min(MAX_FRAMES);
+    /// Append one hit: `h.sample.bp` is its watch's index in the table. A
+    /// cut stack (`ext.stack_truncated`) ends with [`crate::frames::CUT`].
+    /// Stacks longer than [`MAX_FRAMES`] are cut.
+    pub fn hit(&mut self, h: &Extended<'_>) -> io::Result<()> {
+        let (s, e) = (&h.sample, &h.ext);
+        let n = (e.stack.len() + usize::from(e.stack_truncated)).min(MAX_FRAMES);
         let mut b = [0u8; HIT_SIZE];
         b[0] = KIND_HIT;
-        b[1] = u8::from(h.value.is_some());
-        b[2..4].copy_from_slice(&h.watch.to_le_bytes());
-        b[4..8].copy_from_slice(&h.tid.to_le_bytes());
-        b[8..16].copy_from_slice(&h.time_ns.to_le_bytes());
-        b[16..24].copy_from_slice(&h.ip.to_le_bytes());
-        b[24..32].copy_from_slice(&h.addr.to_le_bytes());
-        b[32..40].copy_from_slice(&h.value.unwrap_or(0).to_le_bytes());
-        b[40..44].copy_from_slice(&h.cpu.to_le_bytes());
+        b[1] = u8::from(e.value.is_some());
+        b[2..4].copy_from_slice(&(s.bp.0 as u16).to_le_bytes());
+        b[4..8].copy_from_slice(&h.tid().to_le_bytes());
+        b[8..16].copy_from_slice(&s.time.to_le_bytes());
+        b[16..24].copy_from_slice(&s.ip.to_le_bytes());
+        b[24..32].copy_from_slice(&s.addr.to_le_bytes());
+        b[32..40].copy_from_slice(&e.value.unwrap_or(0).to_le_bytes());
+        b[40..44].copy_from_slice(&s.cpu.0.to_le_bytes());
         b[44..46].copy_from_slice(&(n as u16).to_le_bytes());
         self.out.write_all(&b)?;
-        for f in &h.stack[..n] {
+        let cut = [crate::frames::CUT];
+        let frames = e
+            .stack
+            .iter()
+            .chain(if e.stack_truncated { &cut[..] } else { &[] });
+        for f in frames.take(n) {
             self.out.write_all(&f.to_le_bytes())?;
         }
         self.hits += 1;
@@ -296,6 +290,8 @@ pub struct Reader<R: BufRead> {
     hits_seen: u64,
     lost_seen: u64,
     done: bool,
+    /// The latest hit's stack (reused from hit to hit).
+    stack: Vec<u64>,
 }
 
 impl<R: BufRead> Reader<R> {
@@ -360,6 +356,7 @@ impl<R: BufRead> Reader<R> {
             hits_seen: 0,
             lost_seen: 0,
             done: false,
+            stack: Vec::new(),
         };
         let mut magic = [0u8; 8];
         let got = read_up_to(&mut r.inp, &mut magic)?;
@@ -439,12 +436,26 @@ impl<R: BufRead> Reader<R> {
         Ok(r)
     }
 
-    /// Read the next hit into `hit` (its stack buffer is reused). Returns
-    /// `Ok(false)` after the trailer; a lost record is counted and skipped.
-    pub fn next_hit(&mut self, hit: &mut Hit) -> Result<bool, RecError> {
+    /// The next hit, borrowing the reader's stack buffer; `Ok(None)` after
+    /// the trailer. A lost record is counted and skipped.
+    pub fn next_hit(&mut self) -> Result<Option<Extended<'_>>, RecError> {
+        let Some(mut hit) = self.next_fixed()? else {
+            return Ok(None);
+        };
+        let mut stack = &self.stack[..];
+        if let Some((&crate::frames::CUT, rest)) = stack.split_last() {
+            stack = rest;
+            hit.ext.stack_truncated = true;
+        }
+        hit.ext.stack = stack;
+        Ok(Some(hit))
+    }
+
+    /// The next hit's fixed part (its stack read into `self.stack`).
+    fn next_fixed(&mut self) -> Result<Option<Extended<'static>>, RecError> {
         loop {
             if self.done {
-                return Ok(false);
+                return Ok(None);
             }
             let at = self.offset;
             let mut kind = [0u8; 1];
@@ -455,6 +466,8 @@ impl<R: BufRead> Reader<R> {
                     what: "the records (no trailer)",
                 });
             }
+            let le32 =
+                |b: &[u8], i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
             self.offset += 1;
             match kind[0] {
                 KIND_HIT => {
@@ -477,20 +490,27 @@ impl<R: BufRead> Reader<R> {
                         return self
                             .corrupt(at, format!("{n} stack frames (at most {MAX_FRAMES})"));
                     }
-                    hit.watch = watch;
-                    hit.tid = u32::from_le_bytes(b[4..8].try_into().unwrap());
-                    hit.time_ns = le64(8);
-                    hit.ip = le64(16);
-                    hit.addr = le64(24);
-                    hit.value = (b[1] & 1 != 0).then(|| le64(32));
-                    hit.cpu = u32::from_le_bytes(b[40..44].try_into().unwrap());
-                    hit.stack.clear();
+                    let hit = Extended {
+                        sample: Sample {
+                            bp: BpId(u32::from(watch)),
+                            cpu: CpuId(le32(&b, 40)),
+                            task: Some(TaskId(u64::from(le32(&b, 4)))),
+                            ip: le64(16),
+                            addr: le64(24),
+                            time: le64(8),
+                        },
+                        ext: Extension {
+                            value: (b[1] & 1 != 0).then(|| le64(32)),
+                            ..Extension::NONE
+                        },
+                    };
+                    self.stack.clear();
                     let mut fb = [0u8; 8 * 64];
                     let mut left = n;
                     while left > 0 {
                         let k = left.min(64);
                         self.exact(&mut fb[..8 * k], "a hit's stack")?;
-                        hit.stack.extend(
+                        self.stack.extend(
                             fb[..8 * k]
                                 .chunks_exact(8)
                                 .map(|c| u64::from_le_bytes(c.try_into().unwrap())),
@@ -498,7 +518,7 @@ impl<R: BufRead> Reader<R> {
                         left -= k;
                     }
                     self.hits_seen += 1;
-                    return Ok(true);
+                    return Ok(Some(hit));
                 }
                 KIND_LOST => {
                     let mut pad = [0u8; 7];
@@ -554,14 +574,14 @@ impl<R: BufRead> Reader<R> {
                         return self.corrupt(self.offset, "data after the trailer".into());
                     }
                     self.done = true;
-                    return Ok(false);
+                    return Ok(None);
                 }
                 k => return self.corrupt(at, format!("unknown record kind {k:#04x}")),
             }
         }
     }
 
-    /// Totals so far (final once [`Reader::next_hit`] returned `Ok(false)`).
+    /// Totals so far (final once [`Reader::next_hit`] returned `Ok(None)`).
     pub fn totals(&self) -> Trailer {
         Trailer {
             hits: self.hits_seen,
@@ -583,23 +603,79 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(got)
 }
 
-/// Read a whole file's hits (for tests).
-#[cfg(test)]
-pub fn read_all(bytes: &[u8]) -> Result<(Header, Vec<Hit>, Trailer), RecError> {
-    let mut r = Reader::new(bytes)?;
-    let mut hits = Vec::new();
-    let mut h = Hit::default();
-    while r.next_hit(&mut h)? {
-        hits.push(h.clone());
-    }
-    let t = r.totals();
-    Ok((r.header, hits, t))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A hit with its parts owned, for building and comparing test files;
+    /// a cut stack ends with [`crate::frames::CUT`].
+    #[derive(Debug, Clone, PartialEq, Eq, Default)]
+    struct Hit {
+        watch: u16,
+        tid: u32,
+        cpu: u32,
+        time_ns: u64,
+        ip: u64,
+        addr: u64,
+        value: Option<u64>,
+        stack: Vec<u64>,
+    }
+
+    impl Hit {
+        fn extended(&self) -> Extended<'_> {
+            let (stack, stack_truncated) = match self.stack.split_last() {
+                Some((&crate::frames::CUT, rest)) => (rest, true),
+                _ => (&self.stack[..], false),
+            };
+            Extended {
+                sample: Sample {
+                    bp: BpId(self.watch.into()),
+                    cpu: CpuId(self.cpu),
+                    task: Some(TaskId(self.tid.into())),
+                    ip: self.ip,
+                    addr: self.addr,
+                    time: self.time_ns,
+                },
+                ext: Extension {
+                    stack,
+                    stack_truncated,
+                    value: self.value,
+                    ..Extension::NONE
+                },
+            }
+        }
+
+        fn from(h: &Extended<'_>) -> Hit {
+            Hit {
+                watch: h.sample.bp.0 as u16,
+                tid: h.tid(),
+                cpu: h.sample.cpu.0,
+                time_ns: h.sample.time,
+                ip: h.sample.ip,
+                addr: h.sample.addr,
+                value: h.ext.value,
+                stack: h
+                    .ext
+                    .stack
+                    .iter()
+                    .copied()
+                    .chain(h.ext.stack_truncated.then_some(crate::frames::CUT))
+                    .collect(),
+            }
+        }
+    }
+
+    /// Read a whole file's hits.
+    fn read_all(bytes: &[u8]) -> Result<(Header, Vec<Hit>, Trailer), RecError> {
+        let mut r = Reader::new(bytes)?;
+        let mut hits = Vec::new();
+        while let Some(h) = r.next_hit()? {
+            hits.push(Hit::from(&h));
+        }
+        let t = r.totals();
+        Ok((r.header, hits, t))
+    }
 
     fn sample_header() -> Header {
         Header {
@@ -624,7 +700,7 @@ mod tests {
     fn write(h: &Header, hits: &[Hit], lost: u64) -> Vec<u8> {
         let mut w = Writer::new(Vec::new(), h).unwrap();
         for x in hits {
-            w.hit(x).unwrap();
+            w.hit(&x.extended()).unwrap();
         }
         w.lost(lost).unwrap();
         w.module(&Module {
@@ -668,6 +744,25 @@ mod tests {
         assert_eq!(h, want);
         assert_eq!(got, hits);
         assert_eq!(t, Trailer { hits: 2, lost: 3 });
+    }
+
+    #[test]
+    fn a_cut_stack_is_written_with_the_cut_marker_and_read_back_as_truncated() {
+        let cut = crate::frames::CUT;
+        let bytes = write(
+            &sample_header(),
+            &[Hit {
+                stack: vec![1, 2, cut],
+                ..Default::default()
+            }],
+            0,
+        );
+        let marker = cut.to_le_bytes();
+        assert!(bytes.windows(8).any(|w| w == marker), "format unchanged");
+        let mut r = Reader::new(&bytes[..]).unwrap();
+        let h = r.next_hit().unwrap().unwrap();
+        assert!(h.ext.stack_truncated);
+        assert_eq!(h.ext.stack, &[1, 2]);
     }
 
     #[test]

@@ -8,20 +8,21 @@ use crate::cli::ReportArgs;
 use crate::error::CliError;
 use crate::frames::{FrameCache, Symbolize};
 use crate::offline;
-use crate::recfile::{Hit, Reader};
+use crate::recfile::Reader;
 use crate::summary::{Agg, SummaryView, WatchTotal};
 use std::io::{BufReader, Write};
 
 /// Read a record file into totals.
 pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg), CliError> {
-    let f = std::fs::File::open(path).map_err(|e| {
-        CliError::new(format!(
-            "cannot open record file {}: {e}; make one with `hwbreak record -o FILE SPEC -- CMD`",
-            path.display()
-        ))
+    let f = std::fs::File::open(path).map_err(|source| CliError::RecordOpen {
+        path: path.to_path_buf(),
+        source,
     })?;
-    let mut r = Reader::new(BufReader::with_capacity(1 << 20, f))
-        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+    let read_error = |source| CliError::RecordRead {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut r = Reader::new(BufReader::with_capacity(1 << 20, f)).map_err(read_error)?;
     let watches = r
         .header
         .watches
@@ -29,12 +30,8 @@ pub fn aggregate(path: &std::path::Path) -> Result<(crate::recfile::Header, Agg)
         .map(|w| WatchTotal::new(&w.name, w.addr, w.len, w.access))
         .collect();
     let mut agg = Agg::new(watches);
-    let mut hit = Hit::default();
-    while r
-        .next_hit(&mut hit)
-        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?
-    {
-        agg.add(hit.watch as usize, hit.tid, hit.time_ns, hit.ip, &hit.stack);
+    while let Some(hit) = r.next_hit().map_err(read_error)? {
+        agg.add_hit(&hit);
     }
     agg.lost = r.totals().lost;
     Ok((r.header, agg))
@@ -84,8 +81,7 @@ fn print<S: Symbolize>(
     let mut out = std::io::BufWriter::new(stdout.lock());
     if json {
         let j = view.json(&mut sym);
-        serde_json::to_writer(&mut out, &j)
-            .map_err(|e| CliError::new(format!("cannot write JSON: {e}")))?;
+        serde_json::to_writer(&mut out, &j).map_err(CliError::json)?;
         writeln!(out)?;
     } else {
         writeln!(

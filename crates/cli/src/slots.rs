@@ -156,7 +156,7 @@ pub fn run(args: &SlotsArgs) -> Result<(), CliError> {
             unreadable_processes: unreadable,
             tracer,
         };
-        serde_json::to_writer(&mut out, &j).map_err(|e| CliError::new(e.to_string()))?;
+        serde_json::to_writer(&mut out, &j).map_err(CliError::json)?;
         writeln!(out)?;
         return Ok(());
     }

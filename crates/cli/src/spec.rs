@@ -7,8 +7,12 @@
 //! MODULE   := a file name with a ".so" component, or a path      (libfoo.so, libc.so.6, ./libbar)
 //! TARGET   := NUMBER                                        a raw address
 //!           | EXPR [("+" | "-") NUMBER]                     a symbol, optionally offset
-//! EXPR     := IDENT ("::" IDENT)* ("." IDENT | "[" NUMBER "]")*
+//! EXPR     := [SCOPE "::"] PATH ("." PATH | "[" NUMBER "]")*
+//! SCOPE    := "'" FILE "'" | FILE                          a source file: 'a.c'::count, a.c::count
+//! PATH     := SEGMENT ("::" SEGMENT)*                      my_crate::COUNTER, main::calls, ns::Pool<int>::hwm
+//! SEGMENT  := IDENT [TEMPLATE] ("[abi:" IDENT "]")*        | "(anonymous namespace)"
 //! IDENT    := [A-Za-z_$][A-Za-z0-9_$]*
+//! (FILE, TEMPLATE: see hwbreak_linux::symbols::expr, which scans SCOPE and SEGMENT for both parsers.)
 //! NUMBER   := decimal digits | "0x" hex digits
 //! LEN      := NUMBER (bytes, at least 1; the arch says which lengths it can do)
 //! ACCESS   := "r" | "w" | "rw" | "wr" | "x"
@@ -61,6 +65,8 @@ pub enum Location {
 /// A symbol expression: a (possibly `::`-separated) path and selectors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expr {
+    /// The source file the name is in (`'counter.c'::count`), if given.
+    pub scope: Option<String>,
     /// The path's segments: `["my_crate", "COUNTER"]`.
     pub path: Vec<String>,
     /// Field and index selectors after the path.
@@ -70,7 +76,7 @@ pub struct Expr {
 /// One step into an aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selector {
-    /// `.name`: a struct field.
+    /// `.name`: a struct field (`.Base::name`: a base class's).
     Field(String),
     /// `[n]`: an array element.
     Index(u64),
@@ -122,6 +128,9 @@ impl Spec {
 
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(sc) = &self.scope {
+            write!(f, "'{sc}'::")?;
+        }
         f.write_str(&self.path.join("::"))?;
         for s in &self.selectors {
             match s {
@@ -194,10 +203,6 @@ fn is_ident_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_' || c == '$'
 }
 
-fn is_ident_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == '$'
-}
-
 impl Parser<'_> {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.pos).copied()
@@ -212,7 +217,11 @@ impl Parser<'_> {
     }
 
     fn found(&self) -> String {
-        match self.peek() {
+        self.found_at(self.pos)
+    }
+
+    fn found_at(&self, pos: usize) -> String {
+        match self.chars.get(pos) {
             None => "the end".into(),
             Some(c) => format!("{c:?}"),
         }
@@ -267,7 +276,7 @@ impl Parser<'_> {
                 }
                 Location::Addr(a)
             }
-            Some(c) if is_ident_start(c) => {
+            Some(c) if is_ident_start(c) || c == '\'' || c == '(' => {
                 let expr = self.expr()?;
                 let offset = self.offset()?;
                 Location::Symbol {
@@ -323,30 +332,58 @@ impl Parser<'_> {
         Ok(None)
     }
 
-    fn ident(&mut self, what: &str) -> Result<String, SpecError> {
+    /// One path segment (`name`, `Pool<int>`, `name[abi:cxx11]`,
+    /// `(anonymous namespace)`), scanned by the symbol resolver's own grammar.
+    fn segment(&mut self, what: &str) -> Result<String, SpecError> {
         match self.peek() {
-            Some(c) if is_ident_start(c) => {}
+            Some(c) if is_ident_start(c) || c == '(' => {}
             _ => return Err(self.err(what, None)),
         }
-        let start = self.pos;
-        while matches!(self.peek(), Some(c) if is_ident_char(c)) {
-            self.pos += 1;
+        let rest = self.rest();
+        match hwbreak_linux::symbols::expr::scan_segment(&rest) {
+            Ok(n) => {
+                let seg = rest[..n].to_string();
+                self.pos += seg.chars().count();
+                Ok(seg)
+            }
+            Err((at, msg)) => {
+                let at = self.pos + rest[..at.min(rest.len())].chars().count();
+                Err(self.err_at(at, what, self.found_at(at), Some(&msg)))
+            }
         }
-        Ok(self.chars[start..self.pos].iter().collect())
+    }
+
+    /// `SEGMENT ("::" SEGMENT)*`.
+    fn path(&mut self, what: &str) -> Result<Vec<String>, SpecError> {
+        let mut path = vec![self.segment(what)?];
+        while self.peek() == Some(':') && self.peek_at(1) == Some(':') {
+            self.pos += 2;
+            path.push(self.segment("a path segment after \"::\"")?);
+        }
+        Ok(path)
     }
 
     fn expr(&mut self) -> Result<Expr, SpecError> {
-        let mut path = vec![self.ident("a name")?];
-        while self.peek() == Some(':') && self.peek_at(1) == Some(':') {
-            self.pos += 2;
-            path.push(self.ident("a path segment after \"::\"")?);
-        }
+        let rest = self.rest();
+        let scope = match hwbreak_linux::symbols::expr::scan_scope(&rest) {
+            Ok(Some((file, n))) => {
+                self.pos += rest[..n].chars().count();
+                Some(file)
+            }
+            Ok(None) => None,
+            Err((at, msg)) => {
+                let at = self.pos + rest[..at.min(rest.len())].chars().count();
+                return Err(self.err_at(at, "'FILE'::NAME", self.found_at(at), Some(&msg)));
+            }
+        };
+        let path = self.path("a name")?;
         let mut selectors = Vec::new();
         loop {
             match self.peek() {
                 Some('.') => {
                     self.pos += 1;
-                    selectors.push(Selector::Field(self.ident("a field name after '.'")?));
+                    let f = self.path("a field name after '.'")?;
+                    selectors.push(Selector::Field(f.join("::")));
                 }
                 Some('[') => {
                     self.pos += 1;
@@ -360,7 +397,11 @@ impl Parser<'_> {
                 _ => break,
             }
         }
-        Ok(Expr { path, selectors })
+        Ok(Expr {
+            scope,
+            path,
+            selectors,
+        })
     }
 
     fn offset(&mut self) -> Result<i64, SpecError> {
@@ -501,6 +542,7 @@ mod tests {
         Location::Symbol {
             module: None,
             expr: Expr {
+                scope: None,
                 path: path.iter().map(|s| s.to_string()).collect(),
                 selectors: sel,
             },
@@ -531,6 +573,45 @@ mod tests {
         );
         assert_eq!(s.len, Some(4));
         assert_eq!(s.access, Some(Access::ReadWrite));
+    }
+
+    #[test]
+    fn scoped_cpp_and_base_class_names_parse_and_print_back() {
+        for (text, canon) in [
+            ("'counter.c'::count:w", "'counter.c'::count:w"),
+            ("counter.c::count", "'counter.c'::count"),
+            ("main::calls/4", "main::calls/4"),
+            (
+                "ns::Pool<std::pair<int, long> >::hwm",
+                "ns::Pool<std::pair<int, long> >::hwm",
+            ),
+            ("cfg::name[abi:cxx11]:rw", "cfg::name[abi:cxx11]:rw"),
+            (
+                "(anonymous namespace)::hidden",
+                "(anonymous namespace)::hidden",
+            ),
+            ("g_der.Base::shared:w", "g_der.Base::shared:w"),
+            ("libc.so.6:'mblen.c'::state", "libc.so.6:'mblen.c'::state"),
+        ] {
+            let s = parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(s.to_string(), canon);
+            assert_eq!(parse(canon).unwrap(), s, "{canon}");
+        }
+        let s = parse("'a.c'::x.f").unwrap();
+        let Location::Symbol { expr, .. } = &s.location else {
+            panic!()
+        };
+        assert_eq!(expr.scope.as_deref(), Some("a.c"));
+        assert_eq!(expr.selectors, vec![Selector::Field("f".into())]);
+    }
+
+    #[test]
+    fn unclosed_template_or_quote_names_the_column() {
+        let e = parse("Pool<int::hwm").unwrap_err();
+        assert_eq!(e.col, 5, "{e}");
+        assert!(e.to_string().contains("unclosed '<'"), "{e}");
+        let e = parse("'a.c::x").unwrap_err();
+        assert_eq!(e.col, 1, "{e}");
     }
 
     #[test]
@@ -706,7 +787,11 @@ mod tests {
             )
                 .prop_map(|(module, path, selectors, offset)| Location::Symbol {
                     module,
-                    expr: Expr { path, selectors },
+                    expr: Expr {
+                        scope: None,
+                        path,
+                        selectors,
+                    },
                     offset,
                 }),
         ]

@@ -2,6 +2,7 @@
 //! `watch` (live) and `report` (offline) share it, so both print the same summary.
 
 use crate::frames::{FrameCache, Symbolize};
+use hwbreak_core::events::Extended;
 use rustc_hash::FxHashMap as HashMap;
 use serde::Serialize;
 use std::io::{self, Write};
@@ -66,22 +67,50 @@ impl Agg {
         }
     }
 
-    /// Count one hit. Only allocates for a stack not seen before.
+    /// Count one hit of watch `watch` whose stack (return addresses) may
+    /// end with the [`crate::frames::CUT`] marker.
     pub fn add(&mut self, watch: usize, tid: u32, time_ns: u64, ip: u64, stack: &[u64]) {
+        let (stack, cut) = match stack.split_last() {
+            Some((&crate::frames::CUT, rest)) => (rest, true),
+            _ => (stack, false),
+        };
+        self.add_hit(&Extended {
+            sample: hwbreak_core::events::Sample {
+                bp: hwbreak_core::BpId(watch as u32),
+                cpu: hwbreak_core::CpuId(0),
+                task: Some(hwbreak_core::TaskId(tid.into())),
+                ip,
+                addr: 0,
+                time: time_ns,
+            },
+            ext: hwbreak_core::events::Extension {
+                stack,
+                stack_truncated: cut,
+                ..hwbreak_core::events::Extension::NONE
+            },
+        });
+    }
+
+    /// Count one hit (`sample.bp` is the watch's index). Only allocates
+    /// for a stack not seen before.
+    pub fn add_hit(&mut self, h: &Extended<'_>) {
+        let (watch, time_ns) = (h.watch(), h.sample.time);
         self.hits += 1;
         if let Some(w) = self.watches.get_mut(watch) {
             w.hits += 1;
         }
-        *self.per_thread.entry(tid).or_default() += 1;
+        *self.per_thread.entry(h.tid()).or_default() += 1;
         self.first_ns.get_or_insert(time_ns);
         self.last_ns = self.last_ns.max(time_ns);
-        if stack.last() == Some(&crate::frames::CUT) {
-            self.stacks_cut += 1;
-        }
         self.key.clear();
         self.key.push(watch as u64);
-        self.key.push(ip);
-        self.key.extend_from_slice(stack);
+        self.key.push(h.sample.ip);
+        self.key.extend_from_slice(h.ext.stack);
+        // A cut stack's key ends with the marker: it is listed as cut.
+        if h.ext.stack_truncated {
+            self.stacks_cut += 1;
+            self.key.push(crate::frames::CUT);
+        }
         if let Some(c) = self.stacks.get_mut(self.key.as_slice()) {
             *c += 1;
         } else {

@@ -1,5 +1,5 @@
-//! The few things the CLI asks the OS itself: reading a watched variable's
-//! bytes, and explaining a refused breakpoint open (for `slots`).
+//! The few things the CLI asks the OS itself: whether a PID exists, and
+//! explaining a refused breakpoint open (for `slots`).
 
 use crate::error::CliError;
 use std::io;
@@ -44,28 +44,4 @@ pub fn check_pid(pid: i32) -> Result<(), CliError> {
         )));
     }
     Ok(())
-}
-
-/// Read up to 8 bytes at `addr` in process `pid` (little-endian, zero-extended).
-pub fn read_value(pid: i32, addr: u64, len: u64) -> Option<u64> {
-    let n = len.min(8) as usize;
-    let mut buf = [0u8; 8];
-    read_exact(pid, addr, &mut buf[..n]).then(|| u64::from_le_bytes(buf))
-}
-
-/// Fill `buf` from `addr` in process `pid`; false unless every byte was read.
-pub fn read_exact(pid: i32, addr: u64, buf: &mut [u8]) -> bool {
-    let n = buf.len();
-    let local = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: n,
-    };
-    let remote = libc::iovec {
-        iov_base: addr as usize as *mut libc::c_void,
-        iov_len: n,
-    };
-    // SAFETY: `local` points at `buf`, which is live and `n` bytes long; the
-    // remote side is only read by the kernel, which checks it.
-    let got = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
-    got == n as isize
 }

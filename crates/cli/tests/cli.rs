@@ -10,35 +10,8 @@ mod common;
 
 use common::*;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::OnceLock;
-
-/// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
-fn demo() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_demo(&[], "debug"))
-}
-
-/// The demo as the README runs it (release: its atomics compile to
-/// `lock inc` / `lock add`, not the debug build's `lock xadd`).
-fn demo_release() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_demo(&["--release"], "release"))
-}
-
-fn build_demo(flags: &[&str], profile: &str) -> PathBuf {
-    let tdir = workspace().join("target/cli-tests");
-    let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
-        .arg(&tdir)
-        .args(flags)
-        .current_dir(workspace())
-        .status()
-        .expect("run cargo");
-    assert!(st.success(), "building hwbreak-demo failed");
-    tdir.join(profile).join("hwbreak-demo")
-}
 
 /// `expect NAME=N ...` from a target's output.
 fn expected(text: &str, name: &str) -> u64 {
@@ -553,6 +526,42 @@ fn target_exiting_mid_watch_still_prints_the_summary() {
         o.stdout
     );
     assert!(o.stdout.contains("bump_counter"), "{}", o.stdout);
+}
+
+/// `hwbreak watch ... | head -1`, in text and JSON: hwbreak ends by SIGPIPE
+/// as other Unix filters do (the shell shows status 141) and prints nothing
+/// after its banner: no "Broken pipe" error.
+#[test]
+fn a_closed_output_pipe_ends_watch_quietly_by_sigpipe_in_text_and_json() {
+    use std::os::unix::process::ExitStatusExt;
+    let _g = slots();
+    for json in [false, true] {
+        let t = Waiting::start(
+            Command::new(c_targets().join("counter")).args(["2000", "2", "2", "wait"]),
+        );
+        let pid = t.pid().to_string();
+        let mut args = vec!["watch", "-p", &pid, "counter"];
+        if json {
+            args.insert(1, "--json");
+        }
+        let mut bg = Background::start(hwbreak().args(&args));
+        let mut out = BufReader::new(bg.take_stdout());
+        let target = std::thread::spawn(move || t.release());
+        let mut first = String::new();
+        out.read_line(&mut first).unwrap();
+        assert!(first.contains("counter"), "first line: {first}");
+        // `head -1` exits: the pipe's read end closes with 8000 hits to come.
+        drop(out);
+        target.join().unwrap();
+        let (st, stderr) = bg.wait();
+        assert_eq!(
+            st.signal(),
+            Some(libc::SIGPIPE),
+            "json {json}: {st:?}; {stderr}"
+        );
+        let after_banner: Vec<&str> = stderr.lines().filter(|l| !l.contains("watching")).collect();
+        assert!(after_banner.is_empty(), "json {json}: {stderr}");
+    }
 }
 
 fn t_pid(text: &str) -> i32 {

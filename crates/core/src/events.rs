@@ -2,6 +2,13 @@
 //! One record format for every source: simulator hits, KVM exits and perf
 //! samples all become [`Record`]s.
 //!
+//! A hit is a [`Sample`] wherever it comes from: the simulator's dispatch,
+//! the Linux drain (`hwbreak-linux`), or a record file read back
+//! (`hwbreak report`). A source that knows more about a hit (its stack, the
+//! registers at the trap, the value written) hands out an [`Extended`]: the
+//! same [`Sample`] plus an [`Extension`] that borrows those parts, so a drain
+//! extends a sample without allocating. Consumers read only these two types.
+//!
 //! The API:
 //! - `Events::new(cpus, capacity_per_cpu)`; `push(cpu, Record) -> bool` (false = lost,
 //!   counted, and a `Lost{count}` record is emitted once room returns); never allocates
@@ -52,6 +59,104 @@ pub struct Sample {
     pub addr: u64,
     /// Timestamp from [`crate::Machine::now`].
     pub time: u64,
+}
+
+/// What a source knows about a hit beyond its [`Sample`]. Every part is
+/// optional: empty slices, `0` and `None` mean "not known".
+/// [`Extension::NONE`] is the simulator's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Extension<'a> {
+    /// The process of [`Sample::task`] (0: not known).
+    pub pid: u32,
+    /// The callchain, innermost first. A source may start it with the IP
+    /// itself (the Linux drain does, as the kernel's callchain does);
+    /// [`Extended::callers`] is the chain without it.
+    pub stack: &'a [u64],
+    /// Whether the stack went on past [`Extension::stack`] (the walk was
+    /// cut), so the outermost frames are missing.
+    pub stack_truncated: bool,
+    /// Registers at the trap: those set in [`Extension::regs_mask`], in bit
+    /// order (the arch's register numbering, e.g. `PERF_REG_X86_*`).
+    pub regs: &'a [u64],
+    /// Which registers [`Extension::regs`] holds.
+    pub regs_mask: u64,
+    /// Stack bytes copied from the stack pointer upwards.
+    pub stack_bytes: &'a [u8],
+    /// The watched bytes after the access, when the source knows them.
+    pub value: Option<u64>,
+}
+
+impl Extension<'_> {
+    /// Nothing beyond the sample.
+    pub const NONE: Extension<'static> = Extension {
+        pid: 0,
+        stack: &[],
+        stack_truncated: false,
+        regs: &[],
+        regs_mask: 0,
+        stack_bytes: &[],
+        value: None,
+    };
+
+    /// Register number `reg` (in the arch's numbering), if it was recorded.
+    pub fn reg(&self, reg: u32) -> Option<u64> {
+        if reg >= 64 || self.regs_mask & (1 << reg) == 0 {
+            return None;
+        }
+        let below = self.regs_mask & ((1u64 << reg) - 1);
+        self.regs.get(below.count_ones() as usize).copied()
+    }
+}
+
+/// A hit as every consumer reads it: the [`Sample`] every source produces,
+/// extended with what this source knows beyond it.
+///
+/// ```
+/// use hwbreak_core::events::{Extended, Extension, Sample};
+/// use hwbreak_core::{BpId, CpuId, TaskId};
+/// let s = Sample { bp: BpId(0), cpu: CpuId(1), task: Some(TaskId(7)), ip: 0x40_1000, addr: 0x60_0000, time: 5 };
+/// let stack = [0x40_2000, 0x40_3000];
+/// let hit = Extended { sample: s, ext: Extension { pid: 7, stack: &stack, value: Some(42), ..Extension::NONE } };
+/// assert_eq!(hit.callers(), &stack);
+/// assert_eq!(hit.tid(), 7);
+/// assert_eq!(Extended::from(s).ext, Extension::NONE);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extended<'a> {
+    /// The hit.
+    pub sample: Sample,
+    /// What the source knows beyond it.
+    pub ext: Extension<'a>,
+}
+
+impl Extended<'_> {
+    /// The thread id of the task that hit (0: none or not known).
+    pub fn tid(&self) -> u32 {
+        self.sample.task.map_or(0, |t| t.0 as u32)
+    }
+
+    /// Index of the watch (the breakpoint) this hit is of.
+    pub fn watch(&self) -> usize {
+        self.sample.bp.0 as usize
+    }
+
+    /// The return addresses: [`Extension::stack`] without a first entry
+    /// equal to the IP.
+    pub fn callers(&self) -> &[u64] {
+        match self.ext.stack.split_first() {
+            Some((&first, rest)) if first == self.sample.ip => rest,
+            _ => self.ext.stack,
+        }
+    }
+}
+
+impl From<Sample> for Extended<'static> {
+    fn from(sample: Sample) -> Self {
+        Extended {
+            sample,
+            ext: Extension::NONE,
+        }
+    }
 }
 
 /// A record in the event buffer.
@@ -284,6 +389,23 @@ mod tests {
         let n = ev.drain(CpuId(cpu), &mut |r| v.push(r));
         assert_eq!(n, v.len());
         v
+    }
+
+    #[test]
+    fn extension_reads_a_register_by_its_number_from_the_packed_set() {
+        // Registers 1, 4 and 63 recorded, packed in bit order.
+        let regs = [10, 40, 630];
+        let e = Extension {
+            regs: &regs,
+            regs_mask: (1 << 1) | (1 << 4) | (1 << 63),
+            ..Extension::NONE
+        };
+        assert_eq!(e.reg(1), Some(10));
+        assert_eq!(e.reg(4), Some(40));
+        assert_eq!(e.reg(63), Some(630));
+        assert_eq!(e.reg(2), None);
+        assert_eq!(e.reg(64), None);
+        assert_eq!(Extension::NONE.reg(0), None);
     }
 
     #[test]

@@ -43,7 +43,8 @@
 //! install   install     machine bp arch target
 //! dispatch  fire        install events machine bp arch target
 //! events    deliver     bp target
-//! machine   vocabulary  arch target
+//! machine   vocabulary  arch ds target
+//! ds        vocabulary  target
 //! error     vocabulary  bp arch target
 //! bp        vocabulary  target
 //! arch      vocabulary  attr
@@ -51,6 +52,10 @@
 //! target    vocabulary  -
 //! ```
 //! <!-- /module-dag -->
+//!
+//! [`ds`] stands beside the path: the debug store (BTS and PEBS buffers) a
+//! machine hands out as its optional `debug_store` capability, a leaf that
+//! imports only [`target`].
 //!
 //! Inside [`layer`], one file per job: the API, the scheduling hooks,
 //! hotplug, the debugger path and snapshots, all methods of one

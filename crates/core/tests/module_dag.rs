@@ -325,10 +325,10 @@ fn the_checker_catches_a_backwards_import_a_cycle_an_unlisted_import_and_a_new_m
 
     // A module with no row.
     let mut imports = real;
-    imports.insert("ds".into(), BTreeSet::from(["arch".to_string()]));
+    imports.insert("pt".into(), BTreeSet::from(["arch".to_string()]));
     let v = violations(&lib, &imports).join("\n");
     assert!(
-        v.contains("module `ds` is not in lib.rs's module table"),
+        v.contains("module `pt` is not in lib.rs's module table"),
         "{v}"
     );
 }

@@ -32,7 +32,10 @@
 use std::io::Write as _;
 use std::path::PathBuf;
 
-use hwbreak::recfile::{Header, Hit, Module, Reader, WatchEntry, Writer};
+use hwbreak::recfile::{Header, Module, Reader, WatchEntry, Writer};
+use hwbreak_core::bp::BpId;
+use hwbreak_core::events::{Extended, Extension, Sample};
+use hwbreak_core::target::{CpuId, TaskId};
 use hwbreak_core::Access;
 use hwbreak_linux::record::{parse, Record, SampleLayout, SUPPORTED_SAMPLE_BITS};
 use perf_event_open_sys::bindings as b;
@@ -85,16 +88,15 @@ pub fn recfile(data: &[u8]) {
         return;
     };
     let watches = r.header.watches.len();
-    let mut hit = Hit::default();
     let mut hits = 0u64;
-    while let Ok(true) = r.next_hit(&mut hit) {
+    while let Ok(Some(hit)) = r.next_hit() {
         hits += 1;
         // A hit takes at least its fixed part: more hits than that is a loop.
         assert!(hits as usize <= data.len() / hwbreak::recfile::HIT_SIZE);
         assert!(
-            (hit.watch as usize) < watches,
+            hit.watch() < watches,
             "hit names watch {} of {watches}",
-            hit.watch
+            hit.watch()
         );
     }
 }
@@ -213,15 +215,21 @@ fn recfile_seeds() -> Vec<Vec<u8>> {
     let file = |h: &Header, hits: usize, lost: u64, late_module: bool| {
         let mut w = Writer::new(Vec::new(), h).expect("writing to a Vec");
         for i in 0..hits {
-            w.hit(&Hit {
-                watch: (i % h.watches.len().max(1)) as u16,
-                tid: 100 + i as u32 % 3,
-                cpu: i as u32 % 2,
-                time_ns: 1_000_000 + 1000 * i as u64,
-                ip: 0x5555_5555_5123 + i as u64,
-                addr: 0x5555_5555_8000,
-                value: h.values.then_some(i as u64),
-                stack: (0..i % 5).map(|d| 0x5555_5555_6000 + d as u64).collect(),
+            let stack: Vec<u64> = (0..i % 5).map(|d| 0x5555_5555_6000 + d as u64).collect();
+            w.hit(&Extended {
+                sample: Sample {
+                    bp: BpId((i % h.watches.len().max(1)) as u32),
+                    cpu: CpuId(i as u32 % 2),
+                    task: Some(TaskId(100 + i as u64 % 3)),
+                    ip: 0x5555_5555_5123 + i as u64,
+                    addr: 0x5555_5555_8000,
+                    time: 1_000_000 + 1000 * i as u64,
+                },
+                ext: Extension {
+                    value: h.values.then_some(i as u64),
+                    stack: &stack,
+                    ..Extension::NONE
+                },
             })
             .expect("writing to a Vec");
             if i == 1 && late_module {

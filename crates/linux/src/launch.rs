@@ -288,6 +288,11 @@ enum Stop {
 }
 
 fn wait_stop(pid: i32) -> io::Result<Stop> {
+    wait_stop_event(pid).map(|(s, _)| s)
+}
+
+/// Like [`wait_stop`], and whether the stop is a `PTRACE_EVENT_EXEC`.
+fn wait_stop_event(pid: i32) -> io::Result<(Stop, bool)> {
     loop {
         let mut st = 0;
         // SAFETY: waitpid writes one int to `st`, a live local.
@@ -300,9 +305,21 @@ fn wait_stop(pid: i32) -> io::Result<Stop> {
             return Err(e);
         }
         if libc::WIFSTOPPED(st) {
-            return Ok(Stop::Signal(libc::WSTOPSIG(st)));
+            let exec = st >> 8 == libc::SIGTRAP | (libc::PTRACE_EVENT_EXEC << 8);
+            return Ok((Stop::Signal(libc::WSTOPSIG(st)), exec));
         }
-        return Ok(Stop::Ended(st));
+        return Ok((Stop::Ended(st), false));
+    }
+}
+
+/// "exited with status N" or "was killed by signal N", from a wait status.
+fn describe_end(st: i32) -> String {
+    if libc::WIFEXITED(st) {
+        format!("exited with status {}", libc::WEXITSTATUS(st))
+    } else if libc::WIFSIGNALED(st) {
+        format!("was killed by signal {}", libc::WTERMSIG(st))
+    } else {
+        format!("ended (wait status {st:#x})")
     }
 }
 
@@ -418,9 +435,35 @@ fn set_regs(pid: i32, regs: &libc::user_regs_struct) -> io::Result<()> {
 
 pub use crate::procfs::auxv_entry;
 
+/// What to do with a program the launched command runs, stopped at its
+/// entry point: see [`StoppedAtEntry::spawn_following`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// This is the program: stay stopped here.
+    Stop,
+    /// Not this one: let it run, and stop at the entry point of the next
+    /// program it `exec`s (a wrapper script's `exec prog`, `env`'s program).
+    Next,
+}
+
 impl StoppedAtEntry {
     /// Launch `cmd` and stop it at its entry point. `no_aslr` as in [`Gated::spawn`].
-    pub fn spawn(mut cmd: Command, no_aslr: bool) -> Result<StoppedAtEntry> {
+    pub fn spawn(cmd: Command, no_aslr: bool) -> Result<StoppedAtEntry> {
+        Self::spawn_following(cmd, no_aslr, |_| Follow::Stop)
+    }
+
+    /// Launch `cmd` and stop at the entry point of the first program it runs
+    /// that `choose` takes. `cmd` may be a `#!` script (the kernel runs its
+    /// interpreter) or a wrapper that `exec`s the real program: `choose`
+    /// sees each program in turn, stopped at its entry point with its
+    /// libraries mapped, and says [`Follow::Next`] to let it run until it
+    /// `exec`s another. A command that ends before `choose` takes a program
+    /// is an [`Error::Launch`] saying which programs it ran.
+    pub fn spawn_following(
+        mut cmd: Command,
+        no_aslr: bool,
+        mut choose: impl FnMut(i32) -> Follow,
+    ) -> Result<StoppedAtEntry> {
         let program = cmd.get_program().to_string_lossy().into_owned();
         let err = |e: io::Error| Error::Launch {
             program: program.clone(),
@@ -464,33 +507,82 @@ impl StoppedAtEntry {
                 "unexpected stop signal {sig} after exec"
             ))));
         }
-        me.entry = auxv_entry(pid).map_err(err)?;
-        let entry = me.entry;
+        // Later execs stop with PTRACE_EVENT_EXEC, told apart from the program's own SIGTRAPs.
+        // SAFETY: PTRACE_SETOPTIONS takes integers only.
+        if unsafe {
+            libc::ptrace(
+                libc::PTRACE_SETOPTIONS,
+                pid,
+                std::ptr::null_mut::<libc::c_void>(),
+                libc::PTRACE_O_TRACEEXEC as usize as *mut libc::c_void,
+            )
+        } < 0
+        {
+            return Err(err(io::Error::last_os_error()));
+        }
+        let mut ran = Vec::new();
+        loop {
+            me.run_to_entry().map_err(err)?;
+            ran.push(
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "?".into()),
+            );
+            if choose(pid) == Follow::Stop {
+                return Ok(me);
+            }
+            // Run on to the next exec, delivering the program's signals.
+            cont(pid, 0).map_err(err)?;
+            loop {
+                match wait_stop_event(pid).map_err(err)? {
+                    (Stop::Ended(st), _) => {
+                        me.child = None;
+                        return Err(err(io::Error::other(format!(
+                            "it ran {} and {}, without running another program",
+                            ran.join(", then "),
+                            describe_end(st)
+                        ))));
+                    }
+                    (Stop::Signal(_), true) => break,
+                    (Stop::Signal(sig), false) => {
+                        cont(pid, if sig == libc::SIGTRAP { 0 } else { sig }).map_err(err)?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// From just after an exec to the new program's entry point: one int3
+    /// there, run, and rewind as if never stopped.
+    fn run_to_entry(&mut self) -> io::Result<()> {
+        let pid = self.pid;
+        self.entry = auxv_entry(pid)?;
+        let entry = self.entry;
         // One int3 over the entry's first byte, in the aligned word holding it
         // (an aligned word never crosses a page).
         let word_at = entry & !7;
         let shift = (entry & 7) * 8;
-        let word = peek_text(pid, word_at).map_err(err)?;
+        let word = peek_text(pid, word_at)?;
         let patched = (word & !(0xff << shift)) | (INT3 << shift);
-        poke_text(pid, word_at, patched).map_err(err)?;
-        cont(pid, 0).map_err(err)?;
+        poke_text(pid, word_at, patched)?;
+        cont(pid, 0)?;
         let mut regs = loop {
-            let sig = me.wait_stop().map_err(err)?;
+            let sig = self.wait_stop()?;
             if sig == libc::SIGTRAP {
-                let regs = get_regs(pid).map_err(err)?;
+                let regs = get_regs(pid)?;
                 // int3 traps after itself.
                 if regs.rip == entry + 1 {
                     break regs;
                 }
             }
             // A signal for the program (the loader may get one): deliver it.
-            cont(pid, if sig == libc::SIGTRAP { 0 } else { sig }).map_err(err)?;
+            cont(pid, if sig == libc::SIGTRAP { 0 } else { sig })?;
         };
         // Put the byte back and rewind to the entry: as if never stopped.
-        poke_text(pid, word_at, word).map_err(err)?;
+        poke_text(pid, word_at, word)?;
         regs.rip = entry;
-        set_regs(pid, &regs).map_err(err)?;
-        Ok(me)
+        set_regs(pid, &regs)?;
+        Ok(())
     }
 
     /// Wait for the child's next stop; its stop signal. If it ended instead,

@@ -23,7 +23,9 @@
 //!
 //! assert_eq!(w.counts()?, vec![2]); // exact
 //! let mut tids = Vec::new();
-//! w.drain(|hit| tids.push(hit.tid)); // one record per hit: ip, tid, time, callchain
+//! // One record per hit, core's `events::Extended`: the sample (ip, thread,
+//! // time) and what the drain adds (process, callchain, registers).
+//! w.drain(|hit| tids.push(hit.tid()));
 //! assert_eq!(tids.len(), 2);
 //! assert_eq!(w.lost(), 0);
 //! # Ok::<(), hwbreak_linux::Error>(())
@@ -53,6 +55,11 @@
 //!   ([`launch::StoppedAtEntry`]).
 //! * [`unwind`] and [`store`]: a hit's callchain from its copied stack, and
 //!   the value a write left.
+//! * After the drain, for a consumer of every hit (the `hwbreak` command):
+//!   [`ringsize`] (how large a ring to ask for within
+//!   `perf_event_mlock_kb`), [`order`] (hits as core's one hit record,
+//!   `hwbreak_core::events::Extended`, in time order across rings) and
+//!   [`values`] (`old → new` of each write, from [`store`]).
 //! * [`sigtrap`]: synchronous in-process callbacks on the thread that hit.
 //! * [`ptrace`]: a stop-mode backend writing x86-64 debug registers directly.
 //! * [`symbols`]: names to addresses and IPs to frames (the symbols work).
@@ -86,16 +93,19 @@
 pub mod error;
 pub mod event;
 pub mod launch;
+pub mod order;
 pub mod procfs;
 pub mod ptrace;
 pub mod record;
 pub mod ring;
+pub mod ringsize;
 pub mod sigtrap;
 pub mod store;
 pub mod symbols;
 pub mod threads;
 pub mod unwind;
+pub mod values;
 pub mod watch;
 
 pub use error::{Error, Result};
-pub use watch::{Mode, Target, Watch, WatchHit, Watcher};
+pub use watch::{Mode, Target, Watch, Watcher};

@@ -27,6 +27,16 @@ pub fn perf_event_max_stack() -> u16 {
         .min(127)
 }
 
+/// `/proc/sys/kernel/perf_event_mlock_kb`: the KiB of perf rings an
+/// unprivileged user may lock per CPU, if readable.
+pub fn perf_event_mlock_kb() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_mlock_kb")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn read_i32(p: &str) -> Option<i32> {
     std::fs::read_to_string(p).ok()?.trim().parse().ok()
 }

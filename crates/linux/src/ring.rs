@@ -331,7 +331,10 @@ fn walk_data(
         let start = ((tail % size) / 8) as usize;
         let hdr = Header::from_word(data.load(start));
         let len = hdr.size as u64;
-        if len < 8 || !len.is_multiple_of(8) || len > avail || len > size {
+        // More pending than the ring holds (a head behind the tail): no
+        // sane writer does that, and walking it would go round the ring
+        // for up to 2^64 bytes.
+        if avail > size || len < 8 || !len.is_multiple_of(8) || len > avail {
             // Cannot happen with a sane kernel; resynchronise rather than loop.
             st.malformed += 1;
             tail = head;

@@ -45,15 +45,19 @@ fn n_writes_give_exactly_n_samples_with_addr_ip_tid_and_callchain() {
     let mut last_time = 0;
     w.drain(|h| {
         n += 1;
-        assert_eq!(h.watch_idx, 0);
-        assert_eq!(h.addr, addr);
-        assert_eq!(h.tid, me);
-        assert_eq!(h.pid, std::process::id());
-        assert!(in_writer(h.ip), "ip {:#x} not in writer()", h.ip);
-        assert_eq!(h.callchain.first(), Some(&h.ip));
-        assert!(h.callchain.len() >= 2, "the caller frame is missing");
-        assert!(h.time >= last_time);
-        last_time = h.time;
+        assert_eq!(h.watch(), 0);
+        assert_eq!(h.sample.addr, addr);
+        assert_eq!(h.tid(), me);
+        assert_eq!(h.ext.pid, std::process::id());
+        assert!(
+            in_writer(h.sample.ip),
+            "ip {:#x} not in writer()",
+            h.sample.ip
+        );
+        assert_eq!(h.ext.stack.first(), Some(&h.sample.ip));
+        assert!(h.ext.stack.len() >= 2, "the caller frame is missing");
+        assert!(h.sample.time >= last_time);
+        last_time = h.sample.time;
     });
     assert_eq!(n, 500);
     assert_eq!(w.lost(), 0);
@@ -78,15 +82,15 @@ fn user_regs_and_stack_are_recorded_for_dwarf_unwinding() {
     let mut n = 0;
     w.drain(|h| {
         n += 1;
-        assert_eq!(h.regs.len(), 20, "AX..R15 without DS/ES/FS/GS");
-        assert_eq!(h.regs[8], h.ip, "PERF_REG_X86_IP");
-        let sp = h.regs[7];
+        assert_eq!(h.ext.regs.len(), 20, "AX..R15 without DS/ES/FS/GS");
+        assert_eq!(h.ext.regs[8], h.sample.ip, "PERF_REG_X86_IP");
+        let sp = h.ext.regs[7];
         let here = &n as *const _ as u64;
         assert!(
             sp.abs_diff(here) < 1 << 20,
             "sp {sp:#x} far from this stack {here:#x}"
         );
-        assert_eq!(h.stack.len(), 8192);
+        assert_eq!(h.ext.stack_bytes.len(), 8192);
     });
     assert_eq!(n, 3);
 }
@@ -115,9 +119,9 @@ fn small_ring_wraps_and_concurrent_drain_keeps_every_record_intact() {
                 let done = stop.load(Ordering::Acquire);
                 w.poll(Some(std::time::Duration::from_millis(5))).unwrap();
                 w.drain(|h| {
-                    assert_eq!((h.addr, h.tid), (addr, me));
-                    assert!(in_writer(h.ip));
-                    assert_eq!(h.callchain.first(), Some(&h.ip));
+                    assert_eq!((h.sample.addr, h.tid()), (addr, me));
+                    assert!(in_writer(h.sample.ip));
+                    assert_eq!(h.ext.stack.first(), Some(&h.sample.ip));
                     n += 1;
                 });
                 if done {
@@ -163,9 +167,9 @@ fn other_process_sampling_inherits_per_cpu_and_loses_nothing_at_default_size() {
                 let done = stop.load(Ordering::Acquire);
                 w.poll(Some(std::time::Duration::from_millis(10))).unwrap();
                 w.drain(|h| {
-                    assert_eq!(h.addr, addr);
-                    assert!(h.callchain.len() >= 2);
-                    *per_tid.entry(h.tid).or_default() += 1;
+                    assert_eq!(h.sample.addr, addr);
+                    assert!(h.ext.stack.len() >= 2);
+                    *per_tid.entry(h.tid()).or_default() += 1;
                 });
                 if done {
                     return per_tid;
@@ -259,7 +263,7 @@ fn copied_stack_walk_gives_the_kernel_callchain_or_a_flagged_prefix() {
     nested(12, &X, 40);
     let chains = |w: &Watcher| {
         let mut v = Vec::new();
-        w.drain(|h| v.push((h.callchain.to_vec(), h.stack_truncated, h.ip)));
+        w.drain(|h| v.push((h.ext.stack.to_vec(), h.ext.stack_truncated, h.sample.ip)));
         v
     };
     let (k, f, s) = (chains(&kernel), chains(&full), chains(&small));

@@ -5,10 +5,11 @@
 mod common;
 
 use common::*;
+use hwbreak_core::events::Extended;
 use hwbreak_core::BpAttr;
 use hwbreak_linux::launch::StoppedAtEntry;
 use hwbreak_linux::symbols::Resolver;
-use hwbreak_linux::watch::{Callchain, Mode, Target as T, WatchHit, Watcher};
+use hwbreak_linux::watch::{Callchain, Mode, Target as T, Watcher};
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -21,15 +22,15 @@ struct Hit {
     truncated: bool,
 }
 
-fn hit(h: &WatchHit<'_>) -> Hit {
-    let mut chain = h.callchain.to_vec();
-    // The kernel's chain starts with the IP; the copied walk's does too.
-    if chain.first() != Some(&h.ip) {
-        chain.insert(0, h.ip);
+fn hit(h: &Extended<'_>) -> Hit {
+    let mut chain = h.ext.stack.to_vec();
+    // Both walks start with the IP; make sure of it.
+    if chain.first() != Some(&h.sample.ip) {
+        chain.insert(0, h.sample.ip);
     }
     Hit {
         chain,
-        truncated: h.stack_truncated,
+        truncated: h.ext.stack_truncated,
     }
 }
 
@@ -76,7 +77,7 @@ fn start() -> (StoppedAtEntry, u64, [std::ops::Range<u64>; 3]) {
 fn hits_after_exit(w: &Watcher) -> BTreeMap<u32, Vec<Hit>> {
     w.wait().unwrap();
     let mut by_tid: BTreeMap<u32, Vec<Hit>> = BTreeMap::new();
-    w.drain(|h| by_tid.entry(h.tid).or_default().push(hit(h)));
+    w.drain(|h| by_tid.entry(h.tid()).or_default().push(hit(h)));
     assert_eq!(w.lost(), 0);
     by_tid
 }
@@ -113,7 +114,7 @@ fn short_lived_stacks_match_the_kernel_callchain_and_never_skip_a_caller() {
     let ours = hits_after_exit(&copied);
     let theirs = {
         let mut m: BTreeMap<u32, Vec<Hit>> = BTreeMap::new();
-        kernel.drain(|h| m.entry(h.tid).or_default().push(hit(h)));
+        kernel.drain(|h| m.entry(h.tid()).or_default().push(hit(h)));
         m
     };
     assert_eq!(ours.len(), 2, "two worker threads");

@@ -797,3 +797,54 @@ fn describe_stops_at_rust_atomics() {
         ("hwbreak_demo::STATE.table[2]", 8)
     );
 }
+
+#[test]
+fn a_script_is_not_an_elf_file_said_once() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("s.sh");
+    std::fs::write(&p, "#!/bin/sh\necho hi\n").unwrap();
+    let e = Resolver::for_exe(&p)
+        .err()
+        .expect("a script has no ELF symbols");
+    assert!(matches!(e, SymbolError::BadElf { .. }), "{e}");
+    let text = e.to_string();
+    assert_eq!(
+        text.matches("is not a readable ELF file").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches("s.sh").count(), 1, "{text}");
+}
+
+#[test]
+fn link_time_address_of_a_pie_symbol_is_refused_with_its_runtime_address() {
+    let dir = need_c!();
+    let t = start(&dir.join("counter"), &["10", "1", "1", "wait"]);
+    let r = Resolver::for_pid(t.pid()).unwrap();
+    let run = t.addr("state.count");
+    let exe = Resolver::for_exe(dir.join("counter")).unwrap();
+    let link = exe.resolve("state.count").unwrap().addr;
+    assert_ne!(link, run);
+    // The run-time address is fine; the link-time one is refused, with the way out.
+    r.check_raw_address(run).unwrap();
+    let e = r.check_raw_address(link).unwrap_err();
+    match &e {
+        SymbolError::LinkTimeAddress {
+            symbol, runtime, ..
+        } => {
+            assert_eq!(symbol, "state+0x8");
+            assert_eq!(*runtime, Some(run));
+        }
+        other => panic!("{other}"),
+    }
+    assert!(e.to_string().contains(&format!("{run:#x}")), "{e}");
+    // Before it runs: no run-time address yet, the name is the way.
+    let e = exe.check_raw_address(link).unwrap_err();
+    assert!(e.to_string().contains("watch 'state+0x8' by name"), "{e}");
+    // A fixed-address program's link-time addresses are its run-time ones.
+    let t2 = start(&dir.join("counter-nopie"), &["10", "1", "1", "wait"]);
+    let r2 = Resolver::for_pid(t2.pid()).unwrap();
+    r2.check_raw_address(t2.addr("state.count")).unwrap();
+    // An unmapped address that is no symbol's is left alone (it may be mapped later).
+    r.check_raw_address(0x10_0000_0000).unwrap();
+}

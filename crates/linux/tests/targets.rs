@@ -63,7 +63,7 @@ fn all_cpus_and_one_cpu_count_every_task_that_touches_the_address() {
     assert_eq!(w.counts().unwrap(), vec![40]);
     let mut n = 0;
     w.drain(|hit| {
-        assert_eq!(hit.cpu, cpu);
+        assert_eq!(hit.sample.cpu.0, cpu);
         n += 1;
     });
     assert_eq!(n, 40);
@@ -95,7 +95,7 @@ fn execute_breakpoint_counts_calls_of_a_function() {
     let mut n = 0;
     w.drain(|h| {
         // Execute breakpoints fault before the instruction: IP is the function itself.
-        assert_eq!(h.ip, f);
+        assert_eq!(h.sample.ip, f);
         n += 1;
     });
     assert_eq!(n, 25);
@@ -125,7 +125,7 @@ fn task_records_report_threads_created_and_exiting() {
     let (mut forks, mut exits, mut hits) = (Vec::new(), Vec::new(), 0);
     w.drain_with_tasks(
         |h| {
-            assert_eq!(h.tid, child);
+            assert_eq!(h.tid(), child);
             hits += 1;
         },
         |t| match t {
@@ -187,7 +187,7 @@ fn launched_command_is_sampled_from_exec_with_no_loss() {
                 let done = stop.load(Ordering::Acquire);
                 w.poll(Some(std::time::Duration::from_millis(10))).unwrap();
                 w.drain(|h| {
-                    assert_eq!((h.pid, h.addr), (pid, addr));
+                    assert_eq!((h.ext.pid, h.sample.addr), (pid, addr));
                     n += 1;
                 });
                 if done {

@@ -346,3 +346,24 @@ fn a_machine_without_single_step_refuses_trap_before_breakpoints_and_x86_needs_n
     let o = sim.exec(CpuId(1), 0x40_0400).unwrap();
     assert_eq!((o.traps, o.step_traps, o.delivered), (1, 0, 1));
 }
+
+/// A machine that withdraws single-step after registering (breaking the
+/// contract that the answer never changes) gets strays and an armed slot,
+/// so the simulator reports no progress: never a hang, never a silently
+/// lost hit.
+#[test]
+fn single_step_withdrawn_after_registration_is_no_progress_not_a_lost_hit() {
+    let mut sim = sim(Kind::Arm64, 1, 1);
+    let id = sim
+        .register(BpAttr::write(0x4000, 4), Target::AllCpus)
+        .unwrap();
+    sim.hw.set_has_single_step(false);
+    let e = sim.access(CpuId(0), 0x4000, 4, W).unwrap_err();
+    assert!(
+        matches!(e, SimError::NoProgress { cpu: CpuId(0), .. }),
+        "{e:?}"
+    );
+    assert!(sim.performed().is_empty(), "the store never happened");
+    assert_eq!(sim.layer.hits(id), Ok(0));
+    assert_eq!(sim.hw.armed(CpuId(0)).len(), 1, "the slot stays armed");
+}

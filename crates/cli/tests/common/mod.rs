@@ -115,6 +115,20 @@ impl Background {
         b
     }
 
+    /// hwbreak's stdout, to read as it comes (then [`Background::finish`]
+    /// has none to collect).
+    pub fn take_stdout(&mut self) -> std::process::ChildStdout {
+        self.child.stdout.take().unwrap()
+    }
+
+    /// Wait for the end; the exit status and all of stderr.
+    pub fn wait(mut self) -> (std::process::ExitStatus, String) {
+        let st = self.child.wait().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let stderr = self.stderr_all.lock().unwrap().clone();
+        (st, stderr)
+    }
+
     pub fn interrupt(&self) {
         // SAFETY: kill takes integers; the pid is our own live child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -168,4 +182,30 @@ pub fn assert_clean_error(o: &Out, needle: &str) {
         "want {needle:?} in: {}",
         o.stderr
     );
+}
+
+/// `hwbreak-demo`, built once (its own target dir: no fight over cargo's lock).
+pub fn demo() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_demo(&[], "debug"))
+}
+
+/// The demo as the README runs it (release: its atomics compile to
+/// `lock inc` / `lock add`, not the debug build's `lock xadd`).
+pub fn demo_release() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_demo(&["--release"], "release"))
+}
+
+fn build_demo(flags: &[&str], profile: &str) -> PathBuf {
+    let tdir = workspace().join("target/cli-tests");
+    let st = Command::new(env!("CARGO"))
+        .args(["build", "-q", "-p", "hwbreak-demo", "--target-dir"])
+        .arg(&tdir)
+        .args(flags)
+        .current_dir(workspace())
+        .status()
+        .expect("run cargo");
+    assert!(st.success(), "building hwbreak-demo failed");
+    tdir.join(profile).join("hwbreak-demo")
 }

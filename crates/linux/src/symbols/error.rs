@@ -42,7 +42,7 @@ pub enum SymbolError {
         reason: String,
     },
     /// The expression does not follow the grammar.
-    #[error("bad location '{expr}' at column {column}: {message}. Expected NAME, NAME.field, NAME[index], NAME+OFFSET, lib.so:NAME, crate::PATH or 0xADDRESS")]
+    #[error("bad location '{expr}' at column {column}: {message}. Expected NAME, NAME.field, NAME[index], NAME+OFFSET, lib.so:NAME, 'file.c'::NAME, function::NAME, ns::Class<T>::NAME, crate::PATH or 0xADDRESS")]
     Syntax {
         /// The whole expression.
         expr: String,
@@ -63,6 +63,25 @@ pub enum SymbolError {
         searched: String,
         /// Close matches by edit distance, best first.
         suggestions: Vec<String>,
+    },
+    /// A name denotes several variables (two `static int count;` in two
+    /// files, or one name in several namespaces).
+    #[error("'{name}' names {} variables in {module}: {}. Name the one you mean as shown", matches.len(), matches.join("; "))]
+    Ambiguous {
+        /// The name looked up.
+        name: String,
+        /// The module holding them.
+        module: String,
+        /// Each match: how to name it, its address and file.
+        matches: Vec<String>,
+    },
+    /// `'file.c'::NAME` names a source file that no module was built from.
+    #[error("no source file '{scope}' in {searched}: write the file name as the debug info has it (e.g. 'counter.c'::count or 'src/counter.c'::count)")]
+    NoScope {
+        /// The file asked for.
+        scope: String,
+        /// The modules searched.
+        searched: String,
     },
     /// `lib.so:NAME` names a module that is not loaded (or not the executable).
     #[error("no module '{module}' is loaded{where_}; loaded modules: {loaded}. If the library is loaded later (dlopen, or a command not started yet), attach with -p once it is loaded")]
@@ -140,6 +159,21 @@ pub enum SymbolError {
         /// The process.
         pid: i32,
     },
+    /// A raw address that is a symbol's link-time address in a
+    /// position-independent file, not a run-time address.
+    #[error("{addr:#x} is the link-time address of '{symbol}' in {module} (as nm/objdump print it), not a run-time address: {}", link_time_advice(*.pid, .symbol, *.runtime))]
+    LinkTimeAddress {
+        /// The address given.
+        addr: u64,
+        /// The symbol (+offset) at that link-time address.
+        symbol: String,
+        /// The position-independent file holding it.
+        module: String,
+        /// The running process it is not mapped in, if running.
+        pid: Option<i32>,
+        /// Where it is at run time, when the file is loaded.
+        runtime: Option<u64>,
+    },
     /// A range needs more breakpoint slots than are free.
     #[error("{len} bytes at {addr:#x} need {needs} breakpoint slots (x86 watches 1, 2, 4 or 8 naturally aligned bytes per slot) but only {free} are free: watch a smaller part (a field, or NAME/LEN)")]
     TooWide {
@@ -176,6 +210,20 @@ pub enum SymbolError {
         /// Its name.
         comm: String,
     },
+}
+
+fn link_time_advice(pid: Option<i32>, symbol: &str, runtime: Option<u64>) -> String {
+    match (pid, runtime) {
+        (Some(p), Some(r)) => format!(
+            "it is not mapped in process {p}, where that file is loaded at a bias; watch '{symbol}' by name, or its run-time address {r:#x}"
+        ),
+        (Some(p), None) => format!(
+            "it is not mapped in process {p}, where that file is loaded at a bias; watch '{symbol}' by name"
+        ),
+        _ => format!(
+            "that file is loaded at an address chosen when it starts, so watch '{symbol}' by name (hwbreak adds the load address)"
+        ),
+    }
 }
 
 fn suggest_list(s: &[String]) -> String {

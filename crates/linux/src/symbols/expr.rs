@@ -1,13 +1,21 @@
 //! The location grammar: what `resolve` accepts.
 //!
 //! ```text
-//! location := [module ':'] root step* [('+' | '-') number]
+//! location := [module ':'] [scope '::'] root step* [('+' | '-') number]
 //! module   := a file name such as libwatchme.so or libc.so.6 (no ':' inside)
+//! scope    := "'" file "'" | file          a source file: 'counter.c'::count, counter.c::count
+//! file     := a name ending in a source extension (.c .h .cc .cpp .cxx .hpp .rs ...)
 //! root     := path | number
-//! path     := ident ('::' ident)*          e.g. counter, hwbreak_demo::STATE
-//! step     := '.' ident | '[' number ']'   e.g. .count, [3]
+//! path     := segment ('::' segment)*     counter, hwbreak_demo::STATE, main::calls (a
+//!                                         function's static), ns::Pool<int>::hwm
+//! segment  := ident [template] abi_tag* | '(anonymous namespace)'
+//! template := '<' text with balanced '<' '>' '(' ')' '>'     Pool<std::pair<int, long> >
+//! abi_tag  := '[abi:' ident ']'           name[abi:cxx11]
+//! step     := '.' path | '[' number ']'   .count, [3], .Base::field (a base class's member)
 //! number   := decimal | 0x hex
 //! ```
+//! To add a step (say `->field` or `*`): a variant of [`Step`], a match arm
+//! in [`parse`]'s step loop, and its meaning in the resolver's step loop.
 //! A bare number is an absolute address in the process. After a module
 //! prefix (`counter:0x4010`, `libc.so.6:0x1d2a0`) it is an address as `nm` or
 //! `objdump` print it for that file, and the file's load bias is added.
@@ -39,6 +47,9 @@ pub enum Root {
 pub struct Expr {
     /// `lib.so` in `lib.so:name`.
     pub module: Option<String>,
+    /// `counter.c` in `'counter.c'::count` or `counter.c::count`: only
+    /// variables of that source file.
+    pub scope: Option<String>,
     /// The name or address.
     pub root: Root,
     /// Field and index steps, in order.
@@ -82,6 +93,85 @@ impl<'a> P<'a> {
         }
         Ok(self.s[start..self.i].to_string())
     }
+    /// A path segment: an identifier with template arguments and ABI tags,
+    /// or `(anonymous namespace)`.
+    fn segment(&mut self) -> Result<String, SymbolError> {
+        const ANON: &str = "(anonymous namespace)";
+        if self.s[self.i..].starts_with(ANON) {
+            self.i += ANON.len();
+            return Ok(ANON.into());
+        }
+        let start = self.i;
+        self.ident()?;
+        if self.peek() == Some(b'<') {
+            let open = self.i;
+            let mut depth = 0i32;
+            while let Some(c) = self.peek() {
+                match c {
+                    b'<' | b'(' => depth += 1,
+                    b'>' | b')' => depth -= 1,
+                    _ => {}
+                }
+                self.i += 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            if depth != 0 {
+                return Err(self.err(open, "unclosed '<' in template arguments"));
+            }
+        }
+        while self.s[self.i..].starts_with("[abi:") {
+            self.i += 5;
+            self.ident()?;
+            if self.peek() != Some(b']') {
+                return Err(self.err(self.i, "expected ']' after the ABI tag"));
+            }
+            self.i += 1;
+        }
+        Ok(self.s[start..self.i].to_string())
+    }
+
+    /// `segment ('::' segment)*`.
+    fn path(&mut self) -> Result<String, SymbolError> {
+        let mut name = self.segment()?;
+        while self.s[self.i..].starts_with("::") {
+            self.i += 2;
+            name.push_str("::");
+            name.push_str(&self.segment()?);
+        }
+        Ok(name)
+    }
+
+    /// `'file'::` or `file.c::` before the name.
+    fn scope(&mut self) -> Result<Option<String>, SymbolError> {
+        let rest = &self.s[self.i..];
+        if let Some(q) = rest.strip_prefix('\'') {
+            let Some(end) = q.find('\'') else {
+                return Err(self.err(self.i, "unclosed quote: write 'file.c'::name"));
+            };
+            let file = &q[..end];
+            if file.is_empty() {
+                return Err(self.err(self.i, "empty file name in quotes"));
+            }
+            let after = self.i + end + 2;
+            if !self.s[after..].starts_with("::") {
+                return Err(self.err(after, "expected '::' after the quoted file name"));
+            }
+            self.i = after + 2;
+            return Ok(Some(file.to_string()));
+        }
+        let Some(end) = rest.find("::") else {
+            return Ok(None);
+        };
+        let file = &rest[..end];
+        if is_source_file(file) {
+            self.i += end + 2;
+            return Ok(Some(file.to_string()));
+        }
+        Ok(None)
+    }
+
     fn number(&mut self) -> Result<u64, SymbolError> {
         let start = self.i;
         let (radix, digits_at) =
@@ -115,6 +205,58 @@ impl<'a> P<'a> {
                 ),
             )
         })
+    }
+}
+
+/// Scan one path segment (an identifier with template arguments and ABI
+/// tags, or `(anonymous namespace)`) at the start of `s`: its length in
+/// bytes, or the byte position and text of the problem. For other parsers of
+/// names (the CLI's SPEC), so the two accept the same names.
+pub fn scan_segment(s: &str) -> Result<usize, (usize, String)> {
+    let mut p = P {
+        s,
+        b: s.as_bytes(),
+        i: 0,
+    };
+    p.segment().map(|_| p.i).map_err(syntax_pos)
+}
+
+/// Scan a file scope (`'file.c'::` or `file.c::`) at the start of `s`: the
+/// file and the bytes consumed, `None` when there is none, or the byte
+/// position and text of the problem.
+pub fn scan_scope(s: &str) -> Result<Option<(String, usize)>, (usize, String)> {
+    let mut p = P {
+        s,
+        b: s.as_bytes(),
+        i: 0,
+    };
+    match p.scope() {
+        Ok(Some(f)) => Ok(Some((f, p.i))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(syntax_pos(e)),
+    }
+}
+
+fn syntax_pos(e: SymbolError) -> (usize, String) {
+    match e {
+        SymbolError::Syntax {
+            column, message, ..
+        } => (column - 1, message),
+        other => (0, other.to_string()),
+    }
+}
+
+/// Whether `s` names a source file (`counter.c`, `src/lib.rs`): file-name
+/// characters and a source extension, so `obj.Base::field` is not one.
+pub fn is_source_file(s: &str) -> bool {
+    const EXT: &[&str] = &[
+        "c", "h", "cc", "cp", "cpp", "cxx", "c++", "C", "hh", "hpp", "hxx", "h++", "rs", "m", "mm",
+        "s", "S", "go", "d", "f", "f90", "zig",
+    ];
+    let ok = |c: char| c.is_ascii_alphanumeric() || "_./+-".contains(c);
+    match s.rsplit_once('.') {
+        Some((stem, ext)) => !stem.is_empty() && s.chars().all(ok) && EXT.contains(&ext),
+        None => false,
     }
 }
 
@@ -152,17 +294,10 @@ pub fn parse(input: &str) -> Result<Expr, SymbolError> {
             break;
         }
     }
+    let scope = p.scope()?;
     let root = match p.peek() {
-        Some(c) if c.is_ascii_digit() => Root::Addr(p.number()?),
-        _ => {
-            let mut name = p.ident()?;
-            while s[p.i..].starts_with("::") {
-                p.i += 2;
-                name.push_str("::");
-                name.push_str(&p.ident()?);
-            }
-            Root::Name(name)
-        }
+        Some(c) if c.is_ascii_digit() && scope.is_none() => Root::Addr(p.number()?),
+        _ => Root::Name(p.path()?),
     };
     let mut steps = Vec::new();
     let mut offset = None;
@@ -173,7 +308,7 @@ pub fn parse(input: &str) -> Result<Expr, SymbolError> {
                     return Err(p.err(p.i, "a raw address has no fields"));
                 }
                 p.i += 1;
-                steps.push(Step::Field(p.ident()?));
+                steps.push(Step::Field(p.path()?));
             }
             b'[' => {
                 if matches!(root, Root::Addr(_)) {
@@ -207,6 +342,7 @@ pub fn parse(input: &str) -> Result<Expr, SymbolError> {
     }
     Ok(Expr {
         module,
+        scope,
         root,
         steps,
         offset,
@@ -270,6 +406,42 @@ mod tests {
     fn raw_address() {
         assert_eq!(parse("0x7ffd1234").unwrap().root, Root::Addr(0x7ffd1234));
         assert_eq!(parse(" 4096 ").unwrap().root, Root::Addr(4096));
+    }
+
+    #[test]
+    fn file_scopes_quoted_and_bare() {
+        let e = parse("'counter.c'::count").unwrap();
+        assert_eq!(e.scope.as_deref(), Some("counter.c"));
+        assert_eq!(e.root, Root::Name("count".into()));
+        let e = parse("src/a.c::count.x").unwrap();
+        assert_eq!(e.scope.as_deref(), Some("src/a.c"));
+        assert_eq!(e.steps, vec![Step::Field("x".into())]);
+        let e = parse("libc.so.6:'malloc.c'::main_arena.top").unwrap();
+        assert_eq!(e.module.as_deref(), Some("libc.so.6"));
+        assert_eq!(e.scope.as_deref(), Some("malloc.c"));
+        // Not a file: a field step naming a base class's member.
+        let e = parse("obj.Base::field").unwrap();
+        assert_eq!((e.scope, e.root), (None, Root::Name("obj".into())));
+        assert_eq!(e.steps, vec![Step::Field("Base::field".into())]);
+    }
+
+    #[test]
+    fn cpp_names_with_templates_abi_tags_and_anonymous_namespaces() {
+        let name = |s: &str| parse(s).unwrap().root;
+        assert_eq!(
+            name("ns::Pool<std::pair<int, long> >::hwm"),
+            Root::Name("ns::Pool<std::pair<int, long> >::hwm".into())
+        );
+        assert_eq!(name("cfg[abi:cxx11]"), Root::Name("cfg[abi:cxx11]".into()));
+        assert_eq!(
+            name("(anonymous namespace)::hidden"),
+            Root::Name("(anonymous namespace)::hidden".into())
+        );
+        let e = parse("Pool<int>::hwm[2]").unwrap();
+        assert_eq!(e.steps, vec![Step::Index(2)]);
+        assert_eq!(col(parse("Pool<int::hwm").unwrap_err()), 5);
+        assert_eq!(col(parse("x[abi:cxx11").unwrap_err()), 12);
+        assert_eq!(col(parse("'a.c::x").unwrap_err()), 1);
     }
 
     #[test]

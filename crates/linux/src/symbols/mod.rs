@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod debugfile;
 mod error;
 pub mod expr;
 mod initial;
@@ -56,7 +57,7 @@ pub use initial::initial_value;
 pub use maps::{parse_maps, read_maps, MapEntry};
 pub use resolver::Resolver;
 pub use split::{split_into_slots, split_within, MAX_SLOT_LEN};
-pub use symbolizer::{Frame, Symbolizer};
+pub use symbolizer::{Frame, InlineFrame, Symbolizer};
 
 /// How to show a watched value (old → new).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -42,18 +42,112 @@ pub(crate) struct ElfSym {
     pub addr: u64,
     pub size: u64,
     pub kind: SymKind,
+    /// For a local (static) symbol, the source file its `STT_FILE` names.
+    pub file: Option<String>,
+    /// A global (or weak) symbol, visible to other files.
+    pub global: bool,
 }
 
 /// A type reference: unit index and DIE offset in that unit.
 pub(crate) type TyRef = (usize, UnitOffset);
 
-/// A global variable found in DWARF.
+/// A variable with a static address (or thread-local) found in DWARF.
 #[derive(Debug, Clone)]
 pub(crate) struct DwVar {
+    /// The qualified name as gdb prints it: `counter`, `hwbreak_demo::STATE`,
+    /// `ns::Pool<int>::hwm`, `(anonymous namespace)::x`, `main::calls` (a
+    /// function's static).
     pub full: String,
+    /// The source file of its compilation unit (`counter.c`, `../Python/ceval.c`).
+    pub file: Option<String>,
+    /// A function's static: named only as `function::name`.
+    pub local: bool,
+    /// Visible to other files (`DW_AT_external`): not a `static`.
+    pub external: bool,
     pub addr: Option<u64>,
     pub tls: bool,
     pub ty: Option<TyRef>,
+}
+
+/// `s` with the spaces a C++ demangler and a user may place differently
+/// removed (`Pool<std::pair<int, long> >` → `Pool<std::pair<int,long>>`);
+/// a space between two words (`unsigned int`, `(anonymous namespace)`) stays.
+pub(crate) fn norm(s: &str) -> String {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    let mut out = String::with_capacity(s.len());
+    let mut pending_space = false;
+    for c in s.chars() {
+        if c.is_whitespace() {
+            pending_space = true;
+            continue;
+        }
+        if pending_space && out.chars().last().is_some_and(word) && word(c) {
+            out.push(' ');
+        }
+        pending_space = false;
+        out.push(c);
+    }
+    out
+}
+
+/// gdb's `(anonymous namespace)` for the `_GLOBAL__N_1` that the demangler
+/// leaves in names from an anonymous namespace.
+fn anon_namespace(d: &str) -> String {
+    let mut out = String::with_capacity(d.len());
+    let mut rest = d;
+    while let Some(i) = rest.find("_GLOBAL__N_") {
+        out.push_str(&rest[..i]);
+        out.push_str("(anonymous namespace)");
+        rest = rest[i + "_GLOBAL__N_".len()..].trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `s` without its ABI tags (`name[abi:cxx11]` → `name`): gdb finds a
+/// tagged name without them too.
+fn strip_abi_tags(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("[abi:") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find(']') {
+            Some(j) => rest = &rest[i + j + 1..],
+            None => {
+                rest = &rest[i..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The byte offsets of each top-level `::` in `s` (not inside `<>` or `()`).
+pub(crate) fn top_level_seps(s: &str) -> Vec<usize> {
+    let b = s.as_bytes();
+    let mut depth = 0i32;
+    let mut v = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'<' | b'(' => depth += 1,
+            b'>' | b')' => depth -= 1,
+            b':' if depth == 0 && b.get(i + 1) == Some(&b':') => {
+                v.push(i);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    v
+}
+
+/// Whether `file` (a compilation unit's name) is the source file `scope`
+/// names: the same path, or a path ending in `/scope`.
+pub(crate) fn file_matches(file: &str, scope: &str) -> bool {
+    file == scope || file.ends_with(&format!("/{scope}"))
 }
 
 /// The shape of a (typedef- and qualifier-stripped) type.
@@ -69,10 +163,12 @@ pub(crate) enum TyKind {
     Other,
 }
 
-/// A struct or union member.
+/// A struct or union member, or a base class (`DW_TAG_inheritance`).
 #[derive(Debug, Clone)]
 pub(crate) struct Member {
     pub name: Option<String>,
+    /// For a base class: its name as written (`Base`, `_Vector_base<int, std::allocator<int> >`).
+    pub base: Option<String>,
     pub offset: u64,
     pub ty: Option<TyRef>,
 }
@@ -88,6 +184,8 @@ pub(crate) struct Ty {
 pub(crate) struct DwarfIndex {
     dwarf: gimli::Dwarf<R>,
     units: Vec<gimli::Unit<R>>,
+    /// Each unit's `.debug_info` offset, ascending, to follow cross-unit references.
+    starts: Vec<u64>,
     rust: Vec<bool>,
     /// Globals by full path and by last path segment.
     by_name: HashMap<String, Vec<usize>>,
@@ -97,12 +195,18 @@ pub(crate) struct DwarfIndex {
 /// One ELF file, parsed once; DWARF indexed on first use.
 pub(crate) struct Module {
     pub path: PathBuf,
+    /// The separate debug file its DWARF came from (see `debugfile.rs`).
+    pub debug_file: Option<PathBuf>,
+    /// The GNU build-id, if the file has one.
+    #[allow(dead_code)]
+    pub build_id: Option<Vec<u8>>,
     /// `ET_DYN`: loaded at a bias chosen at run time (PIE or shared library).
     pub is_dyn: bool,
     pub loads: Vec<Load>,
     pub syms: Vec<ElfSym>,
     sym_by_name: HashMap<String, Vec<usize>>,
-    dwarf_sections: Option<gimli::DwarfSections<R>>,
+    /// The file holding the DWARF: `debug_file`, or the file itself.
+    dwarf_src: Option<PathBuf>,
     endian: RunTimeEndian,
     dwarf: OnceLock<Result<Option<DwarfIndex>, String>>,
 }
@@ -122,7 +226,11 @@ pub(crate) fn demangle(raw: &str) -> String {
 impl Module {
     /// Read and parse the ELF file at `open` (reported as `path`).
     pub fn load(path: &Path, open: &Path) -> Result<Module, SymbolError> {
-        let data = std::fs::read(open).map_err(|e| SymbolError::io(open, e))?;
+        let data = {
+            let f = std::fs::File::open(open).map_err(|e| SymbolError::io(open, e))?;
+            // SAFETY: a read-only private mapping, as in `super::map_file`.
+            unsafe { memmap2::Mmap::map(&f) }.map_err(|e| SymbolError::io(open, e))?
+        };
         let bad = |reason: String| SymbolError::BadElf {
             path: path.to_path_buf(),
             reason,
@@ -143,31 +251,35 @@ impl Module {
         }
         let mut syms = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        // The full symbol table when present; the dynamic one (never stripped) too.
-        for sym in file.symbols().chain(file.dynamic_symbols()) {
-            let kind = match sym.kind() {
-                object::SymbolKind::Text => SymKind::Func,
-                object::SymbolKind::Data => SymKind::Object,
-                object::SymbolKind::Tls => SymKind::Tls,
-                _ => continue,
-            };
-            if sym.is_undefined() || sym.address() == 0 && kind != SymKind::Tls {
-                continue;
-            }
-            let Ok(raw) = sym.name() else { continue };
-            if raw.is_empty() || !seen.insert((raw.to_string(), sym.address())) {
-                continue;
-            }
-            // GNU symbol versions in .dynsym ("name@@GLIBC_2.2.5") are not part of the name.
-            let raw = raw.split('@').next().unwrap_or(raw).to_string();
-            syms.push(ElfSym {
-                name: demangle(&raw),
-                raw,
-                addr: sym.address(),
-                size: sym.size(),
-                kind,
-            });
+        collect_syms(&file, &mut syms, &mut seen);
+        let endian = if file.is_little_endian() {
+            RunTimeEndian::Little
+        } else {
+            RunTimeEndian::Big
+        };
+        let build_id = super::debugfile::build_id(&file);
+        // A stripped file: DWARF and the full symbol table (statics such as
+        // glibc's `main_arena`) come from its separate debug file.
+        let debug_file = super::debugfile::find(path, &file);
+        let debug_map = debug_file.as_deref().and_then(super::map_file);
+        let debug_obj = match &debug_map {
+            Some(d) => Some(object::File::parse(&**d).map_err(|e| SymbolError::BadElf {
+                path: debug_file.clone().unwrap_or_default(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        if let Some(d) = &debug_obj {
+            collect_syms(d, &mut syms, &mut seen);
         }
+        // DWARF is read on first use (`dwarf`), from wherever it is.
+        let dwarf_src = if debug_obj.is_some() {
+            debug_file.clone()
+        } else {
+            file.section_by_name(".debug_info")
+                .is_some()
+                .then(|| open.to_path_buf())
+        };
         let mut sym_by_name: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, s) in syms.iter().enumerate() {
             sym_by_name.entry(s.raw.clone()).or_default().push(i);
@@ -179,36 +291,15 @@ impl Module {
                 }
             }
         }
-        let endian = if file.is_little_endian() {
-            RunTimeEndian::Little
-        } else {
-            RunTimeEndian::Big
-        };
-        let has_dwarf = file.section_by_name(".debug_info").is_some();
-        let dwarf_sections = if has_dwarf {
-            let load = |id: gimli::SectionId| -> Result<R, object::Error> {
-                let bytes: Arc<[u8]> = match file.section_by_name(id.name()) {
-                    Some(s) => Arc::from(&*s.uncompressed_data()?),
-                    None => Arc::from(&[][..]),
-                };
-                Ok(EndianArcSlice::new(bytes, endian))
-            };
-            Some(
-                gimli::DwarfSections::load(load).map_err(|e| SymbolError::Dwarf {
-                    path: path.to_path_buf(),
-                    reason: e.to_string(),
-                })?,
-            )
-        } else {
-            None
-        };
         Ok(Module {
             path: path.to_path_buf(),
+            debug_file,
+            build_id,
             is_dyn,
             loads,
             syms,
             sym_by_name,
-            dwarf_sections,
+            dwarf_src,
             endian,
             dwarf: OnceLock::new(),
         })
@@ -216,16 +307,24 @@ impl Module {
 
     /// The DWARF index, built on first use. `Ok(None)`: no debug info.
     pub fn dwarf(&self) -> Result<Option<&DwarfIndex>, SymbolError> {
-        let r = self.dwarf.get_or_init(|| match &self.dwarf_sections {
-            None => Ok(None),
-            Some(s) => DwarfIndex::build(s, self.endian)
-                .map(Some)
-                .map_err(|e| e.to_string()),
+        let r = self.dwarf.get_or_init(|| {
+            let Some(src) = &self.dwarf_src else {
+                return Ok(None);
+            };
+            let data =
+                super::map_file(src).ok_or_else(|| format!("cannot map {}", src.display()))?;
+            let file = object::File::parse(&*data).map_err(|e| e.to_string())?;
+            match load_dwarf(&file, self.endian).map_err(|e| e.to_string())? {
+                None => Ok(None),
+                Some(s) => DwarfIndex::build(&s, self.endian)
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+            }
         });
         match r {
             Ok(d) => Ok(d.as_ref()),
             Err(reason) => Err(SymbolError::Dwarf {
-                path: self.path.clone(),
+                path: self.dwarf_src.clone().unwrap_or_else(|| self.path.clone()),
                 reason: reason.clone(),
             }),
         }
@@ -247,6 +346,23 @@ impl Module {
             .filter(|s| s.kind != SymKind::Tls)
             .filter(|s| s.addr <= addr && addr < s.addr + s.size.max(1))
             .min_by_key(|s| s.size)
+    }
+
+    /// The function symbol whose range holds link-time address `addr`.
+    pub fn func_containing(&self, addr: u64) -> Option<&ElfSym> {
+        self.syms
+            .iter()
+            .filter(|s| s.kind == SymKind::Func)
+            .filter(|s| s.addr <= addr && addr < s.addr + s.size.max(1))
+            .min_by_key(|s| s.size)
+    }
+
+    /// The link-time address that file offset `off` is loaded at.
+    pub fn vaddr_of_file_offset(&self, off: u64) -> Option<u64> {
+        self.loads
+            .iter()
+            .find(|l| l.offset <= off && off < l.offset + l.filesz)
+            .map(|l| off - l.offset + l.vaddr)
     }
 
     /// Load bias from one mapping of this file: `map_start` maps file offset `map_offset`.
@@ -279,6 +395,68 @@ impl Module {
     }
 }
 
+/// Add `file`'s function, data and TLS symbols (full table, then dynamic) to
+/// `syms`, skipping (name, address) pairs already in `seen`.
+fn collect_syms(
+    file: &object::File<'_>,
+    syms: &mut Vec<ElfSym>,
+    seen: &mut std::collections::HashSet<(String, u64)>,
+) {
+    let mut cur_file: Option<String> = None;
+    for sym in file.symbols().chain(file.dynamic_symbols()) {
+        if sym.kind() == object::SymbolKind::File {
+            cur_file = sym.name().ok().map(str::to_string);
+            continue;
+        }
+        let kind = match sym.kind() {
+            object::SymbolKind::Text => SymKind::Func,
+            object::SymbolKind::Data => SymKind::Object,
+            object::SymbolKind::Tls => SymKind::Tls,
+            _ => continue,
+        };
+        if sym.is_undefined() || sym.address() == 0 && kind != SymKind::Tls {
+            continue;
+        }
+        let Ok(raw) = sym.name() else { continue };
+        // GNU symbol versions in .dynsym ("name@@GLIBC_2.2.5") are not part of the name.
+        let raw = raw.split('@').next().unwrap_or(raw);
+        if raw.is_empty() || !seen.insert((raw.to_string(), sym.address())) {
+            continue;
+        }
+        syms.push(ElfSym {
+            name: demangle(raw),
+            raw: raw.to_string(),
+            addr: sym.address(),
+            size: sym.size(),
+            kind,
+            file: if sym.is_local() {
+                cur_file.clone()
+            } else {
+                None
+            },
+            global: !sym.is_local(),
+        });
+    }
+}
+
+/// The DWARF sections of `file`, decompressed; `None` without `.debug_info`.
+fn load_dwarf(
+    file: &object::File<'_>,
+    endian: RunTimeEndian,
+) -> Result<Option<gimli::DwarfSections<R>>, object::Error> {
+    if file.section_by_name(".debug_info").is_none() {
+        return Ok(None);
+    }
+    let load = |id: gimli::SectionId| -> Result<R, object::Error> {
+        let bytes: Arc<[u8]> = match file.section_by_name(id.name()) {
+            Some(s) => Arc::from(&*s.uncompressed_data()?),
+            None => Arc::from(&[][..]),
+        };
+        Ok(EndianArcSlice::new(bytes, endian))
+    };
+    gimli::DwarfSections::load(load).map(Some)
+}
+
 fn attr_u64(v: AttributeValue<R>) -> Option<u64> {
     match v {
         AttributeValue::Udata(x) => Some(x),
@@ -303,62 +481,321 @@ impl DwarfIndex {
         while let Some(h) = headers.next()? {
             units.push(dwarf.unit(h)?);
         }
+        let starts: Vec<u64> = units.iter().map(|u| u.header.offset().0 as u64).collect();
         let mut rust = Vec::with_capacity(units.len());
-        let mut vars = Vec::new();
-        for (ui, unit) in units.iter().enumerate() {
-            let mut tree = unit.entries_tree(None)?;
-            let root = tree.root()?;
-            let lang = root.entry().attr_value(gimli::DW_AT_language);
+        let mut files = Vec::with_capacity(units.len());
+        for unit in &units {
+            let mut c = unit.entries();
+            let root = c.next_dfs()?.cloned();
+            let lang = root
+                .as_ref()
+                .and_then(|e| e.attr_value(gimli::DW_AT_language));
             rust.push(matches!(
                 lang,
                 Some(AttributeValue::Language(gimli::DW_LANG_Rust))
             ));
-            let mut ns = Vec::new();
-            walk(&dwarf, unit, ui, root, &mut ns, &mut vars)?;
+            files.push(
+                unit.name
+                    .as_ref()
+                    .and_then(|n| n.to_string_lossy().ok().map(|c| c.into_owned())),
+            );
         }
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, v) in vars.iter().enumerate() {
-            by_name.entry(v.full.clone()).or_default().push(i);
-            let last = last_segment(&v.full);
-            if last != v.full {
-                by_name.entry(last.to_string()).or_default().push(i);
-            }
-        }
-        Ok(DwarfIndex {
+        let mut idx = DwarfIndex {
             dwarf,
             units,
+            starts,
             rust,
-            by_name,
-            vars,
-        })
+            by_name: HashMap::new(),
+            vars: Vec::new(),
+        };
+        let mut vars = Vec::new();
+        let mut decl_scopes = HashMap::new();
+        for (ui, file) in files.into_iter().enumerate() {
+            idx.walk(ui, file, &mut vars, &mut decl_scopes)?;
+        }
+        // The same variable in several units (a C++ inline or template static,
+        // emitted wherever it is used) is one variable.
+        let mut seen = std::collections::HashSet::new();
+        vars.retain(|v: &DwVar| seen.insert((v.full.clone(), v.addr, v.tls)));
+        for (i, v) in vars.iter().enumerate() {
+            let key = norm(&v.full);
+            let untagged = strip_abi_tags(&key);
+            let keys = if untagged != key {
+                vec![key, untagged]
+            } else {
+                vec![key]
+            };
+            for key in keys {
+                // Non-local names are also found by each `::`-suffix: `STATE` for
+                // `hwbreak_demo::STATE`, `Pool<int>::hwm` for `ns::Pool<int>::hwm`.
+                if !v.local {
+                    for sep in top_level_seps(&key) {
+                        idx.by_name
+                            .entry(key[sep + 2..].to_string())
+                            .or_default()
+                            .push(i);
+                    }
+                }
+                idx.by_name.entry(key).or_default().push(i);
+            }
+        }
+        idx.vars = vars;
+        Ok(idx)
     }
 
-    /// Globals with this full path or last segment; definitions with an address first.
-    pub fn vars_named(&self, name: &str) -> Vec<&DwVar> {
-        let mut v: Vec<&DwVar> = self
+    /// Variables named `name` (a qualified name or a `::`-suffix of one),
+    /// in source file `scope` if given. Exact full names win over suffix
+    /// matches, and the program's names over Rust's standard library's; one
+    /// entry per address. More than one entry: the name is ambiguous.
+    pub fn vars_named(&self, name: &str, scope: Option<&str>) -> Vec<&DwVar> {
+        let q = norm(name);
+        let all: Vec<&DwVar> = self
             .by_name
-            .get(name)
+            .get(&q)
             .into_iter()
             .flatten()
             .map(|&i| &self.vars[i])
+            .filter(|v| match scope {
+                Some(s) => v.file.as_deref().is_some_and(|f| file_matches(f, s)),
+                None => true,
+            })
             .collect();
-        // Exact full-path matches first, then definitions, then names outside
-        // Rust's standard library, then the shortest paths: `STATE` means the
-        // program's `demo::STATE`, not some `std::...::STATE`.
+        let exact: Vec<&DwVar> = all
+            .iter()
+            .copied()
+            .filter(|v| {
+                let f = norm(&v.full);
+                f == q || strip_abi_tags(&f) == q
+            })
+            .collect();
+        let mut v = if exact.is_empty() { all } else { exact };
         let std_lib = |f: &str| {
             ["std::", "core::", "alloc::"]
                 .iter()
                 .any(|p| f.starts_with(p))
         };
-        v.sort_by_key(|x| {
-            (
-                x.full != name,
-                x.addr.is_none() && !x.tls,
-                std_lib(&x.full),
-                x.full.matches("::").count(),
-            )
-        });
+        if v.iter().any(|x| !std_lib(&x.full)) {
+            v.retain(|x| !std_lib(&x.full));
+        }
+        let mut seen = std::collections::HashSet::new();
+        v.retain(|x| seen.insert((x.addr, x.tls.then(|| x.full.clone()))));
         v
+    }
+
+    /// Whether any compilation unit is the source file `scope`.
+    pub fn has_file(&self, scope: &str) -> bool {
+        self.units.iter().any(|u| {
+            u.name
+                .as_ref()
+                .and_then(|n| n.to_string_lossy().ok())
+                .is_some_and(|n| file_matches(&n, scope))
+        })
+    }
+
+    /// The unit holding `.debug_info` offset `o`.
+    fn unit_of(&self, o: gimli::DebugInfoOffset) -> Option<TyRef> {
+        let k = self
+            .starts
+            .partition_point(|&s| s <= o.0 as u64)
+            .checked_sub(1)?;
+        o.to_unit_offset(&self.units[k].header).map(|uo| (k, uo))
+    }
+
+    /// Follow reference attribute `a` of a DIE in unit `ui`.
+    fn follow(&self, ui: usize, a: Option<AttributeValue<R>>) -> Option<TyRef> {
+        match a? {
+            AttributeValue::UnitRef(o) => Some((ui, o)),
+            AttributeValue::DebugInfoRef(o) => self.unit_of(o),
+            _ => None,
+        }
+    }
+
+    /// The DIEs a declaration chain goes through: `e`'s
+    /// `DW_AT_specification` / `DW_AT_abstract_origin`, and theirs.
+    fn origins(
+        &self,
+        ui: usize,
+        e: &gimli::DebuggingInformationEntry<R>,
+    ) -> Vec<(usize, gimli::DebuggingInformationEntry<R>)> {
+        let mut out = Vec::new();
+        let mut cur = (ui, e.clone());
+        for _ in 0..3 {
+            let next = self
+                .follow(cur.0, cur.1.attr_value(gimli::DW_AT_specification))
+                .or_else(|| self.follow(cur.0, cur.1.attr_value(gimli::DW_AT_abstract_origin)));
+            let Some(r) = next else { break };
+            let Ok(d) = self.entry(r) else { break };
+            out.push((r.0, d.clone()));
+            cur = (r.0, d);
+        }
+        out
+    }
+
+    /// The first of `attr` on `e` or its origins, with the unit it is in.
+    fn attr_through(
+        &self,
+        ui: usize,
+        e: &gimli::DebuggingInformationEntry<R>,
+        origins: &[(usize, gimli::DebuggingInformationEntry<R>)],
+        attr: gimli::DwAt,
+    ) -> Option<(usize, AttributeValue<R>)> {
+        e.attr_value(attr).map(|v| (ui, v)).or_else(|| {
+            origins
+                .iter()
+                .find_map(|(u, d)| d.attr_value(attr).map(|v| (*u, v)))
+        })
+    }
+
+    fn string(&self, ui: usize, v: AttributeValue<R>) -> Option<String> {
+        let s = self.dwarf.attr_string(&self.units[ui], v).ok()?;
+        s.to_string_lossy().ok().map(|c| c.into_owned())
+    }
+
+    /// The name of a function DIE (through its origins).
+    fn func_name(&self, ui: usize, e: &gimli::DebuggingInformationEntry<R>) -> String {
+        let origins = self.origins(ui, e);
+        self.attr_through(ui, e, &origins, gimli::DW_AT_name)
+            .and_then(|(u, v)| self.string(u, v))
+            .unwrap_or_else(|| "??".into())
+    }
+
+    /// Collect unit `ui`'s variables with a static address (globals,
+    /// namespace and class statics, and functions' statics).
+    /// `decl_scopes`: the enclosing scopes of each declaration seen so far,
+    /// for a definition elsewhere that names it by `DW_AT_specification`
+    /// (a namespace's variable defined at file level).
+    fn walk(
+        &self,
+        ui: usize,
+        file: Option<String>,
+        out: &mut Vec<DwVar>,
+        decl_scopes: &mut HashMap<(usize, UnitOffset), Vec<String>>,
+    ) -> gimli::Result<()> {
+        let unit = &self.units[ui];
+        // Enclosing scopes: (depth, name, is a function).
+        let mut scopes: Vec<(isize, String, bool)> = Vec::new();
+        let mut cursor = unit.entries();
+        while let Some(e) = cursor.next_dfs()? {
+            let depth = e.depth();
+            while scopes.last().is_some_and(|s| s.0 >= depth) {
+                scopes.pop();
+            }
+            match e.tag() {
+                gimli::DW_TAG_namespace => {
+                    let n = e
+                        .attr_value(gimli::DW_AT_name)
+                        .and_then(|v| self.string(ui, v))
+                        .unwrap_or_else(|| "(anonymous namespace)".into());
+                    scopes.push((depth, n, false));
+                }
+                gimli::DW_TAG_structure_type
+                | gimli::DW_TAG_class_type
+                | gimli::DW_TAG_union_type => {
+                    let n = e
+                        .attr_value(gimli::DW_AT_name)
+                        .and_then(|v| self.string(ui, v))
+                        .unwrap_or_else(|| "<anonymous>".into());
+                    scopes.push((depth, n, false));
+                }
+                gimli::DW_TAG_subprogram | gimli::DW_TAG_inlined_subroutine => {
+                    let n = self.func_name(ui, e);
+                    scopes.push((depth, n, true));
+                }
+                gimli::DW_TAG_variable | gimli::DW_TAG_member
+                    if e.attr_value(gimli::DW_AT_declaration).is_some() && !scopes.is_empty() =>
+                {
+                    decl_scopes.insert(
+                        (ui, e.offset()),
+                        scopes.iter().map(|s| s.1.clone()).collect(),
+                    );
+                }
+                gimli::DW_TAG_variable | gimli::DW_TAG_member
+                    if e.attr_value(gimli::DW_AT_declaration).is_some() => {}
+                gimli::DW_TAG_variable => {
+                    let Some(AttributeValue::Exprloc(x)) = e.attr_value(gimli::DW_AT_location)
+                    else {
+                        continue; // optimised out, or on the stack
+                    };
+                    let mut addr = None;
+                    let mut tls = false;
+                    let mut ops = x.operations(unit.encoding());
+                    let mut other = false;
+                    while let Ok(Some(op)) = ops.next() {
+                        match op {
+                            gimli::Operation::Address { address } => addr = Some(address),
+                            gimli::Operation::AddressIndex { index } => {
+                                addr = self.dwarf.address(unit, index).ok();
+                            }
+                            gimli::Operation::TLS => tls = true,
+                            gimli::Operation::PlusConstant { .. }
+                            | gimli::Operation::UnsignedConstant { .. } => {}
+                            _ => other = true,
+                        }
+                    }
+                    if !tls && (addr.is_none() || other) {
+                        continue; // not at a fixed address
+                    }
+                    let origins = self.origins(ui, e);
+                    let Some(name) = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_name)
+                        .and_then(|(u, v)| self.string(u, v))
+                    else {
+                        continue;
+                    };
+                    let linkage = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_linkage_name)
+                        .or_else(|| {
+                            self.attr_through(ui, e, &origins, gimli::DW_AT_MIPS_linkage_name)
+                        })
+                        .and_then(|(u, v)| self.string(u, v));
+                    let ty = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_type)
+                        .and_then(|(u, v)| self.follow(u, Some(v)));
+                    let local = scopes.iter().any(|s| s.2);
+                    let external = self
+                        .attr_through(ui, e, &origins, gimli::DW_AT_external)
+                        .is_some_and(|(_, v)| v != AttributeValue::Flag(false));
+                    let demangled = linkage
+                        .filter(|l| l.starts_with("_Z") && !self.rust[ui])
+                        .and_then(|l| {
+                            let opts = cpp_demangle::DemangleOptions::new()
+                                .no_params()
+                                .no_return_type();
+                            cpp_demangle::Symbol::new(l.as_bytes())
+                                .ok()?
+                                .demangle_with_options(&opts)
+                                .ok()
+                                .map(|d| anon_namespace(&d))
+                        });
+                    // The scopes of the declaration this defines, if it is elsewhere.
+                    let spec_scopes = self
+                        .follow(ui, e.attr_value(gimli::DW_AT_specification))
+                        .and_then(|r| decl_scopes.get(&r));
+                    let mut path: Vec<&str> = match spec_scopes {
+                        Some(s) if scopes.is_empty() => s.iter().map(String::as_str).collect(),
+                        _ => scopes.iter().map(|s| s.1.as_str()).collect(),
+                    };
+                    let full = match demangled {
+                        Some(d) => d,
+                        None => {
+                            path.push(&name);
+                            path.join("::")
+                        }
+                    };
+                    out.push(DwVar {
+                        full,
+                        file: file.clone(),
+                        local,
+                        external,
+                        addr: if tls { None } else { addr },
+                        tls,
+                        ty,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn entry(&self, r: TyRef) -> gimli::Result<gimli::DebuggingInformationEntry<R>> {
@@ -369,11 +806,7 @@ impl DwarfIndex {
     fn deref(&self, unit: usize, v: Option<AttributeValue<R>>) -> Option<TyRef> {
         match v? {
             AttributeValue::UnitRef(o) => Some((unit, o)),
-            AttributeValue::DebugInfoRef(o) => self
-                .units
-                .iter()
-                .enumerate()
-                .find_map(|(i, u)| o.to_unit_offset(&u.header).map(|uo| (i, uo))),
+            AttributeValue::DebugInfoRef(o) => self.unit_of(o),
             _ => None,
         }
     }
@@ -491,7 +924,8 @@ impl DwarfIndex {
                 let mut children = node.children();
                 while let Some(c) = children.next()? {
                     let ce = c.entry();
-                    if ce.tag() != gimli::DW_TAG_member {
+                    let is_base = ce.tag() == gimli::DW_TAG_inheritance;
+                    if ce.tag() != gimli::DW_TAG_member && !is_base {
                         continue;
                     }
                     // Static members have no location within the object.
@@ -515,10 +949,16 @@ impl DwarfIndex {
                             .and_then(attr_u64)
                             .map_or(0, |b| b / 8),
                     };
+                    let ty = self.deref(u, ce.attr_value(gimli::DW_AT_type));
                     members.push(Member {
-                        name: self.name_of(u, ce),
+                        name: if is_base { None } else { self.name_of(u, ce) },
+                        base: if is_base {
+                            ty.and_then(|t| self.entry(t).ok().and_then(|e| self.name_of(t.0, &e)))
+                        } else {
+                            None
+                        },
                         offset,
-                        ty: self.deref(u, ce.attr_value(gimli::DW_AT_type)),
+                        ty,
                     });
                 }
                 let n = name.unwrap_or_else(|| "<anonymous>".into());
@@ -665,80 +1105,4 @@ fn array_ty(
         size: computed.or(size),
         kind: TyKind::Array { elem, dims, stride },
     }
-}
-
-/// Collect global variables under `node`, descending only into namespaces.
-fn walk(
-    dwarf: &gimli::Dwarf<R>,
-    unit: &gimli::Unit<R>,
-    ui: usize,
-    node: gimli::EntriesTreeNode<'_, '_, R>,
-    ns: &mut Vec<String>,
-    out: &mut Vec<DwVar>,
-) -> gimli::Result<()> {
-    let mut children = node.children();
-    while let Some(child) = children.next()? {
-        let e = child.entry();
-        let name = |e: &gimli::DebuggingInformationEntry<R>| -> Option<String> {
-            let v = e.attr_value(gimli::DW_AT_name)?;
-            let s = dwarf.attr_string(unit, v).ok()?;
-            s.to_string_lossy().ok().map(|c| c.into_owned())
-        };
-        match e.tag() {
-            gimli::DW_TAG_namespace => {
-                let n = name(e).unwrap_or_else(|| "{anonymous}".into());
-                ns.push(n);
-                walk(dwarf, unit, ui, child, ns, out)?;
-                ns.pop();
-            }
-            gimli::DW_TAG_variable => {
-                // A definition of an earlier declaration names it through DW_AT_specification.
-                let spec = match e.attr_value(gimli::DW_AT_specification) {
-                    Some(AttributeValue::UnitRef(o)) => unit.entry(o).ok(),
-                    _ => None,
-                };
-                let Some(n) = name(e).or_else(|| spec.as_ref().and_then(name)) else {
-                    continue;
-                };
-                let mut addr = None;
-                let mut tls = false;
-                if let Some(AttributeValue::Exprloc(x)) = e.attr_value(gimli::DW_AT_location) {
-                    let mut ops = x.operations(unit.encoding());
-                    while let Ok(Some(op)) = ops.next() {
-                        match op {
-                            gimli::Operation::Address { address } => addr = Some(address),
-                            gimli::Operation::AddressIndex { index } => {
-                                addr = dwarf.address(unit, index).ok();
-                            }
-                            gimli::Operation::TLS => tls = true,
-                            _ => {}
-                        }
-                    }
-                }
-                if addr.is_none() && !tls {
-                    continue; // a declaration, or optimised out
-                }
-                let ty_attr = e
-                    .attr_value(gimli::DW_AT_type)
-                    .or_else(|| spec.as_ref().and_then(|s| s.attr_value(gimli::DW_AT_type)));
-                let ty = match ty_attr {
-                    Some(AttributeValue::UnitRef(o)) => Some((ui, o)),
-                    _ => None,
-                };
-                let full = if ns.is_empty() {
-                    n
-                } else {
-                    format!("{}::{n}", ns.join("::"))
-                };
-                out.push(DwVar {
-                    full,
-                    addr: if tls { None } else { addr },
-                    tls,
-                    ty,
-                });
-            }
-            _ => {}
-        }
-    }
-    Ok(())
 }

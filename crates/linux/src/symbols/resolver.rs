@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::expr::{self, Root, Step};
 use super::maps::{read_maps, MapEntry};
-use super::module::{DwarfIndex, ElfSym, Module, SymKind, Ty, TyKind};
+use super::module::{file_matches, norm, DwVar, DwarfIndex, ElfSym, Module, SymKind, Ty, TyKind};
 use super::{Resolved, SymbolError, ValueKind};
 
 /// One ELF file in the resolver's search order.
@@ -19,7 +19,41 @@ struct Slot {
     mapping: Option<(u64, u64)>,
     /// Running: the load bias is known (0 for a fixed-address executable).
     running: bool,
-    module: OnceLock<Result<Arc<Module>, String>>,
+    module: OnceLock<Result<Arc<Module>, LoadError>>,
+}
+
+/// Why a module could not be loaded, kept to give the same error on every use.
+#[derive(Debug, Clone)]
+enum LoadError {
+    /// Not a parsable ELF file: (path, reason).
+    BadElf(PathBuf, String),
+    /// Not readable: (path, kind, message).
+    Io(PathBuf, std::io::ErrorKind, String),
+    /// Anything else, as its message.
+    Other(String),
+}
+
+impl LoadError {
+    fn of(e: SymbolError) -> LoadError {
+        match e {
+            SymbolError::BadElf { path, reason } => LoadError::BadElf(path, reason),
+            SymbolError::Io { path, source, .. } => {
+                LoadError::Io(path, source.kind(), source.to_string())
+            }
+            other => LoadError::Other(other.to_string()),
+        }
+    }
+
+    fn to_error(&self, display: &str) -> SymbolError {
+        match self.clone() {
+            LoadError::BadElf(path, reason) => SymbolError::BadElf { path, reason },
+            LoadError::Io(path, kind, msg) => SymbolError::io(path, std::io::Error::new(kind, msg)),
+            LoadError::Other(msg) => SymbolError::BadElf {
+                path: PathBuf::from(display),
+                reason: msg,
+            },
+        }
+    }
 }
 
 impl Slot {
@@ -247,12 +281,9 @@ impl Resolver {
         let r = s.module.get_or_init(|| {
             Module::load(Path::new(&s.display), &s.open)
                 .map(Arc::new)
-                .map_err(|e| e.to_string())
+                .map_err(LoadError::of)
         });
-        r.as_ref().map_err(|reason| SymbolError::BadElf {
-            path: PathBuf::from(&s.display),
-            reason: reason.clone(),
-        })
+        r.as_ref().map_err(|e| e.to_error(&s.display))
     }
 
     /// Load bias of slot `i`: `Some` when running (0 for fixed-address files).
@@ -316,20 +347,43 @@ impl Resolver {
             }
             Root::Addr(a) => self.resolve_addr(&shown, *a, e.offset),
             Root::Name(n) => {
-                for &i in &order {
-                    let m = match self.module(i) {
-                        Ok(m) => m,
-                        // A library we cannot read is skipped, unless asked for by name.
-                        Err(err) if i != 0 && e.module.is_none() => {
-                            let _ = err;
-                            continue;
+                // As gdb looks names up: globals in every module first (the
+                // executable, then libraries in load order), then statics.
+                // A file scope asks for that file's names, global or not.
+                let passes: &[bool] = if e.scope.is_some() {
+                    &[false]
+                } else {
+                    &[true, false]
+                };
+                for &globals_only in passes {
+                    for &i in &order {
+                        let m = match self.module(i) {
+                            Ok(m) => m,
+                            // A library we cannot read is skipped, unless asked for by name.
+                            Err(err) if i != 0 && e.module.is_none() => {
+                                let _ = err;
+                                continue;
+                            }
+                            Err(err) => return Err(err),
+                        };
+                        if let Some(base) = self.find(m, n, e.scope.as_deref(), globals_only)? {
+                            // Only a global is copy-relocated; a static stays in its file.
+                            let (slot, base) = if globals_only {
+                                self.copy_relocated(i, base, n)?
+                            } else {
+                                (i, base)
+                            };
+                            let m = self.module(slot)?;
+                            return self.finish(slot, m, base, &e, n, &shown);
                         }
-                        Err(err) => return Err(err),
-                    };
-                    if let Some(base) = self.find(m, n)? {
-                        let (slot, base) = self.copy_relocated(i, base, n)?;
-                        let m = self.module(slot)?;
-                        return self.finish(slot, m, base, &e, n, &shown);
+                    }
+                }
+                if let Some(scope) = &e.scope {
+                    if !order
+                        .iter()
+                        .any(|&i| self.module(i).is_ok_and(|m| module_has_file(m, scope)))
+                    {
+                        return Err(self.no_scope(scope, &order));
                     }
                 }
                 Err(self.not_found(n, &order))
@@ -376,7 +430,7 @@ impl Resolver {
                     ty: Some(t),
                     dw: Some(d),
                     ..
-                })) = self.find(m, name)
+                })) = self.find(m, name, None, false)
                 {
                     return Ok((
                         0,
@@ -393,12 +447,27 @@ impl Resolver {
         Ok((0, Base::Var { link, ty, dw, size }))
     }
 
-    /// Look `name` up in one module: DWARF globals first (they carry types),
-    /// then the ELF symbol tables.
-    fn find<'m>(&self, m: &'m Module, name: &str) -> Result<Option<Base<'m>>, SymbolError> {
+    /// Look `name` up in one module (in source file `scope` if given):
+    /// DWARF variables first (they carry types), then the ELF symbol tables.
+    /// A name that denotes several variables is an error listing them.
+    /// `globals_only`: only names visible to other files.
+    fn find<'m>(
+        &self,
+        m: &'m Module,
+        name: &str,
+        scope: Option<&str>,
+        globals_only: bool,
+    ) -> Result<Option<Base<'m>>, SymbolError> {
         let dw = m.dwarf()?;
         if let Some(d) = dw {
-            if let Some(v) = d.vars_named(name).into_iter().next() {
+            let mut vars = d.vars_named(name, scope);
+            if globals_only {
+                vars.retain(|v| v.external);
+            }
+            if vars.len() > 1 {
+                return Err(ambiguous(m, name, &vars));
+            }
+            if let Some(v) = vars.first() {
                 if v.tls {
                     return Err(SymbolError::ThreadLocal { name: name.into() });
                 }
@@ -417,7 +486,40 @@ impl Resolver {
                 }
             }
         }
-        let mut syms: Vec<&ElfSym> = m.syms_named(name).collect();
+        let mut syms: Vec<&ElfSym> = m
+            .syms_named(name)
+            .filter(|s| s.global || !globals_only)
+            .filter(|s| match scope {
+                Some(sc) => s.file.as_deref().is_some_and(|f| file_matches(f, sc)),
+                None => true,
+            })
+            .collect();
+        // Statics of the same name in several files, without debug info to tell them apart.
+        let mut statics: Vec<&ElfSym> = syms
+            .iter()
+            .copied()
+            .filter(|s| s.kind == SymKind::Object && s.raw == name && s.file.is_some())
+            .collect();
+        statics.sort_by_key(|s| s.addr);
+        statics.dedup_by_key(|s| s.addr);
+        if statics.len() > 1
+            && !syms
+                .iter()
+                .any(|s| s.kind == SymKind::Object && s.file.is_none() && s.raw == name)
+        {
+            let matches = statics
+                .iter()
+                .map(|s| {
+                    let f = s.file.as_deref().unwrap_or("?");
+                    format!("'{f}'::{name} (at {:#x} in {f})", s.addr)
+                })
+                .collect();
+            return Err(SymbolError::Ambiguous {
+                name: name.into(),
+                module: m.path.display().to_string(),
+                matches,
+            });
+        }
         let std_lib = |f: &str| {
             ["std::", "core::", "alloc::"]
                 .iter()
@@ -658,6 +760,50 @@ impl Resolver {
         Ok(out)
     }
 
+    /// Refuse a raw address that is a link-time address (as `nm` or
+    /// `objdump` print it) of a symbol in the executable when it is
+    /// position-independent (a PIE, loaded at a bias chosen at run time) and
+    /// is not mapped in the process (or the program is not running yet, so
+    /// nothing is). Such an address would watch nothing, silently; the error
+    /// names the symbol and its run-time address. Other unmapped addresses
+    /// are allowed (memory may be mapped later). Libraries are not checked:
+    /// every library's link-time range starts at 0, so a bare address cannot
+    /// say which one it was copied from.
+    pub fn check_raw_address(&self, addr: u64) -> Result<(), SymbolError> {
+        if self.pid.is_some() && self.maps.iter().any(|m| m.contains(addr)) {
+            return Ok(());
+        }
+        for i in 0..self.slots.len().min(1) {
+            let Ok(m) = self.module(i) else { continue };
+            if !m.is_dyn {
+                continue;
+            }
+            let Some(sym) = m.sym_containing(addr) else {
+                continue;
+            };
+            let within = addr - sym.addr;
+            let name = if within == 0 {
+                sym.name.clone()
+            } else {
+                format!("{}+{within:#x}", sym.name)
+            };
+            let running = self.slots[i].running;
+            let runtime = if running {
+                self.bias(i, m).map(|b| addr.wrapping_add(b))
+            } else {
+                None
+            };
+            return Err(SymbolError::LinkTimeAddress {
+                addr,
+                symbol: name,
+                module: self.slots[i].display.clone(),
+                pid: self.pid.filter(|_| running),
+                runtime,
+            });
+        }
+        Ok(())
+    }
+
     /// Name what lies at run-time address `addr`: the variable, field or
     /// element holding it (`state.count`, `table[3]`, `outer.p[1].y`,
     /// `counter+0x2` inside a scalar), or the function (`bump_counter+0x4`).
@@ -746,6 +892,14 @@ impl Resolver {
         None
     }
 
+    fn no_scope(&self, scope: &str, order: &[usize]) -> SymbolError {
+        let names: Vec<&str> = order.iter().map(|&i| self.slots[i].file_name()).collect();
+        SymbolError::NoScope {
+            scope: scope.into(),
+            searched: names.join(", "),
+        }
+    }
+
     fn not_found(&self, name: &str, order: &[usize]) -> SymbolError {
         // Rank: edit distance ignoring case, then with case, then names in the
         // executable before libraries, then outside Rust's std, then shorter.
@@ -798,31 +952,109 @@ impl Resolver {
     }
 }
 
-/// Find member `f`, looking into anonymous struct/union members too.
+/// Find member `f`, looking into anonymous struct/union members and base
+/// classes too. `Base::field` looks only in base class `Base` (a C++ name
+/// hidden by the derived class, or to say which base).
 fn find_member(
     d: &DwarfIndex,
     members: &[super::module::Member],
     f: &str,
     depth: u32,
 ) -> Option<(u64, Ty)> {
-    for m in members {
-        match &m.name {
-            Some(n) if n == f => {
-                let t = m.ty.and_then(|r| d.ty(r).ok())?;
-                return Some((m.offset, t));
-            }
-            None if depth < 8 => {
+    if depth > 8 {
+        return None;
+    }
+    if let Some(&sep) = super::module::top_level_seps(f).first() {
+        let (want, rest) = (norm(&f[..sep]), &f[sep + 2..]);
+        for m in members {
+            let Some(b) = &m.base else { continue };
+            let b = norm(b);
+            // `Base` names `Base` and `ns::Base`; `Vec<int>` the instance.
+            if b == want || b.ends_with(&format!("::{want}")) {
                 let t = m.ty.and_then(|r| d.ty(r).ok())?;
                 if let TyKind::Struct(inner) = &t.kind {
-                    if let Some((o, t)) = find_member(d, inner, f, depth + 1) {
-                        return Some((m.offset + o, t));
-                    }
+                    let (o, t) = find_member(d, inner, rest, depth + 1)?;
+                    return Some((m.offset + o, t));
                 }
             }
-            _ => {}
+        }
+        // A base further up: `Grand::field` through `Base`.
+        for m in members.iter().filter(|m| m.base.is_some()) {
+            let t = m.ty.and_then(|r| d.ty(r).ok())?;
+            if let TyKind::Struct(inner) = &t.kind {
+                if let Some((o, t)) = find_member(d, inner, f, depth + 1) {
+                    return Some((m.offset + o, t));
+                }
+            }
+        }
+        return None;
+    }
+    for m in members {
+        if m.name.as_deref() == Some(f) {
+            let t = m.ty.and_then(|r| d.ty(r).ok())?;
+            return Some((m.offset, t));
+        }
+    }
+    // Anonymous members and base classes, after the type's own members (a
+    // derived class's member hides its base's, as in C++).
+    for m in members.iter().filter(|m| m.name.is_none()) {
+        let t = m.ty.and_then(|r| d.ty(r).ok())?;
+        if let TyKind::Struct(inner) = &t.kind {
+            if let Some((o, t)) = find_member(d, inner, f, depth + 1) {
+                return Some((m.offset + o, t));
+            }
         }
     }
     None
+}
+
+/// The error for a name that denotes several variables: each with how to name it.
+fn ambiguous(m: &Module, name: &str, vars: &[&DwVar]) -> SymbolError {
+    let short = |f: &str| f.rsplit('/').next().unwrap_or(f).to_string();
+    let matches = vars
+        .iter()
+        .map(|v| {
+            let same_full = vars.iter().filter(|w| w.full == v.full).count() > 1;
+            let file = v.file.as_deref().unwrap_or("?");
+            let how = if same_full {
+                // Same name: the file tells them apart (its full name if the
+                // last component does not).
+                let s = short(file);
+                let unique = vars
+                    .iter()
+                    .filter(|w| w.full == v.full)
+                    .filter(|w| w.file.as_deref().map(short).as_deref() == Some(s.as_str()))
+                    .count()
+                    == 1;
+                format!(
+                    "'{}'::{}",
+                    if unique { s } else { file.to_string() },
+                    v.full
+                )
+            } else {
+                v.full.clone()
+            };
+            let at = v.addr.map(|a| format!("at {a:#x} ")).unwrap_or_default();
+            format!("{how} ({at}in {file})")
+        })
+        .collect();
+    SymbolError::Ambiguous {
+        name: name.into(),
+        module: m.path.display().to_string(),
+        matches,
+    }
+}
+
+/// Whether module `m` has a compilation unit or `STT_FILE` symbol for source file `scope`.
+fn module_has_file(m: &Module, scope: &str) -> bool {
+    if let Ok(Some(d)) = m.dwarf() {
+        if d.has_file(scope) {
+            return true;
+        }
+    }
+    m.syms
+        .iter()
+        .any(|s| s.file.as_deref().is_some_and(|f| file_matches(f, scope)))
 }
 
 fn dwarf_err(m: &Module, e: gimli::Error) -> SymbolError {

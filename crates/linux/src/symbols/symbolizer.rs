@@ -9,13 +9,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use blazesym::symbolize::source::{Elf, Source};
-use blazesym::symbolize::{Input, Symbolized};
+use blazesym::symbolize::{CodeInfo, Input, Sym, Symbolized};
 
 use super::maps::{read_maps, MapEntry};
+use super::module::Module;
 use super::SymbolError;
 
 /// One symbolized address.
@@ -36,25 +37,85 @@ pub struct Frame {
     pub module: Option<Arc<str>>,
     /// `ip`'s offset within `module`'s file (file mappings only).
     pub module_offset: Option<u64>,
+    /// Empty when `ip` is not in inlined code. Otherwise the inline chain as
+    /// `addr2line -f -i` and gdb show it: the innermost inlined function
+    /// first (its `file`:`line` is the frame's own), then each function it
+    /// was inlined into, ending with `function` itself at the line of the
+    /// call it inlines.
+    pub inlined: Vec<InlineFrame>,
+}
+
+/// One function of an inline chain, with the line executing in it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InlineFrame {
+    /// The function's name (demangled).
+    pub function: Arc<str>,
+    /// Source file of the line executing in it.
+    pub file: Option<Arc<str>>,
+    /// That line.
+    pub line: Option<u32>,
+}
+
+impl fmt::Display for InlineFrame {
+    /// `name (file.c:34)`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.function)?;
+        write_place(f, self.file.as_deref(), self.line)
+    }
+}
+
+/// ` (file.c:34)` with the file's last path component, or nothing.
+fn write_place(f: &mut fmt::Formatter<'_>, file: Option<&str>, line: Option<u32>) -> fmt::Result {
+    match (file, line) {
+        (Some(file), Some(line)) => {
+            let short = file.rsplit('/').next().unwrap_or(file);
+            write!(f, " ({short}:{line})")
+        }
+        (Some(file), None) => write!(f, " ({})", file.rsplit('/').next().unwrap_or(file)),
+        _ => Ok(()),
+    }
 }
 
 impl fmt::Display for Frame {
-    /// `function+0x12 (file.c:34)`, or `0x7f... (module)` when unknown.
+    /// `function+0x12 (file.c:34)`, or `0x7f... (module)` when unknown. In
+    /// inlined code, the chain innermost first, as perf prints it:
+    /// `helper (util.h:7) (inlined) ← function+0x12 (file.c:34)`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((outer, inner)) = self.inlined.split_last() {
+            for i in inner {
+                write!(f, "{i} (inlined) ← ")?;
+            }
+            write!(f, "{}+{:#x}", outer.function, self.offset)?;
+            return write_place(f, outer.file.as_deref(), outer.line);
+        }
         match &self.function {
             Some(func) => write!(f, "{func}+{:#x}", self.offset)?,
             None => write!(f, "{:#x}", self.ip)?,
         }
-        match (&self.file, self.line) {
-            (Some(file), Some(line)) => {
-                let short = file.rsplit('/').next().unwrap_or(file);
-                write!(f, " ({short}:{line})")
-            }
-            (Some(file), None) => write!(f, " ({})", file.rsplit('/').next().unwrap_or(file)),
-            _ => match (&self.function, &self.module) {
-                (None, Some(m)) => write!(f, " ({})", m.rsplit('/').next().unwrap_or(m)),
-                _ => Ok(()),
-            },
+        if self.file.is_some() {
+            return write_place(f, self.file.as_deref(), self.line);
+        }
+        match (&self.function, &self.module) {
+            (None, Some(m)) => write!(f, " ({})", m.rsplit('/').next().unwrap_or(m)),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Frame {
+    /// The functions at `ip`, innermost first, each with its file and line:
+    /// the inline chain, or just this frame's function when not inlined.
+    pub fn chain(&self) -> Vec<InlineFrame> {
+        if !self.inlined.is_empty() {
+            return self.inlined.clone();
+        }
+        match &self.function {
+            Some(func) => vec![InlineFrame {
+                function: func.clone(),
+                file: self.file.clone(),
+                line: self.line,
+            }],
+            None => Vec::new(),
         }
     }
 }
@@ -80,6 +141,9 @@ pub struct Symbolizer {
     cache: HashMap<u64, Frame, BuildHasherDefault<IpHasher>>,
     /// One shared copy of each module, function and file name.
     strings: HashMap<String, Arc<str>>,
+    /// Each mapped file, parsed once: its program headers (file offset →
+    /// address), symbol table and separate debug file. `None`: unreadable.
+    modules: HashMap<String, Option<Arc<Module>>>,
 }
 
 /// A multiplicative hash for IP keys. Hand-written: the std SipHash costs more
@@ -111,11 +175,10 @@ impl Symbolizer {
             pid: Some(pid),
             maps: Vec::new(),
             open: HashMap::new(),
-            blaze: blazesym::symbolize::Symbolizer::builder()
-                .enable_code_info(true)
-                .build(),
+            blaze: blaze(),
             cache: HashMap::default(),
             strings: HashMap::new(),
+            modules: HashMap::new(),
         };
         s.refresh()?;
         Ok(s)
@@ -134,11 +197,10 @@ impl Symbolizer {
             pid: None,
             maps,
             open,
-            blaze: blazesym::symbolize::Symbolizer::builder()
-                .enable_code_info(true)
-                .build(),
+            blaze: blaze(),
             cache: HashMap::default(),
             strings: HashMap::new(),
+            modules: HashMap::new(),
         }
     }
 
@@ -259,32 +321,114 @@ impl Symbolizer {
                 .get(&path)
                 .cloned()
                 .unwrap_or_else(|| PathBuf::from(&path));
-            let src = Source::Elf(Elf::new(open));
-            let offs: Vec<u64> = pairs.iter().map(|p| p.1).collect();
-            let syms = self
-                .blaze
-                .symbolize(&src, Input::FileOffset(&offs))
-                .unwrap_or_default();
-            let module = intern(&mut self.strings, &path);
+            let module = self
+                .modules
+                .entry(path.clone())
+                .or_insert_with(|| Module::load(Path::new(&path), &open).ok().map(Arc::new))
+                .clone();
+            // Addresses as the file links them, asked of the file that has the
+            // debug info (the separate debug file, wherever it was found).
+            let vaddrs: Option<Vec<u64>> = module
+                .as_ref()
+                .and_then(|m| pairs.iter().map(|p| m.vaddr_of_file_offset(p.1)).collect());
+            let syms = match (&module, &vaddrs) {
+                (Some(m), Some(v)) => {
+                    let src = m.debug_file.clone().unwrap_or_else(|| open.clone());
+                    self.blaze
+                        .symbolize(&Source::Elf(Elf::new(src)), Input::VirtOffset(v))
+                }
+                _ => {
+                    let offs: Vec<u64> = pairs.iter().map(|p| p.1).collect();
+                    self.blaze
+                        .symbolize(&Source::Elf(Elf::new(open)), Input::FileOffset(&offs))
+                }
+            }
+            .unwrap_or_default();
+            let module_name = intern(&mut self.strings, &path);
             for (k, &(ip, off)) in pairs.iter().enumerate() {
                 let mut f = Frame {
                     ip,
-                    module: Some(module.clone()),
+                    module: Some(module_name.clone()),
                     module_offset: Some(off),
                     ..Frame::default()
                 };
+                let vaddr = vaddrs.as_ref().map(|v| v[k]);
                 if let Some(Symbolized::Sym(s)) = syms.get(k) {
-                    f.function = Some(intern(&mut self.strings, &s.name));
-                    f.offset = s.offset as u64;
-                    if let Some(ci) = &s.code_info {
-                        f.file = Some(intern(&mut self.strings, &ci.to_path().to_string_lossy()));
-                        f.line = ci.line;
-                    }
+                    fill_frame(&mut self.strings, &mut f, s, vaddr, module.as_deref());
                 }
                 self.cache.insert(ip, f);
             }
         }
     }
+}
+
+/// Fill `f` from blazesym's answer `s` for link-time address `vaddr`.
+fn fill_frame(
+    strings: &mut HashMap<String, Arc<str>>,
+    f: &mut Frame,
+    s: &Sym<'_>,
+    vaddr: Option<u64>,
+    m: Option<&Module>,
+) {
+    {
+        f.function = (!s.name.is_empty()).then(|| intern(strings, &s.name));
+        f.offset = s.offset as u64;
+        // blazesym gives a function whose code is in several ranges (a hot
+        // and a `.cold` part) address 0, so its offset would be the absolute
+        // address: take the offset from the symbol table's entry for the
+        // part holding the address instead, as perf and gdb's `x/i` do.
+        let sane = s.addr != 0
+            && vaddr.is_none_or(|v| s.addr <= v && s.size.is_none_or(|z| v - s.addr < z as u64));
+        if !sane {
+            if let Some(sym) =
+                vaddr.and_then(|v| m.and_then(|m| m.func_containing(v).map(|s| (v, s))))
+            {
+                let (v, sym) = sym;
+                f.offset = v - sym.addr;
+                if f.function.as_deref() != Some(sym.name.as_str()) {
+                    f.function = Some(intern(strings, &sym.name));
+                }
+            }
+        }
+        let place = |strings: &mut HashMap<String, Arc<str>>, ci: Option<&CodeInfo<'_>>| {
+            (
+                ci.map(|c| intern(strings, &c.to_path().to_string_lossy())),
+                ci.and_then(|c| c.line),
+            )
+        };
+        let (file, line) = place(strings, s.code_info.as_deref());
+        if s.inlined.is_empty() {
+            (f.file, f.line) = (file, line);
+            return;
+        }
+        // blazesym lists inlined functions outermost first, each with the
+        // line executing in it; `code_info` is the line in the outer function.
+        let mut chain: Vec<InlineFrame> = Vec::with_capacity(s.inlined.len() + 1);
+        for i in s.inlined.iter().rev() {
+            let (file, line) = place(strings, i.code_info.as_ref());
+            chain.push(InlineFrame {
+                function: intern(strings, &i.name),
+                file,
+                line,
+            });
+        }
+        chain.push(InlineFrame {
+            function: f.function.clone().unwrap_or_else(|| intern(strings, "??")),
+            file,
+            line,
+        });
+        f.file = chain[0].file.clone();
+        f.line = chain[0].line;
+        f.inlined = chain;
+    }
+}
+
+/// The blazesym symbolizer: file and line, and inlined functions.
+fn blaze() -> blazesym::symbolize::Symbolizer {
+    blazesym::symbolize::Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .build()
 }
 
 fn intern(strings: &mut HashMap<String, Arc<str>>, s: &str) -> Arc<str> {

@@ -26,7 +26,7 @@ pub enum Mode {
     },
 }
 
-/// How a sampled hit gets its callchain ([`super::WatchHit::callchain`]): the IP,
+/// How a sampled hit gets its callchain (`Extension::stack` of a drained hit): the IP,
 /// then return addresses, innermost first. They differ in how the caller
 /// frames are found, in cost and in depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub enum Callchain {
     /// also steps through code without frame pointers), for a CPU target
     /// (any process) with the frame pointers. No fault, but frames above
     /// the copy are cut, and the hit says so
-    /// ([`super::WatchHit::stack_truncated`]). `stack_bytes` is a multiple of 8,
+    /// (`Extension::stack_truncated` of a drained hit). `stack_bytes` is a multiple of 8,
     /// at most [`MAX_STACK_BYTES`].
     Copied {
         /// User stack bytes copied from SP upwards per hit.

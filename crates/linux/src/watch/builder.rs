@@ -107,7 +107,7 @@ impl WatcherBuilder {
 
     /// Also record these user registers with each sample (a mask of
     /// `PERF_REG_X86_*` bits, e.g. [`super::X86_64_REGS_USER_MASK`]), read with
-    /// [`super::WatchHit::user_reg`]; [`crate::store`] needs them to tell the value
+    /// `hwbreak_core::events::Extension::reg`; [`crate::store`] needs them to tell the value
     /// each write left. Sampling modes only; each register costs 8 bytes
     /// per sample.
     pub fn user_regs(mut self, mask: u64) -> Self {

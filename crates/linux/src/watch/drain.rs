@@ -1,7 +1,21 @@
-//! The hit's way out: per-CPU rings ([`crate::ring`]) drained into
-//! [`WatchHit`]s and [`TaskRecord`]s, with the copied user stack handed to
-//! the unwinder ([`crate::unwind`]: DWARF CFI for a known process, frame
-//! pointers for CPU-wide hits) on the drain thread.
+//! The hit's way out: per-CPU rings ([`crate::ring`]) drained into core's
+//! one hit record, [`Extended`], and [`TaskRecord`]s, with the copied user
+//! stack handed to the unwinder ([`crate::unwind`]: DWARF CFI for a known
+//! process, frame pointers for CPU-wide hits) on the drain thread.
+//!
+//! A drained hit is an [`Extended`] whose sample's `bp` is the watch's index
+//! in [`super::Watcher::watches`], `task` the thread, `time`
+//! `CLOCK_MONOTONIC` nanoseconds at the trap and `ip` the instruction (for
+//! x86 data watches, the one after the access); its extension carries the
+//! process, the callchain (innermost first, starting with the IP itself,
+//! without context markers; `stack_truncated` when a copied stack went on
+//! above the copied bytes, or, for one process, when a frame lies in code
+//! whose unwind information is not known (a frame-pointer guess there
+//! could skip a caller); never for the kernel's walk), the user registers
+//! (those in `regs_mask`, in perf's order: AX BX CX DX SI DI BP SP IP FLAGS
+//! CS SS, then R8..R15 from bit 16; read one with [`Extension::reg`]) and the
+//! copied stack bytes. Its slices point into the ring buffer or the drain's
+//! unwind buffer (zero copy) and are valid only during the callback.
 
 use super::attr::{
     kernel_reads_lost, max_stack, set_monotonic_clock, Callchain, Mode, SampleSpec,
@@ -13,54 +27,14 @@ use crate::record::{Record, SampleLayout};
 use crate::ring::{DrainStats, Ring};
 use crate::symbols::MapEntry;
 use crate::unwind::DwarfUnwinder;
+use hwbreak_core::events::{Extended, Extension, Sample};
+use hwbreak_core::{BpId, CpuId, TaskId};
 use perf_event_open_sys::bindings as b;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-
-/// One hit, handed to [`super::Watcher::drain`]'s callback. Borrowed slices point
-/// into the ring buffer (zero copy) and are valid only during the callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WatchHit<'a> {
-    /// Index of the watch in [`super::Watcher::watches`].
-    pub watch_idx: usize,
-    /// Process id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// CPU.
-    pub cpu: u32,
-    /// `CLOCK_MONOTONIC` nanoseconds at the trap (as `clock_gettime` gives).
-    pub time: u64,
-    /// Instruction pointer. For x86 data watches, the instruction after the access.
-    pub ip: u64,
-    /// The watched address.
-    pub addr: u64,
-    /// Return addresses, innermost first (frame pointers), without context markers.
-    pub callchain: &'a [u64],
-    /// Whether the callchain was cut: with [`super::Callchain::Copied`], the stack
-    /// went on above the copied bytes, or (one process) a frame lies in code
-    /// whose unwind information is not known (no module: a guess with the
-    /// frame pointers could skip a caller). Always false for the kernel's walk.
-    pub stack_truncated: bool,
-    /// User registers: those in `regs_mask`, in perf's order (AX BX CX DX
-    /// SI DI BP SP IP FLAGS CS SS, then R8..R15 from bit 16). Read one with
-    /// [`WatchHit::user_reg`].
-    pub regs: &'a [u64],
-    /// Which `PERF_REG_X86_*` registers `regs` holds.
-    pub regs_mask: u64,
-    /// User stack bytes copied from SP upwards (only the valid part).
-    pub stack: &'a [u8],
-}
-
-impl WatchHit<'_> {
-    /// User register `PERF_REG_X86_*` number `reg`, if it was recorded.
-    pub fn user_reg(&self, reg: u32) -> Option<u64> {
-        crate::record::user_reg(self.regs, self.regs_mask, reg)
-    }
-}
 
 /// A non-hit record seen while draining (with [`super::WatcherBuilder::task_events`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -276,7 +250,7 @@ impl Drain {
     /// (oldest first per CPU); returns the number of hits.
     pub fn drain_with_tasks(
         &self,
-        mut f: impl FnMut(&WatchHit<'_>),
+        mut f: impl FnMut(&Extended<'_>),
         mut task: impl FnMut(TaskRecord<'_>),
     ) -> u64 {
         let mut hits = 0;
@@ -340,19 +314,24 @@ impl Drain {
                     } else {
                         s.user_callchain()
                     };
-                    f(&WatchHit {
-                        watch_idx,
-                        pid: s.pid,
-                        tid: s.tid,
-                        cpu: s.cpu,
-                        time: s.time,
-                        ip: s.ip,
-                        addr: s.addr,
-                        callchain,
-                        stack_truncated,
-                        regs: s.regs,
-                        regs_mask,
-                        stack,
+                    f(&Extended {
+                        sample: Sample {
+                            bp: BpId(watch_idx as u32),
+                            cpu: CpuId(s.cpu),
+                            task: Some(TaskId(u64::from(s.tid))),
+                            ip: s.ip,
+                            addr: s.addr,
+                            time: s.time,
+                        },
+                        ext: Extension {
+                            pid: s.pid,
+                            stack: callchain,
+                            stack_truncated,
+                            regs: s.regs,
+                            regs_mask,
+                            stack_bytes: stack,
+                            value: None,
+                        },
                     });
                 }
                 Record::Lost { lost, .. } => {

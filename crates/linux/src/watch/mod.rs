@@ -11,7 +11,7 @@
 //!     .mode(Mode::Sample { callchain: Callchain::Kernel, user_regs_stack: false })
 //!     .open()?;
 //! w.poll(Some(std::time::Duration::from_millis(100)))?;
-//! w.drain(|hit| println!("{} tid {} ip {:#x}", w.watch_name(hit.watch_idx), hit.tid, hit.ip));
+//! w.drain(|hit| println!("{} tid {} ip {:#x}", w.watch_name(hit.watch()), hit.tid(), hit.sample.ip));
 //! println!("lost {}", w.lost());
 //! # Ok::<(), hwbreak_linux::Error>(())
 //! ```
@@ -48,7 +48,8 @@
 //!   process's threads are attached without escape (`selfattach` for our
 //!   own process), and the kernel's refusals turned into errors;
 //! * `builder`: [`WatcherBuilder`] and the open sequence;
-//! * [`drain`]: rings to [`WatchHit`]s and [`TaskRecord`]s, and the
+//! * [`drain`]: rings to hits (core's one hit record,
+//!   `hwbreak_core::events::Extended`) and [`TaskRecord`]s, and the
 //!   hand-off of copied stacks to the unwinder;
 //! * [`runtime`]: the [`Watcher`] (counts, enable, modify, lost), with a
 //!   launched command kept by [`crate::launch`].
@@ -69,6 +70,6 @@ pub use attr::{
     check_stack_bytes, Callchain, Mode, Watch, HW_SLOTS, MAX_STACK_BYTES, X86_64_REGS_USER_MASK,
 };
 pub use builder::WatcherBuilder;
-pub use drain::{TaskRecord, WatchHit};
+pub use drain::TaskRecord;
 pub use member::{Member, MemberEvents, WatchEvent};
 pub use runtime::Watcher;

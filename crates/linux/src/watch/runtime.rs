@@ -4,7 +4,7 @@
 
 use super::attach::{above_user_space, Attach, USER_SPACE_END};
 use super::attr::{Mode, Watch, HW_SLOTS};
-use super::drain::{Drain, TaskRecord, WatchHit};
+use super::drain::{Drain, TaskRecord};
 use super::member::{Member, MemberEvents};
 use crate::error::{Error, Result};
 use crate::event::{Count, Event, EventAttr};
@@ -12,6 +12,7 @@ use crate::launch::Launched;
 use hwbreak_core::arch::x86_64::X86_64;
 use hwbreak_core::arch::Arch;
 use hwbreak_core::attr::BpAttr;
+use hwbreak_core::events::Extended;
 use hwbreak_core::fanout::Fanout;
 use std::process::{Child, ExitStatus};
 use std::sync::{Mutex, RwLock};
@@ -236,14 +237,14 @@ impl Watcher {
 
     /// Hand every pending hit to `f` (oldest first per CPU). Safe to call
     /// from a dedicated thread while others read counts. Returns the number of hits.
-    pub fn drain(&self, mut f: impl FnMut(&WatchHit<'_>)) -> u64 {
+    pub fn drain(&self, mut f: impl FnMut(&Extended<'_>)) -> u64 {
         self.drain.drain_with_tasks(&mut f, |_| {})
     }
 
     /// [`Self::drain`], also reporting fork/exit/throttle records.
     pub fn drain_with_tasks(
         &self,
-        f: impl FnMut(&WatchHit<'_>),
+        f: impl FnMut(&Extended<'_>),
         task: impl FnMut(TaskRecord<'_>),
     ) -> u64 {
         self.drain.drain_with_tasks(f, task)
