@@ -4,7 +4,9 @@
 //! attach ([`super::attach`]), and the [`Watcher`] that owns the result.
 
 use super::attach::{attach_process, check_target, Attach, PerfDomain, Target};
-use super::attr::{check_stack_bytes, event_attr, sample_layout, Callchain, Mode, Watch, HW_SLOTS};
+use super::attr::{
+    check_stack_bytes, event_attr, sample_layout, side_band_attr, Callchain, Mode, Watch, HW_SLOTS,
+};
 use super::drain::{Drain, Rings};
 use super::member::{Member, OpenPlan};
 use super::runtime::Watcher;
@@ -271,7 +273,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let mut a = event_attr(w, spec, task_events, i == 0, launch, ring_bytes)
+            let mut a = event_attr(w, spec, ring_bytes)
                 .inherit(inherit)
                 .inherit_thread(inherit);
             if switch_events && i == 0 && spec.is_some() {
@@ -289,6 +291,16 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         })
         .collect();
 
+    // Thread and mmap records, from an event of their own (see side_band_attr).
+    let side_band = side_band_attr(spec, task_events, launch).map(|a| {
+        let a = a.inherit(inherit).inherit_thread(inherit);
+        if launch {
+            a.enable_on_exec(true)
+        } else {
+            a
+        }
+    });
+
     // Rings: one per CPU, owned by a dummy event on this thread.
     let rings = match spec {
         Some(spec) => Rings::open(spec, members_cpu.as_deref().unwrap_or(&online), ring_pages)?,
@@ -302,6 +314,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             watches: &watches,
             plan: OpenPlan {
                 attrs: &attrs,
+                side_band: side_band.as_ref(),
                 cpus: &thread_cpus,
                 rings: &rings.of_cpu,
                 ring_events: &ring_events,
@@ -352,7 +365,14 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         base_attrs: RwLock::new(attrs),
         mode,
         members: Mutex::new(fan),
-        drain: Drain::new(rings.rings, ids, spec, mode, pid),
+        drain: Drain::new(
+            rings.rings,
+            ids,
+            spec,
+            mode,
+            pid,
+            launch && side_band.is_some(),
+        ),
         child: Launched::new(child),
         pid,
         attach,
