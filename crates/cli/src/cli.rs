@@ -164,6 +164,11 @@ pub struct WatchArgs {
     /// debugger (`gdb -p PID`).
     #[arg(long)]
     pub stop: bool,
+    /// Also trace the threads' taken branches with the CPU's branch-tracing
+    /// hardware (intel_bts, intel_pt, LBR). Not read on Linux yet: refused,
+    /// saying what this machine has.
+    #[arg(long)]
+    pub branches: bool,
 }
 
 /// How `watch` and `record` collect each hit's call stack.
@@ -233,6 +238,11 @@ pub struct RecordArgs {
     /// Read the watched bytes after each hit.
     #[arg(long)]
     pub values: bool,
+    /// Also trace the threads' taken branches with the CPU's branch-tracing
+    /// hardware (intel_bts, intel_pt, LBR). Not read on Linux yet: refused,
+    /// saying what this machine has.
+    #[arg(long)]
+    pub branches: bool,
 }
 
 /// `hwbreak report`.

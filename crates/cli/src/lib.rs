@@ -38,6 +38,7 @@
 
 #![warn(missing_docs)]
 
+pub mod branches;
 pub mod cli;
 pub mod conds;
 pub mod error;
@@ -55,6 +56,8 @@ pub mod spec;
 pub mod summary;
 pub mod sys;
 
+use std::path::Path;
+
 use cli::{Cli, Cmd};
 use error::CliError;
 
@@ -63,6 +66,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.cmd {
         Cmd::Report(a) => report::run(&a),
         Cmd::Slots(a) => slots::run(&a),
+        Cmd::Watch(a) if a.branches => Err(branches::refuse(Path::new(branches::DEVICES))),
+        Cmd::Record(a) if a.branches => Err(branches::refuse(Path::new(branches::DEVICES))),
         Cmd::Watch(a) => session::watch(&a),
         Cmd::Stat(a) => session::stat(&a),
         Cmd::Record(a) => session::record(&a),

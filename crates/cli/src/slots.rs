@@ -138,7 +138,8 @@ pub fn run(args: &SlotsArgs) -> Result<(), CliError> {
     }
     let fresh = probe(0)?;
     let target = match args.pid {
-        Some(p) => Some(probe(p)?),
+        // Through a live thread if the main thread has exited.
+        Some(p) => Some(probe(hwbreak_linux::procfs::live_task(p))?),
         None => None,
     };
     let (holders, unreadable) = holders();

@@ -175,7 +175,8 @@ pub enum Record {
         /// Timestamp.
         time: u64,
     },
-    /// A context switch.
+    /// A context switch: the issue-13 `departs`/`arrives` record
+    /// (`crate::ds::BtsRecord::switch` gives it in the 24-byte BTS format).
     Switch {
         /// CPU.
         cpu: CpuId,
@@ -187,6 +188,9 @@ pub enum Record {
         voluntary: bool,
         /// Timestamp.
         time: u64,
+        /// Where the task stopped (departs) or resumes (arrives); 0 when the
+        /// machine does not say ([`crate::Machine::task_ip`]).
+        ip: u64,
     },
     /// Records dropped because the ring was full.
     Lost {

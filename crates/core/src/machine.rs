@@ -18,6 +18,12 @@
 //!   would need a step-over with [`crate::Error::NeedsSingleStep`], as Linux
 //!   arm64 refuses what its ptrace/perf split cannot step over, instead of
 //!   losing or looping on its hits.
+//! - [`crate::ds::DsHardware`] ([`Machine::debug_store`]): the x86 debug
+//!   store (DS area, BTS and PEBS buffers, their MSRs) for
+//!   [`crate::ds::DsManager`]. Without it there is no branch tracing; the
+//!   context-switch records of the general event buffer do not need it.
+//! - [`Machine::task_ip`]: where a task stopped, for those records (0 where
+//!   the machine does not say).
 
 use crate::arch::DebugRegs;
 use crate::target::{CpuId, TaskId};
@@ -65,6 +71,14 @@ pub trait Machine {
     /// tracing says so instead of implementing a store that fails at run
     /// time, and [`crate::ds`] users take the other road.
     fn debug_store(&mut self) -> Option<&mut dyn crate::ds::DsHardware> {
+        None
+    }
+
+    /// Where `task` stopped (or resumes): its saved instruction pointer, if
+    /// the machine knows it. The context-switch hook puts it in the
+    /// `departs`/`arrives` records; the default `None` records 0, unknown.
+    fn task_ip(&self, task: TaskId) -> Option<u64> {
+        let _ = task;
         None
     }
 }

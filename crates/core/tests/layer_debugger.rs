@@ -58,6 +58,11 @@ fn debugger_gets_busy_at_once_while_another_thread_holds_the_books() {
         l.debugger().try_claim(CpuId(1), Pool::Data),
         Err(Error::Busy)
     );
+    // A holds CPU 0's install table while it writes there.
+    assert!(matches!(
+        l.debugger().try_holders(CpuId(0), &mut |_, _, _, _| {}),
+        Err(Error::Busy)
+    ));
     // Dispatch takes only CPU 1's table: not blocked by A.
     assert_eq!(mb.access(&l, 1, 0x10, Access::Write).0.delivered, 1);
 
@@ -288,4 +293,32 @@ fn ending_a_session_drops_its_claims() {
             vec![0, 1]
         );
     }
+}
+
+#[test]
+fn try_holders_names_what_sits_on_a_cpu_and_never_blocks() {
+    let l = layer(ToyArch::mixed(4), 2);
+    let mut m = TestMachine::new(2);
+    let a = l
+        .register(
+            &mut m,
+            Request::new(BpAttr::write(0x10, 8), Target::Cpu(CpuId(1))),
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    l.debugger()
+        .try_holders(CpuId(1), &mut |_, slot, id, task| {
+            seen.push((slot, id, task))
+        })
+        .unwrap();
+    assert_eq!(seen, vec![(0, a, None)]);
+    let mut none = 0;
+    l.debugger()
+        .try_holders(CpuId(0), &mut |_, _, _, _| none += 1)
+        .unwrap();
+    assert_eq!(none, 0);
+    assert!(matches!(
+        l.debugger().try_holders(CpuId(9), &mut |_, _, _, _| {}),
+        Err(Error::NoSuchCpu { .. })
+    ));
 }

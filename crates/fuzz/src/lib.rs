@@ -34,8 +34,7 @@ use std::path::PathBuf;
 
 use hwbreak::recfile::{Header, Module, Reader, WatchEntry, Writer};
 use hwbreak_core::events::{Extended, Extension, Sample};
-use hwbreak_core::Access;
-use hwbreak_core::{BpId, CpuId, TaskId};
+use hwbreak_core::{Access, BpId, CpuId, TaskId};
 use hwbreak_linux::record::{parse, Record, SampleLayout, SUPPORTED_SAMPLE_BITS};
 use perf_event_open_sys::bindings as b;
 
@@ -225,7 +224,9 @@ fn recfile_seeds() -> Vec<Vec<u8>> {
                     time: 1_000_000 + 1000 * i as u64,
                 },
                 ext: Extension {
+                    pid: 4242,
                     stack: &stack,
+                    stack_truncated: i == 3,
                     value: h.values.then_some(i as u64),
                     ..Extension::NONE
                 },

@@ -181,7 +181,7 @@ fn write_exact() -> CaseResult {
     let id = held.add(register(BpAttr::write(var(0), 8), Target::Cpu(CpuId(0)), 0))?;
     writes(0, N);
     black_box(reads(0, N));
-    let layer_count = dr::layer().hits(id).map_err(|e| fmt!("{e}"))?;
+    let layer_count = with_layer(|l, _| l.hits(id)).map_err(|e| fmt!("{e}"))?;
     held.release()?;
     writes(0, 10);
     check_eq!(hits(0), N, "callbacks for N writes");
@@ -263,7 +263,7 @@ fn four_slots_on(cpu: usize) -> CaseResult {
     for (attr, c) in reqs {
         held.add(register(attr, t, c))?;
     }
-    let installed = dr::layer().installed(CpuId(cpu as u32));
+    let installed = with_layer(|l, _| l.installed(CpuId(cpu as u32)));
     check_eq!(installed.len(), 4, "slots installed on the CPU");
     let dr7 = dr7_of(cpu);
     check_eq!(
@@ -318,9 +318,9 @@ fn fifth_refused_no_trace() -> CaseResult {
     for i in 0..4 {
         held.add(register(BpAttr::write(var(i), 8), t, i))?;
     }
-    let before = dr::layer().snapshot();
+    let before = with_layer(|l, _| l.snapshot());
     let r = register(BpAttr::write(var(4), 8), t, 4);
-    let after = dr::layer().snapshot();
+    let after = with_layer(|l, _| l.snapshot());
     held.release()?;
     check!(
         matches!(r, Err(Error::NoSlot { .. })),
@@ -362,9 +362,9 @@ fn wide_unfit_no_trace() -> CaseResult {
         held.add(register(BpAttr::write(var(i), 8), t, i))?;
     }
     let dr7_before: Vec<u64> = (0..percpu::ncpus()).map(dr7_of).collect();
-    let before = dr::layer().snapshot();
+    let before = with_layer(|l, _| l.snapshot());
     let r = register(BpAttr::write(var(5), 8), Target::AllCpus, 5);
-    let after = dr::layer().snapshot();
+    let after = with_layer(|l, _| l.snapshot());
     let dr7_after: Vec<u64> = (0..percpu::ncpus()).map(dr7_of).collect();
     for cpu in 0..percpu::ncpus() {
         on_cpu(cpu, || writes(5, 100));
@@ -383,11 +383,11 @@ fn wide_unfit_no_trace() -> CaseResult {
     Ok(())
 }
 
-/// Writes `VARS[6]` `n` times, yielding every 500 writes.
+/// Writes `VARS[6]` `n` times, yielding every 100 writes.
 fn task_writer(n: u64, done: &'static AtomicU64) {
     for k in 0..n {
         VARS.0[6].0.store(k, Ordering::Relaxed);
-        if k % 500 == 499 {
+        if k % 100 == 99 {
             sched::yield_now();
         }
     }
@@ -408,7 +408,14 @@ fn task_bp_follows_its_task_across_migration() -> CaseResult {
     let ncpus = percpu::ncpus();
     let others = 2 * ncpus as u64;
     let task = sched::create(|| {
-        task_writer(M, &DONE);
+        // Ten slices, each ended by a move to another CPU (when there is one).
+        for _ in 0..10 {
+            task_writer(M / 10, &TARGET_DONE_SINK);
+            if percpu::ncpus() > 1 {
+                sched::migrate();
+            }
+        }
+        DONE.fetch_add(1, Ordering::SeqCst);
         TARGET_DONE.store(1, Ordering::SeqCst);
     });
     let tid = TaskId(task.id);
@@ -430,11 +437,14 @@ fn task_bp_follows_its_task_across_migration() -> CaseResult {
             DONE.fetch_add(1, Ordering::SeqCst);
         });
     }
+    // While it waits, the driver gives CPU 0 to the tasks entirely.
+    sched::home_busy(0, false);
     sched::start(task);
     while DONE.load(Ordering::SeqCst) < others + 1 || sched::LIVE.load(Ordering::SeqCst) != 0 {
         core::hint::spin_loop();
     }
-    let still = dr::layer().is_registered(id);
+    sched::home_busy(0, true);
+    let still = with_layer(|l, _| l.is_registered(id));
     if still {
         let _ = unregister(id);
     }
@@ -453,9 +463,9 @@ fn task_bp_follows_its_task_across_migration() -> CaseResult {
         "the task never migrated (hits on {cpus} CPU)"
     );
     check!(
-        dr::layer().registered().is_empty(),
+        with_layer(|l, _| l.registered()).is_empty(),
         "breakpoints left: {:?}",
-        dr::layer().registered()
+        with_layer(|l, _| l.registered())
     );
     Ok(())
 }
@@ -472,8 +482,7 @@ fn hotplug_wide_follows_offline_online() -> CaseResult {
     let mut held = Held::new();
     let id = held.add(register(BpAttr::write(var(4), 8), Target::AllCpus, 4))?;
     let members = |id| {
-        dr::layer()
-            .snapshot()
+        with_layer(|l, _| l.snapshot())
             .bps
             .into_iter()
             .find(|b| b.id == id)
@@ -534,8 +543,25 @@ fn hotplug_unfit_wide_is_reported() -> CaseResult {
     Ok(())
 }
 
-/// Single-step traps not claimed by the layer (nothing sets TF yet).
-pub fn on_step(_f: &mut TrapFrame) {}
+static STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Single-step traps nobody else claimed: counted, and stepping stops.
+pub fn on_step(f: &mut TrapFrame) {
+    STEPS.fetch_add(1, Ordering::SeqCst);
+    f.rflags &= !crate::trap::RFLAGS_TF;
+}
+
+/// TF set by popfq traps after the next instruction (the mechanism gdb's
+/// single-step relies on).
+fn single_step_traps() -> CaseResult {
+    STEPS.store(0, Ordering::SeqCst);
+    // SAFETY: sets RFLAGS.TF; the #DB handler counts the trap and clears TF.
+    unsafe {
+        core::arch::asm!("pushfq", "or qword ptr [rsp], 0x100", "popfq", "nop", "nop");
+    }
+    check_eq!(STEPS.load(Ordering::SeqCst), 1, "single-step traps");
+    Ok(())
+}
 
 type Case = (&'static str, fn() -> CaseResult);
 
@@ -561,6 +587,14 @@ pub const CASES: &[Case] = &[
         "hotplug_unfit_wide_is_reported",
         hotplug_unfit_wide_is_reported,
     ),
+    ("single_step_traps", single_step_traps),
+    ("stress", crate::stress::stress),
+    ("kunit", crate::kunit::kunit),
+    // Driven by gdb (tests/gdb.rs); without gdb they just run through.
+    ("gdb_kgdbts", crate::gdbcases::gdb_kgdbts),
+    ("gdb_full", crate::gdbcases::gdb_full),
+    ("gdb_books_held", crate::gdbcases::gdb_books_held),
+    ("gdb_ctrl_c", crate::gdbcases::gdb_ctrl_c),
 ];
 
 /// Run the cases named in `sel` (comma-separated; all when `None`). Returns

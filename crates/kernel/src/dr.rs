@@ -18,8 +18,8 @@
 //! dispatches, so a hit is never charged to the slot's new owner.
 //!
 //! ## The #DB handler
-//! Like Linux's `local_db_save`/`local_db_restore`, DR7 is cleared while the
-//! handler runs and written back after. Rewriting DR7 also works around a
+//! DR7 is rewritten (cleared, then restored from `want`) on every #DB.
+//! This works around a
 //! QEMU 7.2 TCG bug: with several data watchpoints, a hit can carry a stale
 //! DR6 B-bit of another slot, because QEMU keeps a per-watchpoint "hit" flag
 //! that only a re-insert (a DR7 change) clears. The `dr6fix=0` boot option
@@ -156,9 +156,71 @@ pub fn apply_pending(cpu: usize) {
     trap::without_irqs(|| sync_locked(&mut FILES[cpu].lock(), cpu));
 }
 
+/// [`apply_pending`] that never waits: from a stopped CPU that may have
+/// been interrupted (by the debugger's NMI) while holding its own file's
+/// lock. Then the interrupted code syncs the file itself when it resumes.
+pub fn try_apply_pending(cpu: usize) {
+    if let Some(mut f) = FILES[cpu].try_lock() {
+        sync_locked(&mut f, cpu);
+    }
+}
+
+/// The debugger's master CPU turns its breakpoints off while it serves gdb
+/// (gdb reads watched memory; a #DB there would recurse onto the #DB IST
+/// stack). [`try_apply_pending`] on the way out restores them.
+pub fn debugger_disarm_self(cpu: usize) {
+    hw_write(7, 0);
+    if let Some(mut f) = FILES[cpu].try_lock() {
+        f.hw7 = 0;
+    }
+}
+
+/// A CPU's pending debug registers as the debugger writes them (the CPU
+/// loads them itself when it leaves the debugger).
+struct Pending<'a>(&'a mut DrFile);
+
+impl DebugRegs for Pending<'_> {
+    fn read(&self, r: Reg) -> u64 {
+        match r {
+            Reg::Addr(Pool::Data, i) if i < 4 => self.0.want[i as usize],
+            Reg::Control => self.0.want7,
+            _ => 0,
+        }
+    }
+    fn write(&mut self, r: Reg, v: u64) {
+        match r {
+            Reg::Addr(Pool::Data, i) if i < 4 => self.0.want[i as usize] = v,
+            Reg::Control => self.0.want7 = v,
+            _ => return,
+        }
+        self.0.requested += 1;
+    }
+}
+
+/// The debugger programs (`Some`) or clears (`None`) register `reg` of
+/// stopped CPU `cpu`, which loads it before it resumes. Never waits:
+/// fails if that CPU was stopped holding its file's lock.
+pub fn debugger_program(
+    cpu: usize,
+    reg: usize,
+    bp: Option<&hwbreak_core::arch::ArchBp>,
+) -> Result<(), &'static str> {
+    let mut f = FILES
+        .get(cpu)
+        .ok_or("no such CPU")?
+        .try_lock()
+        .ok_or("its debug registers are being written by that (stopped) CPU")?;
+    let arch = layer().arch();
+    match bp {
+        Some(bp) => arch.install(&mut Pending(&mut f), reg, bp),
+        None => arch.uninstall(&mut Pending(&mut f), Pool::Data, reg),
+    }
+    Ok(())
+}
+
 /// Whether `cpu`'s hardware has caught up with every request made so far.
 fn caught_up(cpu: usize) -> bool {
-    let want = FILES[cpu].lock().requested;
+    let want = trap::without_irqs(|| FILES[cpu].lock().requested);
     DONE[cpu].load(Ordering::Acquire) >= want
 }
 
@@ -172,13 +234,16 @@ struct Proxy {
 
 impl DebugRegs for Proxy {
     fn read(&self, r: Reg) -> u64 {
-        let f = FILES[self.cpu].lock();
-        match r {
-            Reg::Addr(Pool::Data, i) if i < 4 => f.want[i as usize],
-            Reg::Control => f.want7,
-            Reg::Status if self.cpu == percpu::this_cpu() => hw_read(6),
-            _ => 0,
-        }
+        // Interrupts off while the file is locked: the sync IPI takes it.
+        trap::without_irqs(|| {
+            let f = FILES[self.cpu].lock();
+            match r {
+                Reg::Addr(Pool::Data, i) if i < 4 => f.want[i as usize],
+                Reg::Control => f.want7,
+                Reg::Status if self.cpu == percpu::this_cpu() => hw_read(6),
+                _ => 0,
+            }
+        })
     }
 
     fn write(&mut self, r: Reg, v: u64) {
@@ -276,6 +341,10 @@ impl Machine for KMachine {
 static LAYER: spin::Once<Layer> = spin::Once::new();
 
 /// The layer (x86-64 backend, one event ring of 256 records per CPU).
+///
+/// Call it through [`with_layer`] from anywhere preemptible: a layer call
+/// may hold an install table, and the timer's context switch takes this
+/// CPU's table (a spin lock), so a switch in the middle would deadlock.
 pub fn layer() -> &'static Layer {
     LAYER.call_once(|| Layer::new(Box::new(X86_64::default()), percpu::ncpus(), 256))
 }
@@ -308,7 +377,7 @@ pub fn on_debug_exception(cpu: usize, f: &mut TrapFrame) {
             }
         }
         if fix {
-            // Linux's local_db_save: no breakpoint while the handler runs.
+            // Clear, then (sync_locked) restore: QEMU re-inserts every slot.
             hw_write(7, 0);
             file.hw7 = 0;
         }
@@ -320,7 +389,9 @@ pub fn on_debug_exception(cpu: usize, f: &mut TrapFrame) {
             .stale
             .fetch_add(u64::from(stale.count_ones()), Ordering::Relaxed);
     }
-    let hits = dr6 & 0xf & !stale;
+    let mut hits = dr6 & 0xf & !stale;
+    // Registers the debugger claimed are its own: their hits stop here.
+    hits &= !crate::gdb::on_debug_hits(cpu, hits, f);
     let mut step_claimed = false;
     if hits != 0 || dr6 & (1 << 14) != 0 {
         let mut m = KMachine::new();

@@ -31,12 +31,16 @@ pub mod apic;
 pub mod boot;
 pub mod cases;
 pub mod dr;
+pub mod gdb;
+pub mod gdbcases;
+pub mod kunit;
 pub mod percpu;
 pub mod port;
 pub mod rt;
 pub mod sched;
 pub mod serial;
 pub mod smp;
+pub mod stress;
 pub mod trap;
 
 use core::sync::atomic::Ordering;
@@ -111,6 +115,12 @@ extern "C" fn kernel_bsp_main() -> ! {
     smp::start_aps();
     kprintln!("hwbreak-kernel: all {} CPUs online", percpu::ncpus());
     let _ = dr::layer();
+    if cmdline_opt("gdb") == Some("1") {
+        gdb::init();
+        kprintln!("hwbreak-kernel: waiting for gdb on COM2");
+        // SAFETY: a breakpoint trap; the stub takes it as the first stop.
+        unsafe { core::arch::asm!("int3") };
+    }
     // The test driver shares CPU 0 with tasks.
     sched::home_busy(0, true);
     sched::start_timer();
@@ -153,14 +163,18 @@ fn cr2() -> u64 {
     v
 }
 
-/// `int3`: nothing plants software breakpoints yet.
+/// `int3`: gdb's software breakpoints (or the boot-time stop for gdb).
 pub fn on_breakpoint(cpu: usize, f: &mut TrapFrame) {
-    fatal_trap(cpu, 3, f)
+    if !gdb::on_int3(cpu, f) {
+        fatal_trap(cpu, 3, f)
+    }
 }
 
-/// A single-step trap the layer did not ask for.
-pub fn on_single_step(_cpu: usize, f: &mut TrapFrame) {
-    cases::on_step(f);
+/// A single-step trap the layer did not ask for: gdb's, else a case's.
+pub fn on_single_step(cpu: usize, f: &mut TrapFrame) {
+    if !gdb::on_step(cpu, f) {
+        cases::on_step(f);
+    }
 }
 
 /// Format into a `String` (for failure messages).

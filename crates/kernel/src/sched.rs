@@ -88,12 +88,16 @@ pub struct Task {
     _stack: Vec<u8>,
     entry: Option<Box<dyn FnOnce() + Send>>,
     dead: bool,
+    /// A CPU that must not take this task next ([`migrate`]).
+    avoid: Option<usize>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 static RUNQ: spin::Mutex<VecDeque<Box<Task>>> = spin::Mutex::new(VecDeque::new());
 /// Tasks alive (created and not yet exited).
 pub static LIVE: AtomicU64 = AtomicU64::new(0);
+/// Timer ticks taken (every CPU).
+pub static TICKS: AtomicU64 = AtomicU64::new(0);
 /// Context switches made (every CPU).
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
@@ -156,7 +160,14 @@ pub fn create(f: impl FnOnce() + Send + 'static) -> Box<Task> {
         _stack: stack,
         entry: Some(Box::new(f)),
         dead: false,
+        avoid: None,
     })
+}
+
+/// Throw away a created task that never started.
+pub fn discard(t: Box<Task>) {
+    LIVE.fetch_sub(1, Ordering::SeqCst);
+    drop(t);
 }
 
 /// Make a created task runnable.
@@ -209,6 +220,18 @@ pub fn exit() -> ! {
     unreachable!("a dead task was scheduled again");
 }
 
+/// Leave this CPU: the calling task yields and only another CPU may take
+/// it next (if another task is ready to run here meanwhile).
+pub fn migrate() {
+    trap::without_irqs(|| {
+        let cpu = percpu::this_cpu();
+        if let Some(t) = SCHED[cpu].lock().current.as_mut() {
+            t.avoid = Some(cpu);
+        }
+    });
+    yield_now();
+}
+
 /// Give the CPU to another ready context, if any.
 pub fn yield_now() {
     let was = trap::disable_irqs();
@@ -221,7 +244,11 @@ pub fn yield_now() {
 }
 
 /// The timer fired on `cpu`: preempt unless a layer call is in progress.
-pub fn on_timer(cpu: usize, _f: &mut TrapFrame) {
+pub fn on_timer(cpu: usize, f: &mut TrapFrame) {
+    TICKS.fetch_add(1, Ordering::Relaxed);
+    if cpu == 0 {
+        crate::gdb::poll(cpu, f); // Ctrl-C from gdb
+    }
     if PREEMPT[cpu].load(Ordering::Relaxed) == 0 {
         schedule(cpu, false);
     }
@@ -238,7 +265,13 @@ fn schedule(cpu: usize, voluntary: bool) {
     let next = if (to_home && !dead) || !tasks_ok {
         None
     } else {
-        RUNQ.lock().pop_front()
+        // The first ready task that does not avoid this CPU.
+        let mut q = RUNQ.lock();
+        let at = q.iter().position(|t| t.avoid != Some(cpu));
+        at.and_then(|i| q.remove(i)).map(|mut t| {
+            t.avoid = None;
+            t
+        })
     };
     if next.is_none() && !(in_task && (dead || to_home)) {
         return; // nothing else to run: keep going

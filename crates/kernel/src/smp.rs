@@ -178,7 +178,8 @@ pub fn cpu_down(cpu: usize) {
 pub fn cpu_up(cpu: usize) -> Result<(), (hwbreak_core::BpId, hwbreak_core::Error)> {
     PARK[cpu].store(false, Ordering::SeqCst);
     wait_on(cpu);
-    let r = crate::dr::with_layer(|l, m| l.cpu_online(m, hwbreak_core::CpuId(cpu as u32)));
+    let r = crate::dr::with_layer(|l, m| l.cpu_online(m, hwbreak_core::CpuId(cpu as u32)))
+        .map_err(|e| (e.bp, e.error));
     if let Err((id, e)) = &r {
         crate::kprintln!(
             "cpu{cpu} online: wide breakpoint {} does not fit there: {e}",
@@ -205,9 +206,11 @@ fn park(cpu: usize) {
     trap::enable_irqs();
 }
 
-/// An NMI: nothing sends them yet.
-pub fn on_nmi(cpu: usize, _f: &mut TrapFrame) {
-    crate::kprintln!("cpu{cpu}: unexpected NMI");
+/// An NMI: the debugger stopping this CPU, else unexpected.
+pub fn on_nmi(cpu: usize, f: &mut TrapFrame) {
+    if !crate::gdb::on_nmi(cpu, f) {
+        crate::serial::print_force(format_args!("cpu{cpu}: unexpected NMI\n"));
+    }
 }
 
 /// The stop IPI: not used yet.

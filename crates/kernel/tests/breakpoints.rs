@@ -22,7 +22,10 @@ fn boots_and_brings_every_cpu_online_for_1_to_8_cpus() {
 
 #[test]
 fn write_read_write_and_execute_breakpoints_hit_exactly_n_times() {
-    run_cases(1, &["write_exact", "rw_exact", "exec_exact"]);
+    run_cases(
+        1,
+        &["write_exact", "rw_exact", "exec_exact", "single_step_traps"],
+    );
 }
 
 #[test]
@@ -99,4 +102,29 @@ fn wide_breakpoint_follows_a_cpu_offline_and_online_and_an_unfit_one_is_reported
         "the unfit CPU is not reported; log:\n{}",
         b.log
     );
+}
+
+/// At least 10^5 random operations (register, unregister, modify,
+/// enable/disable, hits, switches and migration, offline/online, debugger
+/// sessions) on 4 CPUs: no CPU over its slots, no hit from an unregistered
+/// or half-registered breakpoint, no callback after unregister returns, and
+/// nothing left booked or programmed at the end.
+#[test]
+fn stress_of_100k_random_operations_across_4_cpus_keeps_the_three_invariants() {
+    let Some(b) = run_cases(4, &["stress"]) else {
+        return;
+    };
+    let line = b.lines("  stress:");
+    assert_eq!(line.len(), 1, "log:\n{}", b.log);
+    println!("{}", line[0].trim());
+}
+
+/// Linux's nine KUnit cases (`kernel/events/hw_breakpoint_test.c`) inside the
+/// kernel, against the layer on the real registers, `current` a running task.
+#[test]
+fn kunit_hw_breakpoint_test_nine_cases_pass_in_the_kernel_on_real_registers() {
+    let Some(b) = run_cases(2, &["kunit"]) else {
+        return;
+    };
+    assert_eq!(b.lines("  kunit test_").len(), 9, "log:\n{}", b.log);
 }

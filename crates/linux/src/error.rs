@@ -66,6 +66,44 @@ pub enum Error {
         pid: i32,
     },
 
+    /// The PID names a kernel thread, which has no user-space memory.
+    #[error("process {pid} ({comm}) is a kernel thread: it has no user-space memory to watch. Pass the PID of a user process (`ps -o pid,comm` shows kernel threads in [brackets]), or watch a kernel address CPU-wide as root")]
+    KernelThread {
+        /// The PID.
+        pid: i32,
+        /// Its name (`/proc/PID/comm`).
+        comm: String,
+    },
+
+    /// A user-space watch lies at or above the end of user space (the
+    /// kernel refuses it with `EINVAL`).
+    #[error("watch `{watch}`: address {addr:#x}+{len} is not below {limit:#x}, where x86-64 user space ends (the last page below the kernel half is a guard page, never mapped), so the kernel refuses a user-space breakpoint there; pick an address below {limit:#x}")]
+    AboveUserSpace {
+        /// The watch's name.
+        watch: String,
+        /// The address.
+        addr: u64,
+        /// Its length.
+        len: u64,
+        /// The first address user space cannot use (`TASK_SIZE_MAX`).
+        limit: u64,
+    },
+
+    /// Out of file descriptors (`EMFILE`/`ENFILE`): each perf event is one.
+    #[error("{}", out_of_fds_message(.what, *.errno, *.open, *.soft, *.hard))]
+    OutOfFds {
+        /// What we tried.
+        what: String,
+        /// `EMFILE` (this process's limit) or `ENFILE` (the system's).
+        errno: i32,
+        /// Descriptors this process had open.
+        open: usize,
+        /// `RLIMIT_NOFILE` soft limit (`ulimit -n`), if known.
+        soft: Option<u64>,
+        /// `RLIMIT_NOFILE` hard limit (`ulimit -Hn`), if known.
+        hard: Option<u64>,
+    },
+
     /// The watched range is not mapped in the target process.
     #[error("watch `{watch}`: address {addr:#x}+{len} is not mapped in process {pid} (see /proc/{pid}/maps); resolve the name in this process (PIE and ASLR move addresses) or pick a mapped address")]
     NotMapped {
@@ -206,10 +244,33 @@ impl Error {
             Error::Permission { errno, .. } => Some(*errno),
             Error::NoSlot { .. } => Some(libc::ENOSPC),
             Error::ProcessGone { .. } => Some(libc::ESRCH),
+            Error::AboveUserSpace { .. } => Some(libc::EINVAL),
+            Error::OutOfFds { errno, .. } => Some(*errno),
             Error::Sys { source, .. } | Error::Launch { source, .. } => source.raw_os_error(),
             _ => None,
         }
     }
+}
+
+fn out_of_fds_message(
+    what: &str,
+    errno: i32,
+    open: usize,
+    soft: Option<u64>,
+    hard: Option<u64>,
+) -> String {
+    let lim = |l: Option<u64>| l.map_or_else(|| "unknown".to_string(), |v| v.to_string());
+    if errno == libc::ENFILE {
+        return format!(
+            "cannot {what}: the system is out of file descriptors (ENFILE; fs.file-max); close other programs or raise it with `sysctl fs.file-max=N`"
+        );
+    }
+    format!(
+        "cannot {what}: out of file descriptors (EMFILE): {open} open, limit {} (`ulimit -n`; hard limit {}). Each perf event is one descriptor: a process watch opens watches x threads (x CPUs when sampling). Raise the limit (`ulimit -n {}` in the shell that runs hwbreak, as root above the hard limit), or watch fewer variables, or count instead of sampling",
+        lim(soft),
+        lim(hard),
+        hard.map_or(65536, |h| h.max(open as u64 * 2)),
+    )
 }
 
 fn no_slot_message(watch: &str, ours: &[String], total: &usize, others: &usize) -> String {

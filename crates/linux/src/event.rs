@@ -167,6 +167,14 @@ impl EventAttr {
         self
     }
 
+    /// Emit `PERF_RECORD_SWITCH` (a task-bound event) or
+    /// `PERF_RECORD_SWITCH_CPU_WIDE` (`pid = -1`) at every context switch
+    /// of what the event watches. No PMU needed.
+    pub fn context_switch(mut self, yes: bool) -> Self {
+        self.0.set_context_switch(yes as u64);
+        self
+    }
+
     /// Put the sample-id trailer (tid, time, id ...) on non-sample records too.
     pub fn sample_id_all(mut self, yes: bool) -> Self {
         self.0.set_sample_id_all(yes as u64);

@@ -47,6 +47,25 @@ pub fn permission_error(what: impl Into<String>, errno: i32, rule: Denied) -> Er
     Error::permission_with(what, errno, rule, perf_event_paranoid(), ptrace_scope())
 }
 
+/// An [`Error::OutOfFds`] for `what`, with this process's descriptor count
+/// and limits read now.
+pub fn out_of_fds_error(what: String, errno: i32) -> Error {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit struct, a live local.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0;
+    let known = |v: libc::rlim_t| (ok && v != libc::RLIM_INFINITY).then_some(v);
+    Error::OutOfFds {
+        what,
+        errno,
+        open: open_fd_count(),
+        soft: known(r.rlim_cur),
+        hard: known(r.rlim_max),
+    }
+}
+
 /// The permission rule for a breakpoint on thread or process `tid` (0 = this
 /// one): [`Denied::OtherUser`] when `/proc/TID/status` names another real
 /// uid, else [`Denied::Own`].
@@ -114,6 +133,21 @@ pub fn process_exists(pid: i32) -> bool {
     pid > 0 && Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The id under which process `pid`'s memory is read in `/proc`: `pid`
+/// itself, or, when its main thread has exited while others live on (a
+/// zombie leader, whose `/proc/PID/maps` is empty and whose `exe` link is
+/// unreadable), its first live thread: `/proc/TID/` shows the same process
+/// through a live thread.
+pub fn live_task(pid: i32) -> i32 {
+    if !matches!(thread_state(pid, pid), Some('Z') | Some('X')) {
+        return pid;
+    }
+    threads(pid)
+        .ok()
+        .and_then(|t| t.first().copied())
+        .unwrap_or(pid)
+}
+
 /// The thread ids of process `pid`, from `/proc/PID/task`, skipping zombie
 /// threads (an exited leader stays listed as `Z` until the group ends; it can
 /// take no breakpoint and must not be waited for).
@@ -131,6 +165,43 @@ pub fn threads(pid: i32) -> Result<Vec<i32>> {
         .collect();
     v.sort_unstable();
     Ok(v)
+}
+
+/// The kernel's `PF_KTHREAD` task flag (`include/linux/sched.h`).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether `pid` is a kernel thread (`PF_KTHREAD` in `/proc/PID/stat`'s
+/// flags): it has no user memory, maps or executable.
+pub fn is_kernel_thread(pid: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the comm's last ')': state ppid pgrp session tty_nr tpgid flags.
+    s.rfind(')')
+        .and_then(|i| s[i + 1..].split_whitespace().nth(6)?.parse::<u64>().ok())
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+/// A process's name (`/proc/PID/comm`), empty if unreadable.
+pub fn comm(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_default()
+}
+
+/// `pid` names a live user process or thread: else [`Error::ProcessGone`]
+/// or [`Error::KernelThread`].
+pub fn check_user_process(pid: i32) -> Result<()> {
+    if !process_exists(pid) {
+        return Err(Error::ProcessGone { pid });
+    }
+    if is_kernel_thread(pid) {
+        return Err(Error::KernelThread {
+            pid,
+            comm: comm(pid),
+        });
+    }
+    Ok(())
 }
 
 /// A thread's state letter (`R`, `S`, `T`, `t`, `Z` ...) or `None` if it is gone.
@@ -163,7 +234,8 @@ pub struct Mapping {
 
 /// Parse `/proc/PID/maps`.
 pub fn maps(pid: i32) -> Result<Vec<Mapping>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|e| {
+    let live = live_task(pid);
+    let text = std::fs::read_to_string(format!("/proc/{live}/maps")).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH) {
             Error::ProcessGone { pid }
         } else if let Some(errno @ (libc::EACCES | libc::EPERM)) = e.raw_os_error() {
@@ -297,6 +369,22 @@ mod tests {
         let me = std::process::id() as i32;
         assert_eq!(tracer_of(me, me), Some(0));
         assert_eq!(tracer_of(i32::MAX, i32::MAX), None);
+    }
+
+    #[test]
+    fn kthreadd_is_a_kernel_thread_and_this_process_is_not() {
+        // PID 2 is kthreadd on every Linux since 2.6.
+        assert!(is_kernel_thread(2));
+        assert!(!is_kernel_thread(std::process::id() as i32));
+        assert!(!is_kernel_thread(i32::MAX));
+        let e = check_user_process(2).unwrap_err();
+        assert!(matches!(e, Error::KernelThread { pid: 2, .. }), "{e:?}");
+        assert!(e.to_string().contains("is a kernel thread"), "{e}");
+        assert!(check_user_process(std::process::id() as i32).is_ok());
+        assert!(matches!(
+            check_user_process(i32::MAX),
+            Err(Error::ProcessGone { .. })
+        ));
     }
 
     #[test]

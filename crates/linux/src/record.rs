@@ -153,6 +153,50 @@ pub struct TaskEvent {
     pub time: u64,
 }
 
+/// A context switch (`PERF_RECORD_SWITCH` / `PERF_RECORD_SWITCH_CPU_WIDE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchEvent {
+    /// The thread switched out (`true`) or in.
+    pub out: bool,
+    /// Switched out while still runnable: preempted (`PERF_RECORD_MISC_SWITCH_OUT_PREEMPT`,
+    /// Linux ≥ 4.17). False for a voluntary switch and for every switch-in.
+    pub preempt: bool,
+    /// CPU-wide records only: the thread switched to (`out`) or from, as
+    /// `(pid, tid)`.
+    pub other: Option<(u32, u32)>,
+    /// Process id of the thread the record is about (sample-id trailer).
+    pub pid: u32,
+    /// Its thread id.
+    pub tid: u32,
+    /// When (the event's clock).
+    pub time: u64,
+    /// Which CPU.
+    pub cpu: u32,
+}
+
+/// The sample-id trailer of a non-sample record (`sample_id_all`): the
+/// fields `layout` carries, in the kernel's order, from `c`.
+fn parse_trailer(layout: &SampleLayout, c: &mut Cursor<'_>, e: &mut SwitchEvent) -> Option<()> {
+    if !layout.sample_id_all {
+        return Some(());
+    }
+    if layout.has(b::PERF_SAMPLE_TID) {
+        (e.pid, e.tid) = c.u32x2()?;
+    }
+    if layout.has(b::PERF_SAMPLE_TIME) {
+        e.time = c.u64()?;
+    }
+    for bit in [b::PERF_SAMPLE_ID, b::PERF_SAMPLE_STREAM_ID] {
+        if layout.has(bit) {
+            c.u64()?;
+        }
+    }
+    if layout.has(b::PERF_SAMPLE_CPU) {
+        e.cpu = c.u32x2()?.0;
+    }
+    Some(())
+}
+
 /// A parsed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
@@ -203,6 +247,11 @@ pub enum Record<'a> {
         /// The mapped file's path (without the NUL).
         filename: &'a [u8],
     },
+    /// A context switch of a watched thread (`PERF_RECORD_SWITCH`, or
+    /// `PERF_RECORD_SWITCH_CPU_WIDE` for a CPU-wide event, which also names
+    /// the other thread). Who, when and where come from the sample-id
+    /// trailer (0 where the layout lacks them).
+    Switch(SwitchEvent),
     /// A record type this parser does not decode.
     Other {
         /// `perf_event_header.type`.
@@ -322,6 +371,23 @@ pub fn parse<'a>(layout: &SampleLayout, words: &'a [u64]) -> Option<Record<'a>> 
                 filename: &bytes[..end],
             }
         }
+        b::PERF_RECORD_SWITCH | b::PERF_RECORD_SWITCH_CPU_WIDE => {
+            let out = hdr.misc & b::PERF_RECORD_MISC_SWITCH_OUT as u16 != 0;
+            let mut e = SwitchEvent {
+                out,
+                preempt: out && hdr.misc & b::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT as u16 != 0,
+                other: None,
+                pid: 0,
+                tid: 0,
+                time: 0,
+                cpu: 0,
+            };
+            if hdr.kind == b::PERF_RECORD_SWITCH_CPU_WIDE {
+                e.other = Some(c.u32x2()?);
+            }
+            parse_trailer(layout, &mut c, &mut e)?;
+            Record::Switch(e)
+        }
         kind => Record::Other { kind },
     };
     Some(rec)
@@ -385,6 +451,53 @@ mod tests {
 
     fn hdr(kind: u32, words: usize) -> u64 {
         kind as u64 | ((words as u64 * 8) << 48)
+    }
+
+    #[test]
+    fn switch_records_give_direction_preemption_the_other_thread_and_the_trailer() {
+        // TID, TIME, ID and CPU in the trailer, as the watcher asks.
+        let st = (b::PERF_SAMPLE_TID | b::PERF_SAMPLE_TIME | b::PERF_SAMPLE_ID | b::PERF_SAMPLE_CPU)
+            as u64;
+        let l = SampleLayout::new(st, true, 0).unwrap();
+        let misc = |m: u32| (m as u64) << 32;
+        let trailer = [(12u64 << 32) | 11, 900, 77, 3];
+        let out_preempt = b::PERF_RECORD_MISC_SWITCH_OUT | b::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT;
+        let mut w = vec![hdr(b::PERF_RECORD_SWITCH, 5) | misc(out_preempt)];
+        w.extend(trailer);
+        let want = SwitchEvent {
+            out: true,
+            preempt: true,
+            other: None,
+            pid: 11,
+            tid: 12,
+            time: 900,
+            cpu: 3,
+        };
+        assert_eq!(parse(&l, &w), Some(Record::Switch(want)));
+        // A switch-in never counts as preempted, whatever misc says.
+        w[0] = hdr(b::PERF_RECORD_SWITCH, 5) | misc(b::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT);
+        let Some(Record::Switch(e)) = parse(&l, &w) else {
+            panic!()
+        };
+        assert_eq!((e.out, e.preempt), (false, false));
+        // CPU-wide: the other thread comes first.
+        let mut w = vec![
+            hdr(b::PERF_RECORD_SWITCH_CPU_WIDE, 6) | misc(b::PERF_RECORD_MISC_SWITCH_OUT),
+            (21u64 << 32) | 20,
+        ];
+        w.extend(trailer);
+        let Some(Record::Switch(e)) = parse(&l, &w) else {
+            panic!()
+        };
+        assert_eq!(
+            (e.out, e.preempt, e.other, e.tid),
+            (true, false, Some((20, 21)), 12)
+        );
+        // Cut short: refused.
+        assert_eq!(
+            parse(&l, &[hdr(b::PERF_RECORD_SWITCH_CPU_WIDE, 2) | misc(0), 0]),
+            None
+        );
     }
 
     #[test]

@@ -164,6 +164,29 @@ impl Ring {
         }
     }
 
+    /// Hand the pending records whose header `want` accepts to `f`, oldest
+    /// first, without consuming any: a later [`Ring::drain`] sees them all
+    /// again. (The drain reads a launched program's mmap records from every
+    /// ring this way before unwinding any hit.)
+    pub fn peek(&mut self, want: impl Fn(&Header) -> bool, f: impl FnMut(Record<'_>)) {
+        let head = self.head().load(Ordering::Acquire);
+        let tail = self.tail().load(Ordering::Relaxed);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let layout = self.layout;
+        // The tail stays: the kernel keeps off [tail, head) meanwhile.
+        walk_data(
+            self.data(),
+            head,
+            tail,
+            &layout,
+            &mut scratch,
+            want,
+            |_| {},
+            f,
+        );
+        self.scratch = scratch;
+    }
+
     /// Hand every pending record to `f`, oldest first; returns what it saw.
     /// Records are zero-copy where contiguous; `f` must not keep them.
     pub fn drain(&mut self, f: impl FnMut(Record<'_>)) -> DrainStats {
@@ -284,18 +307,16 @@ pub fn drain_words(
     )
 }
 
-/// The ring walk itself: records in `[tail, head)` (byte positions, taken
-/// modulo the data's size), each handed to `f` in place or, if it crosses
-/// the end, copied into `scratch`. `set_tail` is called after each record
-/// (after `f` returned: only then may the writer reuse its space). Never
-/// reads outside `data`, whatever `head`, `tail` and the bytes are.
-/// Returns the final tail.
-pub fn drain_data(
+/// The walk of [`drain_data`], handing to `f` only records whose header
+/// `want` accepts (the others are stepped over unparsed).
+#[allow(clippy::too_many_arguments)]
+fn walk_data(
     data: RingData<'_>,
     head: u64,
     mut tail: u64,
     layout: &SampleLayout,
     scratch: &mut Vec<u64>,
+    want: impl Fn(&Header) -> bool,
     mut set_tail: impl FnMut(u64),
     mut f: impl FnMut(Record<'_>),
 ) -> (u64, DrainStats) {
@@ -310,34 +331,57 @@ pub fn drain_data(
         let start = ((tail % size) / 8) as usize;
         let hdr = Header::from_word(data.load(start));
         let len = hdr.size as u64;
-        if len < 8 || !len.is_multiple_of(8) || len > avail || len > size {
+        // More pending than the ring holds (a head behind the tail): no
+        // sane writer does that, and walking it would go round the ring
+        // for up to 2^64 bytes.
+        if avail > size || len < 8 || !len.is_multiple_of(8) || len > avail {
             // Cannot happen with a sane kernel; resynchronise rather than loop.
             st.malformed += 1;
             tail = head;
             break;
         }
         let n = (len / 8) as usize;
-        let rec = if start + n <= words {
-            // SAFETY: the record's words lie in [tail, tail + len), inside
-            // [tail, head) (len <= avail): the writer leaves them alone
-            // until `set_tail` moves past them, after `f` returned and the
-            // slice is gone.
-            let words = unsafe { data.borrow(start, n) };
-            parse(layout, words).map(&mut f)
-        } else {
-            st.copied += 1;
-            scratch.clear();
-            data.copy_to(start, words, scratch);
-            data.copy_to(0, n - (words - start), scratch);
-            parse(layout, scratch).map(&mut f)
-        };
-        match rec {
-            Some(()) => st.records += 1,
-            None => st.malformed += 1,
+        if want(&hdr) {
+            let rec = if start + n <= words {
+                // SAFETY: the record's words lie in [tail, tail + len), inside
+                // [tail, head) (len <= avail): the writer leaves them alone
+                // until `set_tail` moves past them, after `f` returned and the
+                // slice is gone.
+                let words = unsafe { data.borrow(start, n) };
+                parse(layout, words).map(&mut f)
+            } else {
+                st.copied += 1;
+                scratch.clear();
+                data.copy_to(start, words, scratch);
+                data.copy_to(0, n - (words - start), scratch);
+                parse(layout, scratch).map(&mut f)
+            };
+            match rec {
+                Some(()) => st.records += 1,
+                None => st.malformed += 1,
+            }
         }
         tail = tail.wrapping_add(len);
         set_tail(tail);
     }
     set_tail(tail);
     (tail, st)
+}
+
+/// The ring walk itself: records in `[tail, head)` (byte positions, taken
+/// modulo the data's size), each handed to `f` in place or, if it crosses
+/// the end, copied into `scratch`. `set_tail` is called after each record
+/// (after `f` returned: only then may the writer reuse its space). Never
+/// reads outside `data`, whatever `head`, `tail` and the bytes are.
+/// Returns the final tail.
+pub fn drain_data(
+    data: RingData<'_>,
+    head: u64,
+    tail: u64,
+    layout: &SampleLayout,
+    scratch: &mut Vec<u64>,
+    set_tail: impl FnMut(u64),
+    f: impl FnMut(Record<'_>),
+) -> (u64, DrainStats) {
+    walk_data(data, head, tail, layout, scratch, |_| true, set_tail, f)
 }

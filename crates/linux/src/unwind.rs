@@ -99,14 +99,21 @@ pub fn walk_frame_pointers(
 
 /// Walks a copied user stack with each module's DWARF call-frame
 /// information (`framehop`), loading the modules of one process from
-/// `/proc/PID/maps` and their ELF files as addresses need them. Where no
-/// module or no CFI covers an address, `framehop` walks frame pointers.
+/// `/proc/PID/maps` (and `PERF_RECORD_MMAP2` records) and their ELF files.
+///
+/// A frame in no loaded module ends the walk, flagged
+/// [`Walk::truncated`]: `framehop` would step over it with the frame
+/// pointers, and from code without a frame (a leaf function, glibc's
+/// `memset`) that skips the caller while the chain looks complete. So a
+/// chain this walk returns unflagged was unwound with CFI at every step.
 pub struct DwarfUnwinder {
     pid: i32,
     unwinder: framehop::x86_64::UnwinderX86_64<Section>,
     cache: framehop::x86_64::CacheX86_64,
     /// Executable mappings added (start, end), and those tried but unusable.
     known: Vec<(u64, u64)>,
+    /// The mappings whose module (and CFI) was loaded.
+    loaded: Vec<(u64, u64)>,
     last_refresh: Option<std::time::Instant>,
 }
 
@@ -127,6 +134,7 @@ impl DwarfUnwinder {
             unwinder: framehop::x86_64::UnwinderX86_64::new(),
             cache: framehop::x86_64::CacheX86_64::new(),
             known: Vec::new(),
+            loaded: Vec::new(),
             last_refresh: None,
         }
     }
@@ -159,6 +167,7 @@ impl DwarfUnwinder {
         self.known.push((m.start, m.end));
         if let Some(module) = load_module(m) {
             self.unwinder.add_module(module);
+            self.loaded.push((m.start, m.end));
         }
     }
 
@@ -188,12 +197,20 @@ impl DwarfUnwinder {
         }
         let mut read_stack = |addr: u64| stack_word(stack, sp, addr).ok_or(());
         let regs = framehop::x86_64::UnwindRegsX86_64::new(ip, sp, bp);
+        let loaded = &self.loaded;
         let mut frames = self
             .unwinder
             .iter_frames(ip, regs, &mut self.cache, &mut read_stack);
         while out.len() < max {
             match frames.next() {
-                Ok(Some(f)) => out.push(f.address()),
+                Ok(Some(f)) => {
+                    out.push(f.address());
+                    // The next step would guess with the frame pointers.
+                    let at = f.address_for_lookup();
+                    if !loaded.iter().any(|&(s, e)| s <= at && at < e) {
+                        return Walk { truncated: true };
+                    }
+                }
                 Ok(None) => break,
                 Err(framehop::Error::CouldNotReadStack(a)) => {
                     return Walk {
@@ -380,6 +397,22 @@ mod tests {
             w.truncated,
             "a frame pointer just above SP with no bytes copied is a cut stack"
         );
+    }
+
+    #[test]
+    fn a_frame_in_no_loaded_module_ends_the_dwarf_walk_flagged_cut() {
+        // No process, no modules: a frame-pointer guess would give
+        // 0x401234 as the caller (the frame of the caller's caller when the
+        // hit is in a leaf without a frame); the walk stops and says so.
+        let s = image(0x100, &[(0x20, 0, 0x401234)]);
+        let mut d = DwarfUnwinder::new(i32::MAX);
+        let mut out = Vec::new();
+        let w = d.walk(0x401100, SP, SP + 0x20, &s, 127, &mut out);
+        assert_eq!(out, vec![0x401100]);
+        assert!(w.truncated, "an unwind without CFI is never shown complete");
+        // The frame-pointer walk (CPU-wide hits) still takes the guess.
+        walk_frame_pointers(0x401100, SP, SP + 0x20, &s, 127, &mut out);
+        assert_eq!(out, vec![0x401100, 0x401234]);
     }
 
     proptest! {

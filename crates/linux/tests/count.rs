@@ -389,3 +389,99 @@ fn own_process_enumeration_race_is_exact_with_the_helper_freeze() {
         assert_eq!(w.counts().unwrap(), vec![writes], "round {round}");
     }
 }
+
+/// Issue 9, defect 1: the main thread waits for a `vfork` child (an
+/// uninterruptible wait) while the watcher attaches. It used to be seized,
+/// fail to stop within 5 s, and then enter a tracing stop when it woke and
+/// stay stopped for the whole session. Now it is held (it cannot run user
+/// code before it stops), attached with the others, and released by the
+/// tracer thread's exit: nothing is traced once `open` returns, and the
+/// writes it makes after waking are counted exactly.
+#[test]
+fn a_thread_in_uninterruptible_wait_is_held_not_left_stopped() {
+    use hwbreak_linux::procfs::{thread_state, threads, tracer_of};
+    use std::io::{BufRead, Write};
+    let _g = slots();
+    let mut t = Target::spawn("vforker", &["1000"]);
+    let pid = t.pid;
+    writeln!(t.stdin.as_mut().unwrap(), "vfork").unwrap();
+    t.stdin.as_mut().unwrap().flush().unwrap();
+    // The vfork child blocks on stdin: the main thread waits in the kernel.
+    let since = std::time::Instant::now();
+    while thread_state(pid, pid) != Some('D') {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(60),
+            "the main thread never entered its vfork wait: {:?}",
+            thread_state(pid, pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let opened = std::time::Instant::now();
+    let w = Watcher::builder()
+        .target(T::Process(pid))
+        .watch("target_var", BpAttr::write(t.addr, 8))
+        .open()
+        .unwrap();
+    println!("attach took {:?}", opened.elapsed());
+    let tids = threads(pid).unwrap();
+    assert_eq!(tids.len(), 2, "{tids:?}");
+    for tid in tids {
+        assert_eq!(tracer_of(pid, tid), Some(0), "thread {tid} is left traced");
+        assert_ne!(
+            thread_state(pid, tid),
+            Some('t'),
+            "thread {tid} is left stopped"
+        );
+    }
+    assert_eq!(w.attach(), &Attach::Frozen, "held, not a fallback re-scan");
+    // Wake it: the vfork child exits, the main thread and then the second
+    // thread write; a thread left stopped would never say "done".
+    writeln!(t.stdin.as_mut().unwrap(), "release").unwrap();
+    t.stdin.as_mut().unwrap().flush().unwrap();
+    let mut l = String::new();
+    t.out.read_line(&mut l).unwrap();
+    assert_eq!(l.trim(), "done");
+    assert_eq!(w.counts().unwrap(), vec![2000]);
+    t.finish();
+}
+
+/// Issue 9, defect 10: a live process whose main thread has exited (a
+/// zombie leader, whose `/proc/PID/maps` is empty and `exe` unreadable) is
+/// still a process: its names resolve, its maps are read through a live
+/// thread, and every write of its surviving thread is counted.
+#[test]
+fn a_process_whose_main_thread_exited_is_watched_through_its_live_threads() {
+    use hwbreak_linux::procfs::{live_task, maps, thread_state};
+    let _g = slots();
+    let mut t = Target::spawn("leaderexit", &["700"]);
+    let pid = t.pid;
+    let since = std::time::Instant::now();
+    while thread_state(pid, pid) != Some('Z') {
+        assert!(
+            since.elapsed() < std::time::Duration::from_secs(60),
+            "the main thread never exited: {:?}",
+            thread_state(pid, pid)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_ne!(
+        live_task(pid),
+        pid,
+        "a live thread stands in for the leader"
+    );
+    assert!(!maps(pid).unwrap().is_empty());
+    let v = hwbreak_linux::symbols::Resolver::for_pid(pid)
+        .unwrap()
+        .resolve("target_var")
+        .unwrap();
+    assert_eq!(v.addr, t.addr);
+    let w = Watcher::builder()
+        .target(T::Process(pid))
+        .watch("target_var", BpAttr::write(v.addr, 8))
+        .open()
+        .unwrap();
+    t.go();
+    assert_eq!(t.done(), 700);
+    assert_eq!(w.counts().unwrap(), vec![700]);
+    t.finish();
+}

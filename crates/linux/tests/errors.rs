@@ -432,3 +432,100 @@ fn other_process_failure_on_one_thread_rolls_back_and_lets_it_run() {
     assert_eq!(t.done(), 100 * 4);
     t.finish();
 }
+
+/// Issue 9, defect 12: `-p 2` (kthreadd) used to be called a process that
+/// "does not exist". A kernel thread is named as such, by the watcher and
+/// by symbol resolution, and nothing is opened.
+#[test]
+fn a_kernel_thread_is_named_a_kernel_thread_not_a_dead_process() {
+    // Serialized with the other tests that count descriptors.
+    let _g = slots();
+    let fds = open_fd_count();
+    for target in [T::Process(2), T::Thread(2)] {
+        let e = Watcher::builder()
+            .target(target)
+            .watch("x", BpAttr::write(0x1000, 8))
+            .open()
+            .unwrap_err();
+        assert!(
+            matches!(&e, Error::KernelThread { pid: 2, comm } if comm == "kthreadd"),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "process 2 (kthreadd) is a kernel thread: it has no user-space memory to watch. Pass the PID of a user process (`ps -o pid,comm` shows kernel threads in [brackets]), or watch a kernel address CPU-wide as root"
+        );
+    }
+    let Err(e) = hwbreak_linux::symbols::Resolver::for_pid(2) else {
+        panic!("a kernel thread has no symbols to resolve");
+    };
+    assert!(
+        e.to_string()
+            .starts_with("process 2 (kthreadd) is a kernel thread"),
+        "{e}"
+    );
+    assert_eq!(open_fd_count(), fds);
+}
+
+/// Issue 9, defect 12: a user-space watch on the guard page below the
+/// kernel half got the kernel's raw "Invalid argument (os error 22)". It
+/// now names the end of user space.
+#[test]
+fn an_address_above_user_space_is_named_not_a_raw_einval() {
+    let _g = slots();
+    let fds = open_fd_count();
+    let e = Watcher::builder()
+        .target(T::Thread(gettid()))
+        .watch("top", BpAttr::write(0x7fff_ffff_fff8, 8))
+        .check_mapped(false)
+        .open()
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::AboveUserSpace {
+                addr: 0x7fff_ffff_fff8,
+                limit: 0x7fff_ffff_f000,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "watch `top`: address 0x7ffffffffff8+8 is not below 0x7ffffffff000, where x86-64 user space ends (the last page below the kernel half is a guard page, never mapped), so the kernel refuses a user-space breakpoint there; pick an address below 0x7ffffffff000"
+    );
+    assert!(!e.to_string().contains("os error"));
+    // Moving a live watch there is refused the same way, and it stays put.
+    let w = thread_watcher(1).unwrap();
+    let e = w.modify(0, BpAttr::write(0x7fff_ffff_f000, 8)).unwrap_err();
+    assert!(matches!(e, Error::AboveUserSpace { .. }), "{e:?}");
+    assert_eq!(w.watches()[0].attr.addr, addr(0));
+    drop(w);
+    assert_eq!(open_fd_count(), fds);
+}
+
+/// Issue 9, defect 12: `counter-0x7fffffffffffffff` wrapped around below
+/// address 0 to a kernel-half address, and was refused as "kernel half".
+/// An offset that leaves the address space is named as such.
+#[test]
+fn an_offset_below_address_zero_is_refused_not_wrapped_into_the_kernel_half() {
+    use hwbreak_linux::symbols::{Resolver, SymbolError};
+    // Its pipes would upset the tests that count descriptors.
+    let _g = slots();
+    let t = Target::spawn("writers", &["1", "1", "1", "0"]);
+    let r = Resolver::for_pid(t.pid).unwrap();
+    assert_eq!(r.resolve("target_var").unwrap().addr, t.addr);
+    let e = r.resolve("target_var-0x7fffffffffffffff").unwrap_err();
+    assert!(matches!(e, SymbolError::BadRange { .. }), "{e:?}");
+    let m = e.to_string();
+    assert!(
+        m.ends_with(
+            "the offset -0x7fffffffffffffff goes below address 0; pick an offset that stays inside the variable or near it"
+        ),
+        "{m}"
+    );
+    assert!(!m.contains("kernel"), "{m}");
+    // An offset that stays in the address space still works.
+    assert_eq!(r.resolve("target_var-8").unwrap().addr, t.addr - 8);
+}

@@ -89,3 +89,21 @@ proptest! {
         prop_assert_eq!(got, expected);
     }
 }
+
+/// A head more than a ring's size ahead of the tail (here: behind it) used
+/// to send the walk round and round a ring of well-formed records for up to
+/// 2^64 bytes (a `ring_walk_is_total…` case that never ended). It gives up
+/// at once, counted as malformed.
+#[test]
+fn a_head_further_ahead_than_the_ring_is_large_gives_up_at_once() {
+    // One 8-byte record that fills a one-word ring: every step is valid.
+    let data = [8u64 << 48];
+    let l = layout(0, false, 0);
+    let (mut scratch, mut seen) = (Vec::new(), 0u64);
+    let (head, tail) = (1_188_440_907_383_189_162u64, 2_798_774_838_010_229_810u64);
+    let (t, st) = drain_words(&data, head, tail, &l, &mut scratch, |_| {}, |_| seen += 1);
+    assert_eq!((t, st.malformed, seen), (head, 1, 0));
+    // Within the ring's size the same record is read.
+    let (t, st) = drain_words(&data, 8, 0, &l, &mut scratch, |_| {}, |_| seen += 1);
+    assert_eq!((t, st.records, st.malformed), (8, 1, 0));
+}

@@ -315,3 +315,53 @@ fn a_stack_copy_the_kernel_cannot_take_is_refused_before_any_syscall() {
         assert!(e.contains("multiple of 8"), "{bytes}: {e}");
     }
 }
+
+/// Issue 9, defect 9: with side-band records in the ring (thread creation
+/// and exit, or a launched program's mmaps), a full ring loses those too,
+/// and `lost` used to count them as lost hits (hits + lost = 4,000,004 for
+/// 4,000,000 writes). Side-band records now come from an event of their
+/// own, so `lost` counts hits only, exactly, and `lost_side_band` the rest.
+#[test]
+fn lost_counts_hits_only_when_side_band_records_are_lost_too() {
+    let _g = slots();
+    static Z: AtomicU64 = AtomicU64::new(0);
+    let w = Watcher::builder()
+        .target(T::Process(std::process::id() as i32))
+        .watch("z", BpAttr::write(Z.as_ptr() as u64, 8))
+        .mode(SAMPLE_CC)
+        .ring_pages(1)
+        .task_events(true)
+        .open()
+        .unwrap();
+    // Nobody drains while 40 threads are created, write, and exit: each
+    // makes a fork and an exit record, and the 1-page ring overflows.
+    let writes_per_thread = 200;
+    for _ in 0..4 {
+        let hs: Vec<_> = (0..10)
+            .map(|_| std::thread::spawn(move || writer(&Z, writes_per_thread)))
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+    }
+    let total = 40 * writes_per_thread;
+    let (mut hits, mut tasks) = (0u64, 0u64);
+    w.drain_with_tasks(|_| hits += 1, |_| tasks += 1);
+    println!(
+        "hits {hits} lost {} side-band drained {tasks} lost {}",
+        w.lost(),
+        w.lost_side_band()
+    );
+    assert!(w.lost() > 0, "a 1-page ring cannot hold {total} records");
+    assert_eq!(
+        hits + w.lost(),
+        total,
+        "hits {hits} + lost {} != writes {total}",
+        w.lost()
+    );
+    assert!(
+        w.lost_side_band() > 0,
+        "fork/exit records were lost too, and are counted apart"
+    );
+    assert_eq!(w.counts().unwrap(), vec![total]);
+}

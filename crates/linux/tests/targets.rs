@@ -132,6 +132,7 @@ fn task_records_report_threads_created_and_exiting() {
             TaskRecord::Fork { tid, ptid } => forks.push((tid, ptid)),
             TaskRecord::Exit { tid } => exits.push(tid),
             TaskRecord::Throttle(_) | TaskRecord::Mmap { .. } => {}
+            TaskRecord::Switch(e) => panic!("switch records are off unless asked for: {e:?}"),
         },
     );
     assert_eq!(hits, 3);

@@ -66,6 +66,9 @@ pub struct SimMachine {
     /// in step by `set_current` (the scheduler's only way to change it), so
     /// [`Machine::running_on`] answers in O(1) like a kernel's `task_cpu()`.
     running: HashMap<TaskId, CpuId>,
+    /// Where each task stopped or resumes, as the scheduler last said
+    /// ([`Machine::task_ip`], for the layer's departs/arrives records).
+    task_ips: HashMap<TaskId, u64>,
     /// Target for the layer's accesses to a CPU that does not exist: an
     /// offline register file, so every write there is recorded as a fault.
     void: RegFile,
@@ -90,6 +93,7 @@ impl SimMachine {
             cpus: vec![cpu; possible],
             clock: 0,
             running: HashMap::new(),
+            task_ips: HashMap::new(),
             void,
             has_single_step: true,
         }
@@ -178,6 +182,11 @@ impl SimMachine {
         }
     }
 
+    /// Record where `task` stopped (or resumes): its next instruction.
+    pub(crate) fn set_task_ip(&mut self, task: TaskId, ip: u64) {
+        self.task_ips.insert(task, ip);
+    }
+
     pub(crate) fn set_online(&mut self, cpu: CpuId, online: bool) {
         let c = &mut self.cpus[cpu.idx()];
         c.online = online;
@@ -221,6 +230,11 @@ impl Machine for SimMachine {
 
     fn current(&self, cpu: CpuId) -> Option<TaskId> {
         self.cpus.get(cpu.idx()).and_then(|c| c.current)
+    }
+
+    /// The task's next instruction when the scheduler last switched it.
+    fn task_ip(&self, task: TaskId) -> Option<u64> {
+        self.task_ips.get(&task).copied()
     }
 
     /// O(1): the scheduler keeps the task → CPU map in step with `current`.

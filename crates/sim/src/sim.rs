@@ -620,6 +620,11 @@ impl Sim {
         }
         self.busy_cpus = self.busy_cpus + next.is_some() as usize - prev.is_some() as usize;
         self.hw.set_current(cpu, next);
+        // Where each side stops or resumes, for the layer's switch records.
+        for t in [prev, next].into_iter().flatten() {
+            let pc = self.tasks[t.0 as usize - 1].pc;
+            self.hw.set_task_ip(t, pc);
+        }
         // A new context does not inherit the old one's RF/TF.
         self.hw.set_resume_flag(cpu, false);
         self.layer

@@ -1,8 +1,11 @@
 //! [`TraceSim`]: tasks running small branchy programs on CPUs with the
 //! debug-store hardware ([`crate::hw::bts`]) under the core's
-//! [`DsManager`], driven the way a kernel drives it: every taken branch and
-//! load goes to the processor model, every PMI it raises to
-//! [`DsManager::on_pmi`], every context switch to [`DsManager::switch_task`].
+//! [`DsManager`] and [`Layer`], driven the way a kernel drives them: every
+//! taken branch and load goes to the processor model, every PMI it raises to
+//! [`DsManager::on_pmi`], every context switch to the layer's
+//! [`Layer::switch_task`] (which writes `departs`/`arrives` records into the
+//! general event buffer, BTS or not) and, where the machine offers a debug
+//! store ([`Machine::debug_store`]), to [`DsManager::switch_task`].
 //!
 //! The simulator also keeps the ground truth ([`Truth`]): every taken branch
 //! each task made, and every switch, so tests compare what consumers saw
@@ -30,11 +33,15 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use hwbreak_core::ds::{DsManager, SwitchInfo};
-use hwbreak_core::{CpuId, TaskId};
+use hwbreak_core::arch::x86_64::X86_64;
+use hwbreak_core::arch::DebugRegs;
+use hwbreak_core::ds::{DsHardware, DsManager, SwitchInfo};
+use hwbreak_core::layer::Layer;
+use hwbreak_core::{CpuId, Machine, TaskId};
 
 use crate::error::SimError;
 use crate::hw::bts::{DsHw, Pmi};
+use crate::hw::{Hw, RegFile, X86Hw};
 use crate::program::INSN_LEN;
 
 /// One instruction of the branch-tracing ISA. Every instruction is
@@ -147,7 +154,8 @@ pub struct RunOutcome {
     pub pmis: u64,
 }
 
-/// CPUs, tasks, the processor's debug store, and the core's manager.
+/// CPUs, tasks, the processor's debug store, and the core's manager and
+/// layer.
 ///
 /// Fields are public so a test drives the manager directly:
 /// `sim.ds.add_bts(&mut sim.hw, cfg)`.
@@ -156,6 +164,14 @@ pub struct TraceSim {
     pub hw: DsHw,
     /// The manager under test.
     pub ds: DsManager,
+    /// The hw-breakpoint layer, whose context-switch hook writes the
+    /// general `departs`/`arrives` records ([`Layer::drain_events`]).
+    pub layer: Layer,
+    /// x86 debug registers per CPU, for the layer.
+    regs: Vec<RegFile>,
+    /// Whether the machine offers its debug store to the layer side
+    /// ([`Machine::debug_store`]); a machine without one traces no branches.
+    has_debug_store: bool,
     tasks: Vec<TraceTask>,
     current: Vec<Option<TaskId>>,
     clock: u64,
@@ -173,9 +189,13 @@ impl TraceSim {
 
     /// `cpus` CPUs with the hardware `hw` (made for as many CPUs).
     pub fn with_hw(hw: DsHw, cpus: usize) -> Self {
+        let x86 = Hw::X86(X86Hw::default());
         TraceSim {
             hw,
             ds: DsManager::new(cpus),
+            layer: Layer::new(Box::new(X86_64::default()), cpus, 1024),
+            regs: vec![RegFile::new(x86); cpus],
+            has_debug_store: true,
             tasks: Vec::new(),
             current: vec![None; cpus],
             clock: 0,
@@ -195,6 +215,13 @@ impl TraceSim {
             on: None,
         });
         TaskId(self.tasks.len() as u64)
+    }
+
+    /// A machine whose `Machine::debug_store()` is `None` (no BTS): switches
+    /// still reach the layer, and the debug-store manager is never called.
+    pub fn without_debug_store(mut self) -> Self {
+        self.has_debug_store = false;
+        self
     }
 
     /// Everything that happened so far, in order.
@@ -269,7 +296,21 @@ impl TraceSim {
             self.tasks[n.0 as usize - 1].on = Some(cpu);
         }
         self.current[cpu.idx()] = next;
-        self.ds.switch_task(&mut self.hw, cpu, &info);
+        // The kernel's context-switch path: the layer first (task
+        // breakpoints, the general departs/arrives records), then the debug
+        // store if this machine has one.
+        let mut m = View {
+            hw: &mut self.hw,
+            regs: &mut self.regs,
+            current: &self.current,
+            tasks: &self.tasks,
+            clock: self.clock,
+            has_debug_store: self.has_debug_store,
+        };
+        self.layer.switch_task(&mut m, cpu, prev, next, voluntary);
+        if let Some(ds_hw) = m.debug_store() {
+            self.ds.switch_task(ds_hw, cpu, &info);
+        }
         self.truth.push(Truth::Switch { cpu, info });
         Ok(())
     }
@@ -355,5 +396,53 @@ impl TraceSim {
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The machine as the layer sees it during one call: borrowed parts of a
+/// [`TraceSim`].
+struct View<'a> {
+    hw: &'a mut DsHw,
+    regs: &'a mut [RegFile],
+    current: &'a [Option<TaskId>],
+    tasks: &'a [TraceTask],
+    clock: u64,
+    has_debug_store: bool,
+}
+
+impl Machine for View<'_> {
+    fn possible_cpus(&self) -> usize {
+        self.current.len()
+    }
+
+    fn is_online(&self, cpu: CpuId) -> bool {
+        cpu.idx() < self.current.len()
+    }
+
+    fn regs(&mut self, cpu: CpuId) -> &mut dyn DebugRegs {
+        let last = self.regs.len() - 1;
+        &mut self.regs[cpu.idx().min(last)]
+    }
+
+    fn current(&self, cpu: CpuId) -> Option<TaskId> {
+        self.current.get(cpu.idx()).copied().flatten()
+    }
+
+    fn now(&self) -> u64 {
+        self.clock
+    }
+
+    fn task_ip(&self, task: TaskId) -> Option<u64> {
+        self.tasks
+            .get((task.0 as usize).wrapping_sub(1))
+            .map(|t| t.pc)
+    }
+
+    fn debug_store(&mut self) -> Option<&mut dyn DsHardware> {
+        if self.has_debug_store {
+            Some(self.hw)
+        } else {
+            None
+        }
     }
 }

@@ -86,7 +86,7 @@ pub mod debugctl {
     pub const BTS: u64 = 1 << 7;
     /// Interrupt (PMI) at the threshold; clear = circular buffer, no interrupt.
     pub const BTINT: u64 = 1 << 8;
-    /// Skip branches taken at CPL 0 (needs DS-CPL, CPUID.01H:ECX[4]).
+    /// Skip branches taken at CPL 0 (needs DS-CPL, `CPUID.01H:ECX[4]`).
     pub const BTS_OFF_OS: u64 = 1 << 9;
     /// Skip branches taken at CPL > 0 (needs DS-CPL).
     pub const BTS_OFF_USR: u64 = 1 << 10;
@@ -164,6 +164,27 @@ impl BtsRecord {
             from: time,
             to: ip,
             flags: m << MAGIC_SHIFT,
+        }
+    }
+
+    /// The BTS-format twin of a context-switch record of the general event
+    /// buffer (`crate::events::Record::Switch`): [`departs`](Self::departs)
+    /// or [`arrives`](Self::arrives) of the task's `ip` at `time`.
+    ///
+    /// ```
+    /// use hwbreak_core::ds::{BtsKind, BtsRecord};
+    /// use hwbreak_core::events::Record;
+    /// let r = Record::Switch { cpu: hwbreak_core::CpuId(0), task: hwbreak_core::TaskId(3),
+    ///                          departs: true, voluntary: false, time: 90, ip: 0x40_0010 };
+    /// let Record::Switch { departs, ip, time, voluntary, .. } = r else { unreachable!() };
+    /// let b = BtsRecord::switch(departs, ip, time, voluntary);
+    /// assert_eq!((b.from, b.to, b.kind()), (0x40_0010, 90, BtsKind::Departs { voluntary: false }));
+    /// ```
+    pub const fn switch(departs: bool, ip: u64, time: u64, voluntary: bool) -> Self {
+        if departs {
+            Self::departs(ip, time, voluntary)
+        } else {
+            Self::arrives(time, ip, voluntary)
         }
     }
 

@@ -73,7 +73,7 @@ pub struct DsCaps {
     pub bts: bool,
     /// PEBS (`IA32_MISC_ENABLE` bit 12 clear).
     pub pebs: bool,
-    /// CPL-qualified BTS: `BTS_OFF_OS`/`BTS_OFF_USR` (CPUID.01H:ECX[4]).
+    /// CPL-qualified BTS: `BTS_OFF_OS`/`BTS_OFF_USR` (`CPUID.01H:ECX[4]`).
     pub ds_cpl: bool,
     /// Last-branch records (`DEBUGCTL.LBR`).
     pub lbr: bool,

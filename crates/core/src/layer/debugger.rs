@@ -26,8 +26,9 @@
 //! ```
 
 use crate::arch::Pool;
+use crate::bp::BpId;
 use crate::error::Error;
-use crate::target::{CpuId, Target};
+use crate::target::{CpuId, Target, TaskId};
 
 use super::{release, Books, Layer};
 
@@ -129,6 +130,24 @@ impl<'a> Debugger<'a> {
             }
         }
         Self::dbg_release_locked(&mut b, pool)
+    }
+
+    /// who holds `cpu`'s registers now — `f(pool, slot, id,
+    /// task)` for each installed breakpoint (`task` is `None` for CPU-bound
+    /// ones) — so a refused request can name them. Never blocks, never
+    /// allocates: [`Error::Busy`] if `cpu`'s install table is locked;
+    /// [`Error::NoSuchCpu`].
+    pub fn try_holders(
+        &self,
+        cpu: CpuId,
+        f: &mut dyn FnMut(Pool, usize, BpId, Option<TaskId>),
+    ) -> Result<(), Error> {
+        self.layer.check_cpu(cpu)?;
+        let t = self.layer.tables[cpu.idx()].try_lock().ok_or(Error::Busy)?;
+        for (pool, slot, e) in t.entries() {
+            f(pool, slot, e.id, e.task);
+        }
+        Ok(())
     }
 
     /// pick the register the debugger will program itself on

@@ -72,6 +72,7 @@ impl Layer {
                     departs: true,
                     voluntary,
                     time,
+                    ip: m.task_ip(p).unwrap_or(0),
                 },
             );
         }
@@ -84,6 +85,7 @@ impl Layer {
                     departs: false,
                     voluntary,
                     time,
+                    ip: m.task_ip(n).unwrap_or(0),
                 },
             );
         }

@@ -202,6 +202,14 @@ pub enum SymbolError {
         /// What gimli said.
         reason: String,
     },
+    /// The PID names a kernel thread: no user memory, no symbols.
+    #[error("process {pid} ({comm}) is a kernel thread: it has no user-space memory or symbols. Pass the PID of a user process (`ps -o pid,comm` shows kernel threads in [brackets])")]
+    KernelThread {
+        /// The PID.
+        pid: i32,
+        /// Its name.
+        comm: String,
+    },
 }
 
 fn link_time_advice(pid: Option<i32>, symbol: &str, runtime: Option<u64>) -> String {

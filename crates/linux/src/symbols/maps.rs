@@ -80,10 +80,19 @@ pub fn parse_maps(text: &str) -> Vec<MapEntry> {
 
 /// Read `/proc/PID/maps`. A missing process gives [`SymbolError::NoProcess`].
 pub fn read_maps(pid: i32) -> Result<Vec<MapEntry>, SymbolError> {
-    let path = PathBuf::from(format!("/proc/{pid}/maps"));
+    let path = PathBuf::from(format!("/proc/{}/maps", crate::procfs::live_task(pid)));
+    // procfs::maps reads through a live thread if the main thread has exited.
     match crate::procfs::maps(pid) {
-        // A zombie (exited, not yet reaped) has an empty maps file.
-        Ok(m) if m.is_empty() => Err(SymbolError::NoProcess { pid }),
+        Ok(m) if m.is_empty() => {
+            if crate::procfs::is_kernel_thread(pid) {
+                return Err(SymbolError::KernelThread {
+                    pid,
+                    comm: crate::procfs::comm(pid),
+                });
+            }
+            // A zombie (exited, not yet reaped) has an empty maps file.
+            Err(SymbolError::NoProcess { pid })
+        }
         Ok(m) => Ok(m.into_iter().map(MapEntry::from).collect()),
         Err(crate::error::Error::ProcessGone { .. }) => Err(SymbolError::NoProcess { pid }),
         Err(crate::error::Error::Permission { .. }) => Err(SymbolError::permission(pid, path)),

@@ -113,6 +113,26 @@ fn natural_len(addr: u64, max: u64) -> u64 {
         .unwrap_or(1)
 }
 
+/// `base + off`, or an error if it leaves the 64-bit address space (it
+/// used to wrap around, e.g. `counter-0x7fffffffffffffff` to a kernel-half
+/// address).
+fn offset_addr(shown: &str, base: u64, off: i64) -> Result<u64, SymbolError> {
+    base.checked_add_signed(off)
+        .ok_or_else(|| SymbolError::BadRange {
+            expr: shown.into(),
+            message: format!(
+            "the offset {}{:#x} goes {}; pick an offset that stays inside the variable or near it",
+            if off < 0 { "-" } else { "+" },
+            off.unsigned_abs(),
+            if off < 0 {
+                "below address 0"
+            } else {
+                "past the last address (2^64 - 1)"
+            },
+        ),
+        })
+}
+
 impl Resolver {
     /// A resolver for running process `pid`: reads `/proc/PID/maps` and the
     /// executable now, and each library on first use.
@@ -128,7 +148,9 @@ impl Resolver {
             return Err(SymbolError::NoProcess { pid });
         }
         let maps = read_maps(pid)?;
-        let exe_link = PathBuf::from(format!("/proc/{pid}/exe"));
+        // Through a live thread if the main thread has exited.
+        let live = crate::procfs::live_task(pid);
+        let exe_link = PathBuf::from(format!("/proc/{live}/exe"));
         let exe_path = match std::fs::read_link(&exe_link) {
             Ok(p) => p
                 .to_string_lossy()
@@ -152,7 +174,7 @@ impl Resolver {
             let open = if is_exe {
                 exe_link.clone()
             } else if m.deleted || !Path::new(&m.path).exists() {
-                PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                PathBuf::from(format!("/proc/{live}/map_files/{:x}-{:x}", m.start, m.end))
             } else {
                 PathBuf::from(&m.path)
             };
@@ -664,7 +686,7 @@ impl Resolver {
         let (mut link, mut len, mut type_name, mut value_kind) = (link, len, type_name, value_kind);
         if let Some(off) = e.offset.filter(|&o| o != 0) {
             let whole = len;
-            link = link.wrapping_add_signed(off);
+            link = offset_addr(shown, link, off)?;
             if value_kind == ValueKind::Code {
                 len = 1;
             } else {
@@ -704,7 +726,7 @@ impl Resolver {
     }
 
     fn resolve_addr(&self, shown: &str, a: u64, off: Option<i64>) -> Result<Resolved, SymbolError> {
-        let addr = a.wrapping_add_signed(off.unwrap_or(0));
+        let addr = offset_addr(shown, a, off.unwrap_or(0))?;
         let mut out = Resolved {
             addr,
             len: natural_len(addr, 8),

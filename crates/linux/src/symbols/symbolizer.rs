@@ -229,10 +229,11 @@ impl Symbolizer {
     pub fn refresh(&mut self) -> Result<(), SymbolError> {
         let Some(pid) = self.pid else { return Ok(()) };
         let maps = read_maps(pid)?;
+        let live = crate::procfs::live_task(pid);
         for m in maps.iter().filter(|m| m.is_file()) {
             if !self.open.contains_key(&m.path) {
                 let p = if m.deleted {
-                    PathBuf::from(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+                    PathBuf::from(format!("/proc/{live}/map_files/{:x}-{:x}", m.start, m.end))
                 } else {
                     PathBuf::from(&m.path)
                 };

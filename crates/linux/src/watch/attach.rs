@@ -94,6 +94,15 @@ pub(crate) fn map_open_error(
                 Member::Cpu(_) => -1,
             },
         },
+        libc::EINVAL if above_user_space(&watches[wi]) => Error::AboveUserSpace {
+            watch: watches[wi].name.clone(),
+            addr: watches[wi].attr.addr,
+            len: watches[wi].attr.len,
+            limit: USER_SPACE_END,
+        },
+        libc::EMFILE | libc::ENFILE => {
+            procfs::out_of_fds_error(format!("{what} for watch `{}`", watches[wi].name), errno)
+        }
         libc::EINVAL | libc::E2BIG if sigtrap => Error::Unsupported {
             feature: "perf sigtrap (synchronous SIGTRAP on a hit)",
             since: "5.13",
@@ -101,6 +110,17 @@ pub(crate) fn map_open_error(
         },
         _ => Error::sys(format!("{what} for watch `{}`", watches[wi].name), e),
     }
+}
+
+/// The end of x86-64 user space with 4-level paging (`TASK_SIZE_MAX`: one
+/// guard page below the kernel half). The kernel refuses a user breakpoint
+/// that reaches it with `EINVAL` (`arch_check_bp_in_kernelspace`); with
+/// 5-level paging user space goes on, and the kernel accepts.
+pub const USER_SPACE_END: u64 = 0x7fff_ffff_f000;
+
+/// Whether a user-space watch reaches [`USER_SPACE_END`].
+pub(crate) fn above_user_space(w: &Watch) -> bool {
+    !w.attr.privileged && w.attr.addr.saturating_add(w.attr.len.max(1)) > USER_SPACE_END
 }
 
 /// The fan-out domain: opening every watch's events on one member
@@ -121,8 +141,17 @@ pub(crate) struct PerfDomain<'a> {
 impl PerfDomain<'_> {
     /// The [`Error`] for a failure to open member `m`.
     fn open_error(&self, f: OpenFailure, m: Member) -> Error {
+        let Some(wi) = f.watch else {
+            let what = format!("open the side-band event (thread and mmap records) of {m:?}");
+            return match f.error.raw_os_error() {
+                Some(errno @ (libc::EMFILE | libc::ENFILE)) => {
+                    procfs::out_of_fds_error(what, errno)
+                }
+                _ => Error::sys(what, f.error),
+            };
+        };
         match f.step {
-            OpenStep::Open => map_open_error(f.error, self.watches, f.watch, m, self.sigtrap),
+            OpenStep::Open => map_open_error(f.error, self.watches, wi, m, self.sigtrap),
             OpenStep::Redirect { cpu } => Error::sys(
                 format!("redirect output of {m:?} to the CPU {cpu} ring"),
                 f.error,
@@ -130,7 +159,7 @@ impl PerfDomain<'_> {
             OpenStep::Bpf => Error::sys(
                 format!(
                     "attach the condition's BPF program to watch `{}` on {m:?}",
-                    self.watches[f.watch].name
+                    self.watches[wi].name
                 ),
                 f.error,
             ),
@@ -168,9 +197,7 @@ impl Domain for PerfDomain<'_> {
 
 /// The process exists and every watch is mapped in it.
 pub(crate) fn check_target(pid: i32, watches: &[Watch], check_mapped: bool) -> Result<()> {
-    if !procfs::process_exists(pid) {
-        return Err(Error::ProcessGone { pid });
-    }
+    procfs::check_user_process(pid)?;
     if !check_mapped {
         return Ok(());
     }

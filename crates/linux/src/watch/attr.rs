@@ -183,14 +183,7 @@ pub(crate) fn set_monotonic_clock(a: &mut EventAttr) {
 }
 
 /// Build the event attr for one watch in one mode.
-pub(crate) fn event_attr(
-    w: &Watch,
-    spec: Option<SampleSpec>,
-    task_events: bool,
-    first: bool,
-    launch: bool,
-    ring_bytes: u32,
-) -> EventAttr {
+pub(crate) fn event_attr(w: &Watch, spec: Option<SampleSpec>, ring_bytes: u32) -> EventAttr {
     let mut a = EventAttr::breakpoint(&w.attr).disabled(true);
     if let Some(spec) = spec {
         a = a
@@ -208,24 +201,54 @@ pub(crate) fn event_attr(
         if spec.stack_bytes != 0 {
             a = a.sample_stack_user(spec.stack_bytes);
         }
-        if task_events && first {
-            a = a.task_events(true);
-        }
-        // Where a launched program maps code (its libraries, loaded after
-        // the watch began): the drain unwinds copied stacks with it, and a
-        // reader can symbolize the hits of a program already gone from
-        // /proc. A running process (-p) is read from /proc instead, so
-        // that its side-band records never share the ring, or the lost
-        // count, with hits.
-        if first && launch {
-            a.raw_mut().set_mmap(1);
-            a.raw_mut().set_mmap2(1);
-        }
         if kernel_reads_lost() {
             a = a.read_lost(true);
         }
     }
     a
+}
+
+/// The `PERF_SAMPLE_*` bits that shape the `sample_id_all` trailer of
+/// non-sample records (`perf_event__id_header_size`).
+const SAMPLE_ID_BITS: u64 = (b::PERF_SAMPLE_TID
+    | b::PERF_SAMPLE_TIME
+    | b::PERF_SAMPLE_ID
+    | b::PERF_SAMPLE_STREAM_ID
+    | b::PERF_SAMPLE_CPU
+    | b::PERF_SAMPLE_IDENTIFIER) as u64;
+
+/// The side-band event of a sampling request, if it needs one: a dummy
+/// software event (it never samples) that carries the non-hit records,
+/// thread creation and exit (`task_events`) and, for a launched program,
+/// where it maps code (`PERF_RECORD_MMAP2`: the drain unwinds copied stacks
+/// with it, and a reader can symbolize the hits of a program already gone
+/// from /proc). It writes to the same per-CPU rings as the breakpoints,
+/// with the same record trailer, but from an event of its own, so that
+/// the kernel charges its lost records to it (`PERF_FORMAT_LOST`) and
+/// never to a watch: a watch's lost count is lost hits only.
+pub(crate) fn side_band_attr(
+    spec: Option<SampleSpec>,
+    task_events: bool,
+    launch: bool,
+) -> Option<EventAttr> {
+    let spec = spec?;
+    if !task_events && !launch {
+        return None;
+    }
+    let mut a = EventAttr::dummy()
+        .disabled(true)
+        .sample_type(spec.sample_type & SAMPLE_ID_BITS)
+        .sample_id_all(true)
+        .task_events(task_events);
+    set_monotonic_clock(&mut a);
+    if launch {
+        a.raw_mut().set_mmap(1);
+        a.raw_mut().set_mmap2(1);
+    }
+    if kernel_reads_lost() {
+        a = a.read_lost(true);
+    }
+    Some(a)
 }
 
 #[cfg(test)]

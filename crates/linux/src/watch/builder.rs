@@ -4,7 +4,9 @@
 //! attach ([`super::attach`]), and the [`Watcher`] that owns the result.
 
 use super::attach::{attach_process, check_target, Attach, PerfDomain, Target};
-use super::attr::{check_stack_bytes, event_attr, sample_layout, Callchain, Mode, Watch, HW_SLOTS};
+use super::attr::{
+    check_stack_bytes, event_attr, sample_layout, side_band_attr, Callchain, Mode, Watch, HW_SLOTS,
+};
 use super::drain::{Drain, Rings};
 use super::member::{Member, OpenPlan};
 use super::runtime::Watcher;
@@ -28,6 +30,7 @@ pub struct WatcherBuilder {
     mode: Mode,
     ring_pages: usize,
     task_events: bool,
+    switch_events: bool,
     freeze: bool,
     no_aslr: bool,
     check_mapped: bool,
@@ -62,6 +65,7 @@ impl Watcher {
             mode: Mode::Count,
             ring_pages: 128,
             task_events: false,
+            switch_events: false,
             freeze: true,
             no_aslr: true,
             check_mapped: true,
@@ -114,6 +118,16 @@ impl WatcherBuilder {
     /// Also report thread creation/exit and throttling ([`Watcher::drain_with_tasks`]).
     pub fn task_events(mut self, yes: bool) -> Self {
         self.task_events = yes;
+        self
+    }
+
+    /// Also report the watched threads' context switches (sampling modes
+    /// only): `perf_event_attr.context_switch` on the first watch's
+    /// events, delivered as [`super::TaskRecord::Switch`] by
+    /// [`Watcher::drain_with_tasks`], in the hits' rings and clock. Costs one
+    /// record per switch in and out; needs no PMU.
+    pub fn switch_events(mut self, yes: bool) -> Self {
+        self.switch_events = yes;
         self
     }
 
@@ -190,6 +204,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         mode,
         ring_pages,
         task_events,
+        switch_events,
         freeze,
         no_aslr,
         check_mapped,
@@ -281,9 +296,12 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         .iter()
         .enumerate()
         .map(|(i, w)| {
-            let mut a = event_attr(w, spec, task_events, i == 0, launch, ring_bytes)
+            let mut a = event_attr(w, spec, ring_bytes)
                 .inherit(inherit)
                 .inherit_thread(inherit);
+            if switch_events && i == 0 && spec.is_some() {
+                a = a.context_switch(true);
+            }
             if launch && !w.attr.disabled {
                 a = a.enable_on_exec(true);
             }
@@ -295,6 +313,16 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             a
         })
         .collect();
+
+    // Thread and mmap records, from an event of their own (see side_band_attr).
+    let side_band = side_band_attr(spec, task_events, launch).map(|a| {
+        let a = a.inherit(inherit).inherit_thread(inherit);
+        if launch {
+            a.enable_on_exec(true)
+        } else {
+            a
+        }
+    });
 
     // Rings: one per CPU, owned by a dummy event on this thread.
     let rings = match spec {
@@ -309,6 +337,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
             watches: &watches,
             plan: OpenPlan {
                 attrs: &attrs,
+                side_band: side_band.as_ref(),
                 cpus: &thread_cpus,
                 rings: &rings.of_cpu,
                 ring_events: &ring_events,
@@ -360,7 +389,14 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         base_attrs: RwLock::new(attrs),
         mode,
         members: Mutex::new(fan),
-        drain: Drain::new(rings.rings, ids, spec, mode, pid),
+        drain: Drain::new(
+            rings.rings,
+            ids,
+            spec,
+            mode,
+            pid,
+            launch && side_band.is_some(),
+        ),
         child: Launched::new(child),
         pid,
         attach,

@@ -9,7 +9,9 @@
 //! x86 data watches, the one after the access); its extension carries the
 //! process, the callchain (innermost first, starting with the IP itself,
 //! without context markers; `stack_truncated` when a copied stack went on
-//! above the copied bytes, never for the kernel's walk), the user registers
+//! above the copied bytes, or, for one process, when a frame lies in code
+//! whose unwind information is not known (a frame-pointer guess there
+//! could skip a caller); never for the kernel's walk), the user registers
 //! (those in `regs_mask`, in perf's order: AX BX CX DX SI DI BP SP IP FLAGS
 //! CS SS, then R8..R15 from bit 16; read one with [`Extension::reg`]) and the
 //! copied stack bytes. Its slices point into the ring buffer or the drain's
@@ -23,9 +25,11 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventAttr};
 use crate::record::{Record, SampleLayout};
 use crate::ring::{DrainStats, Ring};
+use crate::symbols::MapEntry;
 use crate::unwind::DwarfUnwinder;
 use hwbreak_core::events::{Extended, Extension, Sample};
 use hwbreak_core::{BpId, CpuId, TaskId};
+use perf_event_open_sys::bindings as b;
 use std::collections::HashMap;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,11 +53,16 @@ pub enum TaskRecord<'a> {
     },
     /// The kernel throttled (`true`) or unthrottled a watch's event.
     Throttle(bool),
+    /// A watched thread left (`out`) or got a CPU (with
+    /// [`super::WatcherBuilder::switch_events`]). Switch records share the
+    /// ring with hits: a full ring loses them like hits, counted in
+    /// [`super::Watcher::lost`].
+    Switch(crate::record::SwitchEvent),
     /// A launched command mapped an executable file (sampling a launched
     /// command asks for these, so that code loaded after the watch started
     /// can be unwound and symbolized even after the process is gone). If
-    /// the ring is full, such a record is lost like a hit and counted in
-    /// [`super::Watcher::lost`].
+    /// the ring is full, such a record is lost and counted in
+    /// [`super::Watcher::lost_side_band`], never as a lost hit.
     Mmap {
         /// Process id.
         pid: u32,
@@ -93,9 +102,9 @@ impl Rings {
             da.raw_mut().wakeup_watermark = (ring_bytes / 8).max(1);
             set_monotonic_clock(&mut da);
             let ev = Event::open(&da, 0, cpu, None)
-                .map_err(|e| Error::sys(format!("open the ring owner on CPU {cpu}"), e))?;
+                .map_err(|e| sys_or_fds(format!("open the ring owner on CPU {cpu}"), e))?;
             let ring = Ring::new(ev, ring_pages, layout).map_err(|e| {
-                Error::sys(format!("mmap a {ring_pages}-page ring on CPU {cpu}"), e)
+                sys_or_fds(format!("mmap a {ring_pages}-page ring on CPU {cpu}"), e)
             })?;
             out.of_cpu.insert(cpu, out.rings.len());
             out.rings.push(ring);
@@ -107,6 +116,35 @@ impl Rings {
     pub fn events(&self) -> Vec<&Event> {
         self.rings.iter().map(|r| r.event()).collect()
     }
+}
+
+/// A failed system call: [`Error::OutOfFds`] if descriptors ran out, else
+/// [`Error::Sys`].
+fn sys_or_fds(what: String, e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(errno @ (libc::EMFILE | libc::ENFILE)) => crate::procfs::out_of_fds_error(what, errno),
+        _ => Error::sys(what, e),
+    }
+}
+
+/// The executable file mapping a `PERF_RECORD_MMAP2` record announces.
+fn exec_mapping(rec: &Record<'_>) -> Option<MapEntry> {
+    let Record::Mmap {
+        addr,
+        len,
+        pgoff,
+        prot,
+        filename,
+        ..
+    } = *rec
+    else {
+        return None;
+    };
+    if prot & libc::PROT_EXEC as u32 == 0 {
+        return None;
+    }
+    let path = std::str::from_utf8(filename).ok()?;
+    Some(MapEntry::executable(addr, addr + len, pgoff, path))
 }
 
 /// The drain's reusable unwinding state: the buffer callchains are walked
@@ -132,18 +170,37 @@ pub(crate) struct Drain {
     mode: Mode,
     /// The watched process, if one: its modules' CFI unwind the copied stacks.
     pid: Option<i32>,
+    /// Its code mappings come as `PERF_RECORD_MMAP2` records (a launched
+    /// program), read from every ring before any hit is unwound.
+    mmap_records: bool,
     unwinding: Mutex<Unwinding>,
 }
 
 impl Drain {
-    /// A drain over `rings`, decoding samples of the events in `ids`.
+    /// A drain over `rings`, decoding samples of the events in `ids`. With
+    /// copied stacks of one process, its modules are read now, while it
+    /// surely lives (a short-lived program may be gone by the first drain);
+    /// `mmap_records` says its later mappings come as records.
     pub fn new(
         rings: Vec<Ring>,
         ids: HashMap<u64, usize>,
         spec: Option<SampleSpec>,
         mode: Mode,
         pid: Option<i32>,
+        mmap_records: bool,
     ) -> Drain {
+        let copied = matches!(
+            mode,
+            Mode::Sample {
+                callchain: Callchain::Copied { .. },
+                ..
+            }
+        );
+        let dwarf = pid.filter(|_| copied).map(|p| {
+            let mut d = DwarfUnwinder::new(p);
+            d.refresh();
+            d
+        });
         Drain {
             rings: rings.into_iter().map(Mutex::new).collect(),
             ids,
@@ -153,7 +210,11 @@ impl Drain {
             spec,
             mode,
             pid,
-            unwinding: Mutex::new(Unwinding::default()),
+            mmap_records,
+            unwinding: Mutex::new(Unwinding {
+                chain: Vec::new(),
+                dwarf,
+            }),
         }
     }
 
@@ -215,7 +276,22 @@ impl Drain {
         // One process: walk with its modules' CFI. CPU-wide hits come from
         // any process: frame pointers only.
         if copied && dwarf.is_none() {
-            dwarf = self.pid.map(crate::unwind::DwarfUnwinder::new);
+            dwarf = self.pid.map(DwarfUnwinder::new);
+        }
+        // A launched program's code mappings arrive as records, each in the
+        // ring of the CPU that mapped it, which may be drained after the
+        // ring holding the hits in that code: learn them all first.
+        if let (true, Some(d)) = (self.mmap_records, dwarf.as_mut()) {
+            for r in &self.rings {
+                r.lock().unwrap().peek(
+                    |h| h.kind == b::PERF_RECORD_MMAP2,
+                    |rec| {
+                        if let Some(m) = exec_mapping(&rec) {
+                            d.add_mapping(&m);
+                        }
+                    },
+                );
+            }
         }
         for r in &self.rings {
             let mut ring = r.lock().unwrap();
@@ -272,26 +348,20 @@ impl Drain {
                 }),
                 Record::Exit(t) => task(TaskRecord::Exit { tid: t.tid }),
                 Record::Throttle { unthrottle, .. } => task(TaskRecord::Throttle(!unthrottle)),
-                Record::Mmap {
-                    pid,
-                    addr,
-                    len,
-                    pgoff,
-                    prot,
-                    filename,
-                } if prot & libc::PROT_EXEC as u32 != 0 => {
-                    let Ok(path) = std::str::from_utf8(filename) else {
+                Record::Switch(e) => task(TaskRecord::Switch(e)),
+                Record::Mmap { pid, filename, .. } => {
+                    let (Some(m), Ok(path)) = (exec_mapping(&rec), std::str::from_utf8(filename))
+                    else {
                         return;
                     };
-                    let m = crate::symbols::MapEntry::executable(addr, addr + len, pgoff, path);
                     if let Some(d) = dwarf.as_mut() {
                         d.add_mapping(&m);
                     }
                     task(TaskRecord::Mmap {
                         pid,
-                        start: addr,
-                        end: addr + len,
-                        offset: pgoff,
+                        start: m.start,
+                        end: m.end,
+                        offset: m.offset,
                         path,
                     });
                 }

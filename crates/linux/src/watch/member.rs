@@ -31,6 +31,9 @@ pub struct WatchEvent {
 pub struct MemberEvents {
     /// One per watch and CPU the member was opened on.
     pub events: Vec<WatchEvent>,
+    /// The side-band events (thread and mmap records), one per CPU, if the
+    /// request has them.
+    pub side_band: Vec<Event>,
 }
 
 impl MemberEvents {
@@ -42,6 +45,9 @@ impl MemberEvents {
                 let _ = we.event.enable();
             }
         }
+        for ev in &self.side_band {
+            let _ = ev.enable();
+        }
     }
 }
 
@@ -50,6 +56,8 @@ impl MemberEvents {
 pub(crate) struct OpenPlan<'a> {
     /// One attr per watch.
     pub attrs: &'a [EventAttr],
+    /// The side-band event's attr, if the request has one.
+    pub side_band: Option<&'a EventAttr>,
     /// CPUs a thread member is opened on: `[-1]` (counting) or the online CPUs.
     pub cpus: &'a [i32],
     /// Per-CPU rings to redirect output to (sampling): ring index by CPU.
@@ -78,8 +86,8 @@ pub(crate) enum OpenStep {
 /// Why [`open_member`] failed; every event it had opened is closed again.
 #[derive(Debug)]
 pub(crate) struct OpenFailure {
-    /// The watch whose event failed.
-    pub watch: usize,
+    /// The watch whose event failed (`None`: the side-band event).
+    pub watch: Option<usize>,
     /// The step that failed.
     pub step: OpenStep,
     /// What the kernel said.
@@ -107,32 +115,41 @@ pub(crate) fn open_member(plan: &OpenPlan<'_>, m: Member) -> Result<MemberEvents
         }
     };
     let mut h = MemberEvents::default();
+    let open_one = |watch: Option<usize>, attr: &EventAttr, cpu: i32| {
+        let event = Event::open(attr, pid, cpu, None).map_err(|error| OpenFailure {
+            watch,
+            step: OpenStep::Open,
+            error,
+        })?;
+        if let Some(&ri) = plan.rings.get(&cpu) {
+            event
+                .set_output(plan.ring_events[ri])
+                .map_err(|error| OpenFailure {
+                    watch,
+                    step: OpenStep::Redirect { cpu },
+                    error,
+                })?;
+        }
+        Ok(event)
+    };
     for (watch, attr) in plan.attrs.iter().enumerate() {
         for &cpu in cpus {
-            let event = Event::open(attr, pid, cpu, None).map_err(|error| OpenFailure {
-                watch,
-                step: OpenStep::Open,
-                error,
-            })?;
-            if let Some(&ri) = plan.rings.get(&cpu) {
-                event
-                    .set_output(plan.ring_events[ri])
-                    .map_err(|error| OpenFailure {
-                        watch,
-                        step: OpenStep::Redirect { cpu },
-                        error,
-                    })?;
-            }
+            let event = open_one(Some(watch), attr, cpu)?;
             // Before the event is enabled: inherited copies take the
             // program when they are made.
             if let Some(&prog) = plan.bpf.get(watch) {
                 event.set_bpf(prog).map_err(|error| OpenFailure {
-                    watch,
+                    watch: Some(watch),
                     step: OpenStep::Bpf,
                     error,
                 })?;
             }
             h.events.push(WatchEvent { watch, event });
+        }
+    }
+    if let Some(attr) = plan.side_band {
+        for &cpu in cpus {
+            h.side_band.push(open_one(None, attr, cpu)?);
         }
     }
     Ok(h)

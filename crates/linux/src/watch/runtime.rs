@@ -2,7 +2,7 @@
 //! modify in place with rollback, and the hand-off to the drain
 //! ([`super::drain`]) and to a launched command ([`crate::launch`]).
 
-use super::attach::Attach;
+use super::attach::{above_user_space, Attach, USER_SPACE_END};
 use super::attr::{Mode, Watch, HW_SLOTS};
 use super::drain::{Drain, TaskRecord};
 use super::member::{Member, MemberEvents};
@@ -73,7 +73,10 @@ impl Watcher {
     /// How many perf fds this watcher holds (rings included).
     pub fn fds(&self) -> usize {
         let m = self.members.lock().unwrap();
-        m.members().map(|(_, h)| h.events.len()).sum::<usize>() + self.drain.ring_count()
+        m.members()
+            .map(|(_, h)| h.events.len() + h.side_band.len())
+            .sum::<usize>()
+            + self.drain.ring_count()
     }
 
     /// Exact hits per watch, summed over every thread/CPU and every inherited
@@ -176,6 +179,10 @@ impl Watcher {
             },
         );
         if let Err((k, e)) = applied {
+            let probe = Watch {
+                name: name.clone(),
+                attr,
+            };
             // The kernel disables an event before modifying it and re-enables it
             // only if the attr it was *opened* with said enabled; ours were opened
             // disabled (enabled later by ioctl), so put the failed one back on.
@@ -193,6 +200,12 @@ impl Watcher {
                         .collect(),
                     total: HW_SLOTS,
                     other_users: 0,
+                },
+                Some(libc::EINVAL) if above_user_space(&probe) => Error::AboveUserSpace {
+                    watch: name.clone(),
+                    addr: attr.addr,
+                    len: attr.len,
+                    limit: USER_SPACE_END,
                 },
                 Some(libc::EINVAL) if attr.privileged => crate::procfs::permission_error(
                     format!("move watch `{name}` to kernel address {:#x}", attr.addr),
@@ -239,17 +252,36 @@ impl Watcher {
 
     /// Hits the kernel could not record because a ring was full. Exact and
     /// immediate where the kernel reports per-event losses (`PERF_FORMAT_LOST`,
-    /// Linux 6.0); otherwise the sum of `PERF_RECORD_LOST` records drained so
-    /// far (the kernel writes one only once space frees up again).
+    /// Linux 6.0): the watches' own losses, never a lost thread or mmap
+    /// record (those are [`Watcher::lost_side_band`]). On older kernels the
+    /// sum of `PERF_RECORD_LOST` records drained so far (the kernel writes
+    /// one only once space frees up again), which does not say what was
+    /// lost and so includes lost side-band records.
     pub fn lost(&self) -> u64 {
         let from_records = self.drain.lost_from_records();
         if !self.drain.events_read_lost() {
             return from_records;
         }
         match self.count_details() {
-            Ok(c) => c.iter().map(|c| c.lost).sum::<u64>().max(from_records),
+            Ok(c) => c.iter().map(|c| c.lost).sum(),
             Err(_) => from_records,
         }
+    }
+
+    /// Side-band records (thread creation and exit, a launched program's
+    /// mmaps) the kernel could not write because a ring was full. Counted
+    /// apart from [`Watcher::lost`] where the kernel reports per-event
+    /// losses (Linux 6.0); 0 otherwise, or without side-band records.
+    pub fn lost_side_band(&self) -> u64 {
+        if !self.drain.events_read_lost() {
+            return 0;
+        }
+        let m = self.members.lock().unwrap();
+        m.members()
+            .flat_map(|(_, h)| h.side_band.iter())
+            .filter_map(|ev| ev.read_count().ok())
+            .map(|c| c.lost)
+            .sum()
     }
 
     /// Records that crossed the end of a ring and were copied (the rest were

@@ -51,6 +51,8 @@ const BATCH: usize = 200; // below the kernel's SCM_MAX_FD (253)
 const STEP_OPEN: u32 = u32::MAX;
 /// The step word for [`OpenStep::Bpf`].
 const STEP_BPF: u32 = u32::MAX - 1;
+/// The watch word of the side-band event (in `FDS` and `OPEN_FAILED`).
+const SIDE_BAND: u32 = u32::MAX;
 
 fn send(sock: RawFd, words: &[u32], fds: &[RawFd]) -> io::Result<()> {
     let mut iov = libc::iovec {
@@ -129,7 +131,7 @@ fn recv(sock: RawFd) -> io::Result<(Vec<u32>, Vec<OwnedFd>)> {
 
 /// The helper's work; returns normally only to `_exit`.
 fn helper(plan: &OpenPlan<'_>, watches: &[Watch], enable: bool, pid: i32, sock: RawFd) {
-    let fz = match Frozen::freeze(pid) {
+    let fz = match Frozen::freeze_here(pid) {
         Ok(f) => f,
         Err(e) => {
             let why = format!("{e:?}");
@@ -156,7 +158,13 @@ fn helper(plan: &OpenPlan<'_>, watches: &[Watch], enable: bool, pid: i32, sock: 
                 };
                 let _ = send(
                     sock,
-                    &[OPEN_FAILED, errno, f.watch as u32, tid as u32, step],
+                    &[
+                        OPEN_FAILED,
+                        errno,
+                        f.watch.map_or(SIDE_BAND, |w| w as u32),
+                        tid as u32,
+                        step,
+                    ],
                     &[],
                 );
                 return;
@@ -170,17 +178,28 @@ fn helper(plan: &OpenPlan<'_>, watches: &[Watch], enable: bool, pid: i32, sock: 
         }
     }
     drop(fz);
-    let all: Vec<(i32, &WatchEvent)> = opened
+    // (thread, watch word, fd) for every event, side-band ones included.
+    let all: Vec<(i32, u32, RawFd)> = opened
         .iter()
-        .flat_map(|(tid, h)| h.events.iter().map(move |we| (*tid, we)))
+        .flat_map(|(tid, h)| {
+            let hits = h
+                .events
+                .iter()
+                .map(move |we| (*tid, we.watch as u32, we.event.as_raw_fd()));
+            let side = h
+                .side_band
+                .iter()
+                .map(move |ev| (*tid, SIDE_BAND, ev.as_raw_fd()));
+            hits.chain(side)
+        })
         .collect();
     for chunk in all.chunks(BATCH) {
         let mut w = vec![FDS, chunk.len() as u32];
         let mut fds = Vec::with_capacity(chunk.len());
-        for (tid, we) in chunk {
-            w.push(*tid as u32);
-            w.push(we.watch as u32);
-            fds.push(we.event.as_raw_fd());
+        for &(tid, watch, fd) in chunk {
+            w.push(tid as u32);
+            w.push(watch);
+            fds.push(fd);
         }
         if send(sock, &w, &fds).is_err() {
             return;
@@ -242,12 +261,21 @@ pub(crate) fn attach(
                     break Err(io::Error::other("helper sent a malformed batch"));
                 }
                 for (i, fd) in fds.drain(..).enumerate() {
-                    let (tid, watch) = (w[2 + 2 * i] as i32, w[3 + 2 * i] as usize);
-                    let Some(attr) = plan.attrs.get(watch) else {
+                    let (tid, watch) = (w[2 + 2 * i] as i32, w[3 + 2 * i]);
+                    let h = out.entry(tid).or_default();
+                    if watch == SIDE_BAND {
+                        let Some(attr) = plan.side_band else {
+                            break 'recv Err(io::Error::other("helper sent a side-band event"));
+                        };
+                        h.side_band
+                            .push(Event::from_owned_fd(fd, attr.raw().read_format));
+                        continue;
+                    }
+                    let Some(attr) = plan.attrs.get(watch as usize) else {
                         break 'recv Err(io::Error::other("helper sent an unknown watch"));
                     };
-                    out.entry(tid).or_default().events.push(WatchEvent {
-                        watch,
+                    h.events.push(WatchEvent {
+                        watch: watch as usize,
                         event: Event::from_owned_fd(fd, attr.raw().read_format),
                     });
                 }
@@ -257,7 +285,7 @@ pub(crate) fn attach(
                 break Ok(Outcome::OpenFailed {
                     tid: w[3] as i32,
                     failure: OpenFailure {
-                        watch: w[2] as usize,
+                        watch: (w[2] != SIDE_BAND).then_some(w[2] as usize),
                         step: match w[4] {
                             STEP_OPEN => OpenStep::Open,
                             STEP_BPF => OpenStep::Bpf,
