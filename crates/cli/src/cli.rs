@@ -62,6 +62,7 @@ Examples:
   hwbreak watch -p 1234 counter state.count
   hwbreak watch --json --no-stack STATE.total -- ./demo > hits.jsonl
   hwbreak watch record_hit -- ./target/release/hwbreak-demo   # a function: :x
+  hwbreak watch --if 'new == 0' --stop -p 1234 counter        # stop at the write that zeroes it
 
 The program keeps running; Ctrl-C stops watching (the target is left running
 when attached with -p, and killed when hwbreak launched it). The summary at the
@@ -151,6 +152,18 @@ pub struct WatchArgs {
     /// Top writer stacks shown in the summary.
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub top: usize,
+    /// Show only the hits for which EXPR holds, evaluated in the kernel at
+    /// each hit (the program never stops for it): old, new, tid, ip, hits,
+    /// func == "name", with == != < <= > >= && || ! and parentheses, e.g.
+    /// 'new == 0', 'new < old && tid != 1234'. The summary counts every hit
+    /// and the matches. Needs root or CAP_BPF + CAP_PERFMON.
+    #[arg(long = "if", value_name = "EXPR")]
+    pub cond: Option<String>,
+    /// Stop the whole process right after the first matching write (the
+    /// first write, without --if), print where, and leave it stopped for a
+    /// debugger (`gdb -p PID`).
+    #[arg(long)]
+    pub stop: bool,
     /// Also trace the threads' taken branches with the CPU's branch-tracing
     /// hardware (intel_bts, intel_pt, LBR). Not read on Linux yet: refused,
     /// saying what this machine has.

@@ -23,11 +23,27 @@ use std::process::Command;
 /// The command line after `--`, as hwbreak launches it. With
 /// `stdout_to_stderr` (`--json`, `record`) its stdout goes to hwbreak's
 /// stderr, so that hwbreak's stdout stays clean.
-pub fn command(cmd: &[String], stdout_to_stderr: bool) -> Command {
+pub fn command(cmd: &[String], stdout_to_stderr: bool, own_session: bool) -> Command {
     let mut c = Command::new(&cmd[0]);
     c.args(&cmd[1..]);
     if stdout_to_stderr {
         c.stdout(std::io::stderr());
+    }
+    if own_session {
+        // `--stop` leaves the program stopped after hwbreak exits. In
+        // hwbreak's process group (or a new one in its session) it would
+        // then be a stopped member of an orphaned process group, which the
+        // kernel sends SIGHUP and SIGCONT (POSIX job control): in a session
+        // of its own, it stays stopped for the debugger.
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and
+        // makes one async-signal-safe call.
+        unsafe {
+            c.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
     }
     c
 }
@@ -45,9 +61,10 @@ pub fn start(
     t: &TargetArgs,
     cmd: &[String],
     stdout_to_stderr: bool,
+    own_session: bool,
 ) -> Result<(Plan, AtEntry), CliError> {
     if !is_script(&cmd[0]) {
-        let stopped = StoppedAtEntry::spawn(command(cmd, stdout_to_stderr), true)
+        let stopped = StoppedAtEntry::spawn(command(cmd, stdout_to_stderr, own_session), true)
             .map_err(|e| CliError::new(e.to_string()))?;
         let plan = plan::plan_loaded(t, stopped.pid())?;
         return Ok((plan, AtEntry { stopped }));
@@ -57,28 +74,32 @@ pub fn start(
     // program it `exec`s; any other interpreter must define them itself.
     let mut outcome: Option<Result<Plan, CliError>> = None;
     let mut last_err: Option<CliError> = None;
-    let spawned = StoppedAtEntry::spawn_following(command(cmd, stdout_to_stderr), true, |pid| {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
-        match plan::plan_loaded(t, pid) {
-            Ok(p) => {
-                outcome = Some(Ok(p));
-                Follow::Stop
-            }
-            Err(e) if is_wrapper(&exe) => {
-                last_err = Some(e);
-                Follow::Next
-            }
-            Err(e) => {
-                outcome = Some(Err(CliError::new(format!(
+    let spawned = StoppedAtEntry::spawn_following(
+        command(cmd, stdout_to_stderr, own_session),
+        true,
+        |pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            match plan::plan_loaded(t, pid) {
+                Ok(p) => {
+                    outcome = Some(Ok(p));
+                    Follow::Stop
+                }
+                Err(e) if is_wrapper(&exe) => {
+                    last_err = Some(e);
+                    Follow::Next
+                }
+                Err(e) => {
+                    outcome = Some(Err(CliError::new(format!(
                     "`{}` is a script run by {}, and its names are looked up there: {}. hwbreak watches the program that runs: names of the script's own language are not symbols of it (install the interpreter's debug symbols, e.g. python3.11-dbg, to name its C variables)",
                     cmd[0],
                     exe.display(),
                     e
                 ))));
-                Follow::Stop
+                    Follow::Stop
+                }
             }
-        }
-    });
+        },
+    );
     match (spawned, outcome) {
         (Ok(stopped), Some(Ok(plan))) => Ok((plan, AtEntry { stopped })),
         (Ok(_stopped), Some(Err(e))) => Err(e), // dropping `_stopped` kills it

@@ -40,6 +40,7 @@
 
 pub mod branches;
 pub mod cli;
+pub mod conds;
 pub mod error;
 pub mod frames;
 pub mod launch_lib;

@@ -74,6 +74,7 @@ pub fn analyse(path: &std::path::Path, top: usize) -> Result<(Agg, usize), CliEr
         duration_s: 0.0,
         top,
         target_exit: None,
+        stopped: None,
     };
     let frames = view
         .shown_stacks(&mut sym)
@@ -102,6 +103,7 @@ fn print<S: Symbolize>(
         duration_s: agg.span_s(),
         top,
         target_exit: None,
+        stopped: None,
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

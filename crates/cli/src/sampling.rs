@@ -316,8 +316,17 @@ impl<S: Sink> Flow<'_, S> {
     }
 }
 
+/// `--stop`: whether a write matched and stopped the process.
+fn at_write(s: &Session) -> Result<Option<hwbreak_linux::filter::StopRecord>, CliError> {
+    match &s.filter {
+        Some(f) => f.stopped().map_err(CliError::Linux),
+        None => Ok(None),
+    }
+}
+
 /// Run a sampling session on `s` into `sink` until the target ends or
-/// Ctrl-C, then summarize. `top`: stacks in the summary.
+/// Ctrl-C (or, with `--stop`, a write matches), then summarize. `top`:
+/// stacks in the summary.
 pub(crate) fn run<S: Sink>(
     s: &mut Session,
     sink: S,
@@ -473,6 +482,10 @@ pub(crate) fn run<S: Sink>(
                 }
                 if stop.load(Ordering::SeqCst) {
                     end = Some(End::Stopped);
+                } else if let Some(r) = at_write(s).inspect_err(|_| {
+                    finishing.store(true, Ordering::SeqCst);
+                })? {
+                    end = Some(End::AtWrite(r));
                 } else if let Some(e) = s.ended() {
                     end = Some(End::Exited(e));
                 }
@@ -488,20 +501,36 @@ pub(crate) fn run<S: Sink>(
     })?;
     // Final drain: everything the kernel wrote before the end.
     flow.drain(&s.watcher);
-    let exit = match end {
-        End::Exited(e) => Some(e),
-        End::Stopped => s.finish_child(),
+    let (exit, stop) = match &end {
+        End::Exited(e) => (Some(e.clone()), None),
+        End::Stopped => (s.finish_child(), None),
+        // Left stopped for the debugger: not ended, not killed.
+        End::AtWrite(r) => (None, Some(*r)),
     };
     flow.drain(&s.watcher);
     flow.emit(u64::MAX, &mut || {});
     flow.take_error(&mut pipe_closed)?;
     flow.agg.lost = s.watcher.lost();
     status.clear();
+    if let Some(f) = &s.filter {
+        crate::conds::count_into(f, &s.piece_watch, &mut flow.agg).map_err(CliError::Linux)?;
+    }
+    let stopped = match (stop, s.pid) {
+        (Some(r), Some(pid)) => {
+            hwbreak_linux::stop::wait_group_stop(pid).map_err(CliError::Linux)?;
+            let at = flow.sym.stack(&[r.ip], false)[0].text();
+            let line = crate::conds::stop_line(pid, &r, &s.plan, &s.piece_watch, &at);
+            eprintln!("hwbreak: {line}");
+            Some(line)
+        }
+        _ => None,
+    };
     let view = SummaryView {
         agg: &flow.agg,
         duration_s: s.started.elapsed().as_secs_f64(),
         top,
         target_exit: exit,
+        stopped,
     };
     if !pipe_closed {
         flow.sink.finish(&view, &mut flow.sym)?;

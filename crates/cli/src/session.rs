@@ -4,6 +4,7 @@
 //! any path out of here (errors included).
 
 use crate::cli::{RecordArgs, StatArgs, TargetArgs, WatchArgs};
+use crate::conds::{self, Conditions};
 use crate::error::CliError;
 use crate::launch_lib;
 use crate::offline::Maps;
@@ -12,6 +13,7 @@ use crate::recfile;
 use crate::sampling;
 use crate::sink::{Json, RecordFile, Text};
 use crate::summary::WatchTotal;
+use hwbreak_linux::filter::{HitFilter, StopRecord};
 use hwbreak_linux::store;
 use hwbreak_linux::symbols::{read_maps, ValueKind};
 use hwbreak_linux::watch::{Callchain, Mode, Target, Watcher};
@@ -52,6 +54,8 @@ pub(crate) struct Session {
     pub(crate) pid: Option<i32>,
     launched: bool,
     pub(crate) started: Instant,
+    /// The kernel filter of `--if`/`--stop`, when given.
+    pub(crate) filter: Option<Arc<HitFilter>>,
 }
 
 /// Open the watches of `t`. `user_regs`: registers each sample also records
@@ -61,7 +65,10 @@ fn open(
     mode: Mode,
     user_regs: u64,
     child_stdout_to_stderr: bool,
+    conds: &Conditions,
 ) -> Result<Session, CliError> {
+    // A bad condition is an error before anything is launched.
+    conds.parse()?;
     // A command to launch must be one before its SPECs are looked up in it.
     if let Ok(TargetKind::Launch(cmd)) = plan::target_of(t) {
         check_program(&cmd[0])?;
@@ -72,7 +79,7 @@ fn open(
         Planned::Ready(p) => (p, None),
         Planned::AtEntry(cmd) => {
             check_program(&cmd[0])?;
-            let (p, s) = launch_lib::start(t, &cmd, child_stdout_to_stderr)?;
+            let (p, s) = launch_lib::start(t, &cmd, child_stdout_to_stderr, conds.stop)?;
             (p, Some(s))
         }
     };
@@ -82,7 +89,7 @@ fn open(
         (TargetKind::Tid(t), _) => Target::Thread(*t),
         (TargetKind::AllCpus, _) => Target::AllCpus,
         (TargetKind::Launch(cmd), _) => {
-            Target::Launch(launch_lib::command(cmd, child_stdout_to_stderr))
+            Target::Launch(launch_lib::command(cmd, child_stdout_to_stderr, conds.stop))
         }
     };
     let launched = matches!(plan.target, TargetKind::Launch(_));
@@ -135,6 +142,22 @@ fn open(
             });
         }
     }
+    // The filter is attached as each event is opened, with the values
+    // before the first hit (read now: the events are not armed yet).
+    let known_pid = match (&at_entry, &plan.target) {
+        (Some(s), _) => Some(s.pid()),
+        (None, TargetKind::Pid(p) | TargetKind::Tid(p)) => Some(*p),
+        _ => None,
+    };
+    let filter = if conds.active() {
+        let before = initial_values(&plan, known_pid, exe.as_deref(), at_entry.is_some());
+        conds::build(conds, &plan, &before, known_pid)?
+    } else {
+        None
+    };
+    if let Some(f) = &filter {
+        b = b.filter(f.clone());
+    }
     let watcher = b.open().map_err(linux_error)?;
     if let (TargetKind::Launch(cmd), Some(_)) = (&plan.target, &at_entry) {
         // Stopped at its entry point: armed before it runs on.
@@ -163,22 +186,7 @@ fn open(
     // The values before any hit. A launched program is already running, so
     // its memory may hold writes by now: take the values it started with
     // from the executable file. Otherwise read them first thing.
-    let initial: Vec<Option<u64>> = plan
-        .watches
-        .iter()
-        .map(|w| match (pid, w.kind, &exe) {
-            (_, ValueKind::Code, _) | (None, ..) => None,
-            (_, _, Some(exe)) if at_entry.is_none() => {
-                let link = if w.rebased {
-                    w.addr.wrapping_sub(plan::NO_ASLR_PIE_BASE)
-                } else {
-                    w.addr
-                };
-                hwbreak_linux::symbols::initial_value(exe, link, w.len)
-            }
-            (Some(p), ..) => hwbreak_linux::values::read_value(p, w.addr, w.len),
-        })
-        .collect();
+    let initial = initial_values(&plan, pid, exe.as_deref(), at_entry.is_some());
     if let Some(s) = at_entry {
         s.resume_into(&watcher)?;
     }
@@ -206,13 +214,43 @@ fn open(
         pid,
         launched,
         started: Instant::now(),
+        filter,
     })
+}
+
+/// Each watch's value before any hit. A launched program (not stopped at
+/// its entry) may already be running: take the values it started with
+/// from the executable file `exe`. Otherwise read process `pid`'s memory.
+fn initial_values(
+    plan: &Plan,
+    pid: Option<i32>,
+    exe: Option<&std::path::Path>,
+    at_entry: bool,
+) -> Vec<Option<u64>> {
+    plan.watches
+        .iter()
+        .map(|w| match (pid, w.kind, exe) {
+            (_, ValueKind::Code, _) => None,
+            (_, _, Some(exe)) if !at_entry => {
+                let link = if w.rebased {
+                    w.addr.wrapping_sub(plan::NO_ASLR_PIE_BASE)
+                } else {
+                    w.addr
+                };
+                hwbreak_linux::symbols::initial_value(exe, link, w.len)
+            }
+            (Some(p), ..) => hwbreak_linux::values::read_value(p, w.addr, w.len),
+            (None, ..) => None,
+        })
+        .collect()
 }
 
 /// How the run ended.
 pub(crate) enum End {
     Stopped,
     Exited(String),
+    /// `--stop`: a write matched and the process is stopped at it.
+    AtWrite(StopRecord),
 }
 
 impl Session {
@@ -307,7 +345,7 @@ struct StatJson<'a> {
 
 /// Run `hwbreak stat`.
 pub fn stat(a: &StatArgs) -> Result<(), CliError> {
-    let s = open(&a.target, Mode::Count, 0, a.json)?;
+    let s = open(&a.target, Mode::Count, 0, a.json, &Conditions::default())?;
     let stop = stop_flag();
     let end = loop {
         if stop.load(Ordering::SeqCst) {
@@ -321,7 +359,7 @@ pub fn stat(a: &StatArgs) -> Result<(), CliError> {
     let counts = s.watcher.counts().map_err(linux_error)?;
     let exit = match end {
         End::Exited(e) => Some(e),
-        End::Stopped => s.finish_child(),
+        End::Stopped | End::AtWrite(_) => s.finish_child(),
     };
     let mut totals = watch_totals(&s.plan);
     for (piece, c) in counts.iter().enumerate() {
@@ -367,7 +405,11 @@ pub fn stat(a: &StatArgs) -> Result<(), CliError> {
 /// Run `hwbreak watch`.
 pub fn watch(a: &WatchArgs) -> Result<(), CliError> {
     let callchain = a.stack.callchain();
-    let mut s = open_sampling(&a.target, callchain, a.values, a.json)?;
+    let conds = Conditions {
+        expr: a.cond.clone(),
+        stop: a.stop,
+    };
+    let mut s = open_sampling(&a.target, callchain, a.values, a.json, &conds)?;
     let no_stack = callchain == Callchain::Off;
     if a.json {
         let sink = Json::new(&s.plan.watches, no_stack);
@@ -385,7 +427,13 @@ pub fn record(a: &RecordArgs) -> Result<(), CliError> {
         path: path.clone(),
         source,
     })?;
-    let mut s = open_sampling(&a.target, a.stack.callchain(), a.values, true)?;
+    let mut s = open_sampling(
+        &a.target,
+        a.stack.callchain(),
+        a.values,
+        true,
+        &Conditions::default(),
+    )?;
     let header = recfile::Header {
         values: a.values,
         pid: s.pid.unwrap_or(0) as u32,
@@ -418,13 +466,14 @@ fn open_sampling(
     callchain: Callchain,
     values: bool,
     quiet_stdout: bool,
+    conds: &Conditions,
 ) -> Result<Session, CliError> {
     let mode = Mode::Sample {
         callchain,
         user_regs_stack: false,
     };
     let regs = if values { store::REGS_MASK } else { 0 };
-    open(t, mode, regs, quiet_stdout)
+    open(t, mode, regs, quiet_stdout, conds)
 }
 
 /// The program to launch exists and is executable (checked before anything

@@ -40,6 +40,9 @@ pub struct WatchTotal {
     pub access: &'static str,
     /// Hits.
     pub hits: u64,
+    /// With `--if`: the hits that matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
 }
 
 impl WatchTotal {
@@ -51,6 +54,7 @@ impl WatchTotal {
             len,
             access: access.short(),
             hits: 0,
+            matched: None,
         }
     }
 }
@@ -67,6 +71,8 @@ pub struct Agg {
     key: Vec<u64>,
     /// All hits.
     pub hits: u64,
+    /// With `--if`: the hits that matched (only those were sampled).
+    pub matched: Option<u64>,
     /// Records the kernel dropped.
     pub lost: u64,
     /// Hits whose stack was cut (it ends with [`crate::frames::CUT`]).
@@ -180,6 +186,9 @@ pub struct SummaryJson<'a> {
     pub kind: &'static str,
     /// All hits.
     pub hits: u64,
+    /// With `--if`: the hits that matched (the hit lines are these).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched: Option<u64>,
     /// Records the kernel dropped; 0 means none was.
     pub lost: u64,
     /// Hits whose stack went deeper than the copied stack bytes and is cut.
@@ -195,6 +204,9 @@ pub struct SummaryJson<'a> {
     /// How the target ended, when hwbreak saw it end.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_exit: Option<String>,
+    /// With `--stop`: where the process stopped, left stopped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// A thread's hit count.
@@ -230,6 +242,21 @@ pub struct SummaryView<'a> {
     pub top: usize,
     /// How the target ended.
     pub target_exit: Option<String>,
+    /// With `--stop`: where the process stopped (it was left stopped).
+    pub stopped: Option<String>,
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u64) -> String {
+    let d = n.to_string();
+    let mut out = String::with_capacity(d.len() + d.len() / 3);
+    for (i, c) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 type Frames = Vec<std::rc::Rc<crate::frames::Frame>>;
@@ -309,6 +336,7 @@ impl SummaryView<'_> {
         SummaryJson {
             kind: "summary",
             hits: self.agg.hits,
+            matched: self.agg.matched,
             lost: self.agg.lost,
             stacks_cut: self.agg.stacks_cut,
             duration_s: (self.duration_s * 1000.0).round() / 1000.0,
@@ -321,6 +349,7 @@ impl SummaryView<'_> {
                 .collect(),
             top_stacks,
             target_exit: self.target_exit.clone(),
+            stopped: self.stopped.clone(),
         }
     }
 
@@ -337,13 +366,21 @@ impl SummaryView<'_> {
         } else {
             String::new()
         };
+        // With --if: "1,000,000 hits, 3 matched".
+        let (hits, matched) = match a.matched {
+            Some(m) => (thousands(a.hits), format!(", {} matched", thousands(m))),
+            None => (a.hits.to_string(), String::new()),
+        };
         writeln!(
             out,
-            "── summary: {} hits in {:.2} s{rate}, lost: {} ──",
-            a.hits, self.duration_s, a.lost
+            "── summary: {hits} hits{matched} in {:.2} s{rate}, lost: {} ──",
+            self.duration_s, a.lost
         )?;
         if let Some(e) = &self.target_exit {
             writeln!(out, "target {e}")?;
+        }
+        if let Some(st) = &self.stopped {
+            writeln!(out, "{st}")?;
         }
         if a.stacks_cut > 0 {
             writeln!(
@@ -413,6 +450,7 @@ mod tests {
             len: 8,
             access: "w",
             hits: 0,
+            matched: None,
         }])
     }
 
@@ -448,6 +486,7 @@ mod tests {
             duration_s: 0.0,
             top: 5,
             target_exit: None,
+            stopped: None,
         };
         v.text(&mut out, &mut FrameCache::new(NoSymbols)).unwrap();
         let s = String::from_utf8(out).unwrap();
@@ -464,6 +503,7 @@ mod tests {
             duration_s: 0.0,
             top: 5,
             target_exit: None,
+            stopped: None,
         };
         v.text(&mut out, &mut FrameCache::new(NoSymbols)).unwrap();
         let s = String::from_utf8(out).unwrap();
@@ -471,5 +511,14 @@ mod tests {
         let j = serde_json::to_value(v.json(&mut FrameCache::new(NoSymbols))).unwrap();
         assert_eq!(j["lost"], 0);
         assert_eq!(j["type"], "summary");
+    }
+
+    #[test]
+    fn thousands_groups_digits_by_three() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_000_000), "1,000,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
     }
 }

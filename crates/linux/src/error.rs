@@ -192,6 +192,9 @@ pub enum Denied {
     KernelAddress,
     /// Raising a thread's scheduling priority (`CAP_SYS_NICE` or rlimits).
     Priority,
+    /// Loading a BPF program or map (`--if`, `--stop`): `CAP_BPF` and
+    /// `CAP_PERFMON`, or root.
+    Bpf,
 }
 
 impl Denied {
@@ -374,6 +377,9 @@ fn permission_message(
         }
         Denied::KernelAddress => format!(
             "{head}: the watch was opened for user space only and a modify cannot change that; open a new watch on the kernel address instead (privileged, CPU-wide: root or CAP_PERFMON)"
+        ),
+        Denied::Bpf => format!(
+            "{head}: conditions and --stop run a BPF program at each hit, which needs root or CAP_BPF with CAP_PERFMON (`setcap cap_bpf,cap_perfmon+ep PROGRAM`); without them, watch without --if/--stop"
         ),
         Denied::Priority => format!(
             "{head}: SCHED_FIFO needs CAP_SYS_NICE or RLIMIT_RTPRIO >= 1, and nice -10 needs CAP_SYS_NICE or RLIMIT_NICE >= 30. Run as root, or raise the limits (`ulimit -r 1`, /etc/security/limits.conf)"
@@ -567,6 +573,15 @@ mod tests {
         );
         assert!(m.contains("CAP_SYS_NICE or RLIMIT_RTPRIO >= 1"), "{m}");
         assert_only(&m, &["ptrace", "paranoid", "PERFMON"]);
+        let m = denied(
+            "load the condition's BPF program",
+            libc::EPERM,
+            Denied::Bpf,
+            Some(2),
+            Some(1),
+        );
+        assert!(m.contains("CAP_BPF with CAP_PERFMON"), "{m}");
+        assert_only(&m, &["ptrace", "paranoid"]);
     }
 
     #[test]

@@ -322,6 +322,14 @@ impl Event {
         Self::check(unsafe { sys::ioctls::MODIFY_ATTRIBUTES(self.fd.as_raw_fd(), &mut a) })
     }
 
+    /// `PERF_EVENT_IOC_SET_BPF`: run BPF program `prog_fd` (of type
+    /// `BPF_PROG_TYPE_PERF_EVENT`) at every hit; its result 0 drops the
+    /// sample. Inherited copies made later take the program too.
+    pub fn set_bpf(&self, prog_fd: RawFd) -> io::Result<()> {
+        // SAFETY: our own valid perf fd; the argument is a program fd (an integer).
+        Self::check(unsafe { sys::ioctls::SET_BPF(self.fd.as_raw_fd(), prog_fd as u32) })
+    }
+
     /// `PERF_EVENT_IOC_SET_OUTPUT`: send this event's records to `target`'s ring
     /// (same CPU, or same task for per-task rings).
     pub fn set_output(&self, target: &Event) -> io::Result<()> {

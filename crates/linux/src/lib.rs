@@ -61,6 +61,9 @@
 //!   `hwbreak_core::events::Extended`, in time order across rings) and
 //!   [`values`] (`old → new` of each write, from [`store`]).
 //! * [`sigtrap`]: synchronous in-process callbacks on the thread that hit.
+//! * [`cond`], [`bpf`], [`filter`], [`stop`]: conditions on hits (`--if`)
+//!   compiled to a BPF program that runs at each trap, and the stop of the
+//!   whole process right after the first matching write (`--stop`).
 //! * [`ptrace`]: a stop-mode backend writing x86-64 debug registers directly.
 //! * [`symbols`]: names to addresses and IPs to frames (the symbols work).
 //!
@@ -73,7 +76,9 @@
 //! * Print, or decide output formats: it hands out hits and errors; the
 //!   `hwbreak` command formats them.
 //! * Leave a thread stopped, or a breakpoint behind: every attach is
-//!   all-or-nothing, and Drop closes every event.
+//!   all-or-nothing, and Drop closes every event. The one exception is
+//!   asked for: a [`filter::HitFilter`] built with `stop` stops the process
+//!   at the matching write, for a debugger.
 //!
 //! ## Choosing a mode
 //!
@@ -90,8 +95,11 @@
 
 #![warn(missing_docs)]
 
+pub mod bpf;
+pub mod cond;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod launch;
 pub mod order;
 pub mod procfs;
@@ -100,6 +108,7 @@ pub mod record;
 pub mod ring;
 pub mod ringsize;
 pub mod sigtrap;
+pub mod stop;
 pub mod store;
 pub mod symbols;
 pub mod threads;

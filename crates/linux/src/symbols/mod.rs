@@ -35,6 +35,7 @@
 mod debugfile;
 mod error;
 pub mod expr;
+mod funcs;
 mod initial;
 mod maps;
 mod module;
@@ -53,6 +54,7 @@ pub(crate) fn map_file(path: &std::path::Path) -> Option<memmap2::Mmap> {
     // not undefined behaviour in the safe code that reads the byte slice.
     unsafe { memmap2::Mmap::map(&f) }.ok()
 }
+pub use funcs::{function_range, FunctionRange};
 pub use initial::initial_value;
 pub use maps::{parse_maps, read_maps, MapEntry};
 pub use resolver::Resolver;

@@ -156,6 +156,13 @@ impl PerfDomain<'_> {
                 format!("redirect output of {m:?} to the CPU {cpu} ring"),
                 f.error,
             ),
+            OpenStep::Bpf => Error::sys(
+                format!(
+                    "attach the condition's BPF program to watch `{}` on {m:?}",
+                    self.watches[wi].name
+                ),
+                f.error,
+            ),
         }
     }
 }

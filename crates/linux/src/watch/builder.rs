@@ -38,6 +38,7 @@ pub struct WatcherBuilder {
     /// `sig_data` base for sigtrap watchers (crate-private; see [`crate::sigtrap`]).
     pub(crate) sig_base: Option<u64>,
     user_regs: u64,
+    filter: Option<std::sync::Arc<crate::filter::HitFilter>>,
     armed: Armed,
 }
 
@@ -71,6 +72,7 @@ impl Watcher {
             arch: X86_64::default(),
             sig_base: None,
             user_regs: 0,
+            filter: None,
             armed: Armed::default(),
         }
     }
@@ -151,6 +153,15 @@ impl WatcherBuilder {
         self
     }
 
+    /// Run `f`'s program for watch `i` at every hit of watch `i`: hits its
+    /// condition rejects are counted but not sampled, and with a stop the
+    /// first match stops the process (see [`crate::filter`]). `f` must
+    /// have one program per watch.
+    pub fn filter(mut self, f: std::sync::Arc<crate::filter::HitFilter>) -> Self {
+        self.filter = Some(f);
+        self
+    }
+
     /// Check each watch against `/proc/PID/maps` first (default on).
     pub fn check_mapped(mut self, yes: bool) -> Self {
         self.check_mapped = yes;
@@ -200,6 +211,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
         arch,
         sig_base,
         user_regs,
+        filter,
         armed,
     } = bld;
     let spec = sample_layout(mode, user_regs);
@@ -207,6 +219,17 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
     if watches.is_empty() {
         return Err(Error::Invalid("no watch: call .watch(name, attr)".into()));
     }
+    let bpf: Vec<std::os::fd::RawFd> = match &filter {
+        Some(f) if f.len() != watches.len() => {
+            return Err(Error::Invalid(format!(
+            "the filter has {} programs for {} watches: build it with one FilterWatch per watch",
+            f.len(),
+            watches.len()
+        )))
+        }
+        Some(f) => (0..f.len()).map(|i| f.prog_fd(i)).collect(),
+        None => Vec::new(),
+    };
     if watches.len() > HW_SLOTS {
         return Err(Error::NoSlot {
             watch: watches[HW_SLOTS].name.clone(),
@@ -318,6 +341,7 @@ fn open(bld: WatcherBuilder) -> Result<Watcher> {
                 cpus: &thread_cpus,
                 rings: &rings.of_cpu,
                 ring_events: &ring_events,
+                bpf: &bpf,
             },
             enable: !launch,
             skip_gone: matches!(target, Target::Process(_)),

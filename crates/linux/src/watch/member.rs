@@ -64,6 +64,9 @@ pub(crate) struct OpenPlan<'a> {
     pub rings: &'a HashMap<i32, usize>,
     /// The ring owners' events, by ring index.
     pub ring_events: &'a [&'a Event],
+    /// A BPF program per watch to run at each hit (`PERF_EVENT_IOC_SET_BPF`,
+    /// see [`crate::filter`]), or empty.
+    pub bpf: &'a [std::os::fd::RawFd],
 }
 
 /// Which step of opening a member failed.
@@ -76,6 +79,8 @@ pub(crate) enum OpenStep {
         /// The CPU whose ring refused.
         cpu: i32,
     },
+    /// Attaching the watch's BPF program.
+    Bpf,
 }
 
 /// Why [`open_member`] failed; every event it had opened is closed again.
@@ -130,6 +135,15 @@ pub(crate) fn open_member(plan: &OpenPlan<'_>, m: Member) -> Result<MemberEvents
     for (watch, attr) in plan.attrs.iter().enumerate() {
         for &cpu in cpus {
             let event = open_one(Some(watch), attr, cpu)?;
+            // Before the event is enabled: inherited copies take the
+            // program when they are made.
+            if let Some(&prog) = plan.bpf.get(watch) {
+                event.set_bpf(prog).map_err(|error| OpenFailure {
+                    watch: Some(watch),
+                    step: OpenStep::Bpf,
+                    error,
+                })?;
+            }
             h.events.push(WatchEvent { watch, event });
         }
     }

@@ -47,8 +47,10 @@ const OPEN_FAILED: u32 = 2;
 const FREEZE_FAILED: u32 = 3;
 const BATCH: usize = 200; // below the kernel's SCM_MAX_FD (253)
 /// The step word of an `OPEN_FAILED` message for [`OpenStep::Open`]; any
-/// other value is the CPU of a failed [`OpenStep::Redirect`].
+/// other value but [`STEP_BPF`] is the CPU of a failed [`OpenStep::Redirect`].
 const STEP_OPEN: u32 = u32::MAX;
+/// The step word for [`OpenStep::Bpf`].
+const STEP_BPF: u32 = u32::MAX - 1;
 /// The watch word of the side-band event (in `FDS` and `OPEN_FAILED`).
 const SIDE_BAND: u32 = u32::MAX;
 
@@ -151,6 +153,7 @@ fn helper(plan: &OpenPlan<'_>, watches: &[Watch], enable: bool, pid: i32, sock: 
                 let errno = f.error.raw_os_error().unwrap_or(0) as u32;
                 let step = match f.step {
                     OpenStep::Open => STEP_OPEN,
+                    OpenStep::Bpf => STEP_BPF,
                     OpenStep::Redirect { cpu } => cpu as u32,
                 };
                 let _ = send(
@@ -285,6 +288,7 @@ pub(crate) fn attach(
                         watch: (w[2] != SIDE_BAND).then_some(w[2] as usize),
                         step: match w[4] {
                             STEP_OPEN => OpenStep::Open,
+                            STEP_BPF => OpenStep::Bpf,
                             cpu => OpenStep::Redirect { cpu: cpu as i32 },
                         },
                         error: io::Error::from_raw_os_error(w[1] as i32),

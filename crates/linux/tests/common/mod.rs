@@ -27,17 +27,29 @@ fn build_dir() -> &'static PathBuf {
 
 /// Compile `tests/c/<name>.c` (once per test binary) and return the executable.
 pub fn c_target(name: &str) -> PathBuf {
+    build_c(
+        name,
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c")),
+    )
+}
+
+/// Compile `testdata/targets/<name>.c` (once per test binary).
+pub fn testdata_target(name: &str) -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/targets");
+    build_c(name, &root.join(format!("{name}.c")))
+}
+
+fn build_c(name: &str, src: &std::path::Path) -> PathBuf {
     static LOCK: Mutex<()> = Mutex::new(());
     let _g = LOCK.lock().unwrap();
     let out = build_dir().join(name);
     if out.exists() {
         return out;
     }
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/c/{name}.c"));
     let st = Command::new("gcc")
         .args(["-O1", "-g", "-pthread", "-fno-omit-frame-pointer", "-o"])
         .arg(&out)
-        .arg(&src)
+        .arg(src)
         .status()
         .expect("gcc must be installed to build the C test targets");
     assert!(st.success(), "gcc failed on {}", src.display());
