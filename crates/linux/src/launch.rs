@@ -23,6 +23,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
+mod setid;
 mod trapstate;
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -56,6 +57,9 @@ impl Gated {
             program: program.clone(),
             source: e,
         };
+        if let Some(why) = setid::refusal(&cmd, false, no_aslr) {
+            return Err(launch_err(io::Error::other(why)));
+        }
         let (gate_r, gate_w) = pipe().map_err(launch_err)?;
         let (pid_r, pid_w) = pipe().map_err(launch_err)?;
         let (gr, gw, pw): (RawFd, RawFd, RawFd) =
@@ -473,6 +477,9 @@ impl StoppedAtEntry {
         };
         // The child says on this pipe whether it had SIGTRAP blocked (see
         // trapstate): one byte, before it unblocks it for the entry stop.
+        if let Some(why) = setid::refusal(&cmd, true, no_aslr) {
+            return Err(err(io::Error::other(why)));
+        }
         let (trap_r, trap_w) = pipe().map_err(err)?;
         let trap_w_fd = trap_w.as_raw_fd();
         // SAFETY: the closure runs in the forked child and only makes
