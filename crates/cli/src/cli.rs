@@ -117,7 +117,7 @@ pub struct TargetArgs {
         conflicts_with = "all_cpus"
     )]
     pub tid: Option<i32>,
-    /// Watch every CPU (system-wide: kernel addresses too; needs root).
+    /// Watch every CPU (system-wide; the only target for a kernel address: needs root, and a kernel that allows it).
     #[arg(short = 'a', long = "all-cpus")]
     pub all_cpus: bool,
     // The brackets below are --help text (clap prints the doc comment as it

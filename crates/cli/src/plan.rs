@@ -312,6 +312,7 @@ fn build(
             pieces.push((i, BpAttr::new(a, l, w.access)));
         }
     }
+    kernel_half(&target, &watches, &mut pieces)?;
     let slots = crate::sys::SLOTS_PER_CPU;
     if pieces.len() > slots {
         let detail: Vec<String> = watches
@@ -333,6 +334,34 @@ fn build(
         watches,
         pieces,
     })
+}
+
+/// Where the x86-64 kernel half starts (canonical addresses with bit 63 set).
+const KERNEL_HALF: u64 = 0xffff_8000_0000_0000;
+
+/// Kernel-half pieces: with `-a` they are privileged (the perf event counts
+/// in the kernel too, `exclude_kernel = 0`; the kernel then needs root or
+/// CAP_PERFMON); on a process or thread target they are refused here, naming
+/// `-a`, since a per-task event never sees the kernel's own accesses.
+fn kernel_half(
+    target: &TargetKind,
+    watches: &[PlannedWatch],
+    pieces: &mut [(usize, BpAttr)],
+) -> Result<(), CliError> {
+    for (i, attr) in pieces.iter_mut() {
+        if attr.addr < KERNEL_HALF {
+            continue;
+        }
+        if matches!(target, TargetKind::AllCpus) {
+            attr.privileged = true;
+            continue;
+        }
+        return Err(CliError::new(format!(
+            "watch `{}`: address {:#x} is in the kernel half, which a process or thread target cannot watch; watch it on every CPU with -a, as root (e.g. `hwbreak stat -a {}`)",
+            watches[*i].name, attr.addr, watches[*i].name
+        )));
+    }
+    Ok(())
 }
 
 /// One SPEC's watch: `res` is its resolved symbol (`None` for an address).

@@ -23,6 +23,9 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
+mod setid;
+mod trapstate;
+
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two fds into `fds`, a live local array.
@@ -54,6 +57,9 @@ impl Gated {
             program: program.clone(),
             source: e,
         };
+        if let Some(why) = setid::refusal(&cmd, false, no_aslr) {
+            return Err(launch_err(io::Error::other(why)));
+        }
         let (gate_r, gate_w) = pipe().map_err(launch_err)?;
         let (pid_r, pid_w) = pipe().map_err(launch_err)?;
         let (gr, gw, pw): (RawFd, RawFd, RawFd) =
@@ -469,10 +475,21 @@ impl StoppedAtEntry {
             program: program.clone(),
             source: e,
         };
+        // The child says on this pipe whether it had SIGTRAP blocked (see
+        // trapstate): one byte, before it unblocks it for the entry stop.
+        if let Some(why) = setid::refusal(&cmd, true, no_aslr) {
+            return Err(err(io::Error::other(why)));
+        }
+        let (trap_r, trap_w) = pipe().map_err(err)?;
+        let trap_w_fd = trap_w.as_raw_fd();
         // SAFETY: the closure runs in the forked child and only makes
-        // async-signal-safe calls (personality, ptrace).
+        // async-signal-safe calls (personality, ptrace, sigprocmask, write).
         unsafe {
             cmd.pre_exec(move || {
+                let blocked = u8::from(trapstate::unblock_in_child());
+                if libc::write(trap_w_fd, (&blocked as *const u8).cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
                 if no_aslr {
                     let cur = libc::personality(0xffff_ffff);
                     if cur >= 0 {
@@ -494,6 +511,10 @@ impl StoppedAtEntry {
             });
         }
         let child = cmd.spawn().map_err(err)?;
+        drop(trap_w);
+        let mut blocked = [0u8];
+        // The child wrote its byte before exec, which spawn waited for.
+        std::io::Read::read_exact(&mut std::fs::File::from(trap_r), &mut blocked).map_err(err)?;
         let pid = child.id() as i32;
         let mut me = StoppedAtEntry {
             child: Some(child),
@@ -521,8 +542,10 @@ impl StoppedAtEntry {
             return Err(err(io::Error::last_os_error()));
         }
         let mut ran = Vec::new();
+        let mut blocked_before_exec = blocked[0] == 1;
         loop {
-            me.run_to_entry().map_err(err)?;
+            me.run_to_entry(blocked_before_exec).map_err(err)?;
+            blocked_before_exec = false;
             ran.push(
                 std::fs::read_link(format!("/proc/{pid}/exe"))
                     .map(|p| p.display().to_string())
@@ -553,9 +576,12 @@ impl StoppedAtEntry {
     }
 
     /// From just after an exec to the new program's entry point: one int3
-    /// there, run, and rewind as if never stopped.
-    fn run_to_entry(&mut self) -> io::Result<()> {
+    /// there, run, and rewind as if never stopped, with `SIGTRAP` blocked
+    /// or ignored as the program had it (`blocked_before_exec`: the child
+    /// unblocked it before this exec; see [`trapstate`]).
+    fn run_to_entry(&mut self, blocked_before_exec: bool) -> io::Result<()> {
         let pid = self.pid;
+        let trap = trapstate::before_entry(pid, blocked_before_exec)?;
         self.entry = auxv_entry(pid)?;
         let entry = self.entry;
         // One int3 over the entry's first byte, in the aligned word holding it
@@ -582,7 +608,7 @@ impl StoppedAtEntry {
         poke_text(pid, word_at, word)?;
         regs.rip = entry;
         set_regs(pid, &regs)?;
-        Ok(())
+        trapstate::at_entry(pid, trap, &regs, &mut || self.wait_stop())
     }
 
     /// Wait for the child's next stop; its stop signal. If it ended instead,

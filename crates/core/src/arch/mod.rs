@@ -263,7 +263,7 @@ pub enum ArchError {
         len: u64,
     },
     /// A kernel-half address without the privileged flag.
-    #[error("address {addr:#x} is in the kernel half; set the privileged flag (root, CPU-wide targets) to watch it")]
+    #[error("address {addr:#x} is in the kernel half; only a privileged attribute watches it (`BpAttr::privileged`: root, CPU-wide targets)")]
     KernelAddress {
         /// Requested address.
         addr: u64,

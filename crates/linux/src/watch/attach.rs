@@ -70,6 +70,9 @@ pub(crate) fn map_open_error(
         Member::Thread(t) => format!("open a breakpoint on thread {t}"),
         Member::Cpu(c) => format!("open a CPU-wide breakpoint on CPU {c}"),
     };
+    if watches[wi].attr.privileged && matches!(errno, libc::EPERM | libc::EINVAL) {
+        return kernel_address_refused(&watches[wi], &what, errno);
+    }
     match errno {
         libc::ENOSPC => {
             let held: Vec<String> = watches[..wi].iter().map(|w| w.name.clone()).collect();
@@ -110,6 +113,27 @@ pub(crate) fn map_open_error(
         },
         _ => Error::sys(format!("{what} for watch `{}`", watches[wi].name), e),
     }
+}
+
+/// A kernel-address (privileged) breakpoint the kernel refused: its rules
+/// are not perf's paranoia level but the hw-breakpoint layer's own
+/// (`hw_breakpoint_parse`: `CAP_SYS_ADMIN` for a kernel-space address; x86's
+/// `hw_breakpoint_arch_parse`: an execute breakpoint only where a kprobe may
+/// go, on a kernel built with kprobes, and never on the CPU entry area).
+fn kernel_address_refused(w: &Watch, what: &str, errno: i32) -> Error {
+    let why = if errno == libc::EPERM {
+        "kernel-space breakpoints need CAP_SYS_ADMIN in the initial user namespace; run as root there, and if you are, a security module or the machine's sandbox refuses them"
+    } else if w.attr.access == hwbreak_core::Access::Execute {
+        "an execute breakpoint in the kernel is allowed only where a kprobe may go, on a kernel built with CONFIG_KPROBES; pick another address or watch data instead"
+    } else {
+        "the address is not one the kernel lets a breakpoint cover (the CPU entry area, a misaligned or wrong-sized range); pick another address"
+    };
+    Error::Invalid(format!(
+        "{what} for watch `{}`: the kernel refused kernel address {:#x} ({}): {why}",
+        w.name,
+        w.attr.addr,
+        crate::error::errno_name(errno)
+    ))
 }
 
 /// The end of x86-64 user space with 4-level paging (`TASK_SIZE_MAX`: one
