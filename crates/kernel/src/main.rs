@@ -19,6 +19,12 @@
 //! code 0 when every case passed, 1 otherwise (QEMU reports `2*code+1`); a
 //! panic exits with 2, an unexpected exception with 3.
 //!
+//! It owns the machine side: boot, CPUs, tasks, interrupts and the gdb
+//! stub. It must not book slots or decide where a breakpoint goes (the
+//! layer does), write another CPU's debug registers, or call the layer from
+//! preemptible code outside `dr::with_layer` (the timer's context switch
+//! would deadlock on this CPU's install table).
+//!
 //! This crate builds only with `--features image` and the kernel's
 //! RUSTFLAGS; `tests/` does that (see `tests/common/mod.rs`).
 #![no_std]
