@@ -270,6 +270,56 @@ pub struct SlotsArgs {
     pub json: bool,
 }
 
+/// A command-line error as the one line every other hwbreak error is:
+/// `hwbreak: <what is wrong>[; tip]; usage: <usage>; more: hwbreak <cmd> --help`.
+/// clap's own rendering spans several lines and lacks the prefix. `None` for
+/// what is not an error (`--help`, `--version`), which clap prints itself.
+pub fn usage_line(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let text = e.render().to_string();
+    let mut what = Vec::new();
+    let mut tips = Vec::new();
+    let mut usage = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = line.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if let Some(t) = line.strip_prefix("tip: ") {
+            tips.push(t.to_string());
+        } else if line.starts_with("For more information") {
+            // Said once below, with the subcommand.
+        } else {
+            what.push(line.strip_prefix("error: ").unwrap_or(line).to_string());
+        }
+    }
+    let mut out = format!("hwbreak: {}", what.join(" "));
+    for t in tips {
+        out.push_str("; ");
+        out.push_str(&t);
+    }
+    if let Some(u) = &usage {
+        out.push_str("; usage: ");
+        out.push_str(u);
+    }
+    // `Usage: hwbreak watch ...` names the subcommand whose help to read.
+    let cmd = usage
+        .as_deref()
+        .and_then(|u| u.split_whitespace().nth(1))
+        .filter(|w| !w.starts_with('[') && !w.starts_with('<'));
+    match cmd {
+        Some(c) => out.push_str(&format!("; more: hwbreak {c} --help")),
+        None => out.push_str("; more: hwbreak --help"),
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,5 +350,37 @@ mod tests {
     #[test]
     fn a_spec_is_required() {
         assert!(Cli::try_parse_from(["hwbreak", "stat", "-p", "1"]).is_err());
+    }
+
+    #[test]
+    fn an_unknown_flag_is_one_line_with_the_prefix_the_usage_and_where_help_is() {
+        let e = Cli::try_parse_from(["hwbreak", "watch", "--bogus", "x"]).unwrap_err();
+        let l = usage_line(&e).unwrap();
+        assert!(!l.contains('\n'), "{l}");
+        assert!(
+            l.starts_with("hwbreak: unexpected argument '--bogus' found"),
+            "{l}"
+        );
+        assert!(l.contains("; usage: hwbreak watch"), "{l}");
+        assert!(l.ends_with("; more: hwbreak watch --help"), "{l}");
+    }
+
+    #[test]
+    fn a_missing_spec_is_one_line_naming_it() {
+        let e = Cli::try_parse_from(["hwbreak", "watch"]).unwrap_err();
+        let l = usage_line(&e).unwrap();
+        assert!(!l.contains('\n'), "{l}");
+        assert!(
+            l.starts_with("hwbreak: the following required arguments were not provided: <SPEC>..."),
+            "{l}"
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_not_errors() {
+        for args in [["hwbreak", "--help"], ["hwbreak", "--version"]] {
+            let e = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(usage_line(&e), None);
+        }
     }
 }

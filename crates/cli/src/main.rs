@@ -4,7 +4,18 @@
 use clap::Parser;
 
 fn main() {
-    let cli = hwbreak::cli::Cli::parse();
+    let cli = match hwbreak::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match hwbreak::cli::usage_line(&e) {
+            // A usage error: one line, status 2 (as clap's own).
+            Some(line) => {
+                eprintln!("{line}");
+                std::process::exit(2);
+            }
+            // --help, --version: clap prints them and exits 0.
+            None => e.exit(),
+        },
+    };
     if let Err(e) = hwbreak::run(cli) {
         hwbreak::error::exit_with(&e);
     }

@@ -1254,3 +1254,28 @@ fn a_write_inside_a_libc_function_without_frame_pointer_shows_its_caller() {
     }
     println!("frame-pointer walk (kernel): {kernel:?}; DWARF walk: {dwarf:?}");
 }
+
+/// Issue 9 #12: a usage error was clap's several lines without the
+/// `hwbreak:` prefix every other error has.
+#[test]
+fn usage_errors_are_one_prefixed_line_with_status_2() {
+    for (args, needle) in [
+        (
+            &["watch", "--bogus", "x"][..],
+            "unexpected argument '--bogus'",
+        ),
+        (
+            &["watch"][..],
+            "required arguments were not provided: <SPEC>",
+        ),
+        (&["stat", "-p", "1", "-a", "x"][..], "cannot be used with"),
+    ] {
+        let o = run(hwbreak().args(args));
+        assert_clean_error(&o, needle);
+        assert_eq!(o.code, 2, "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains("; usage: hwbreak "), "{}", o.stderr);
+    }
+    let o = run(hwbreak().args(["watch", "--help"]));
+    assert_eq!(o.code, 0);
+    assert!(o.stdout.contains("Usage: hwbreak watch"), "{}", o.stdout);
+}
