@@ -171,8 +171,11 @@ fn kernel_filter_matches_the_known_count_single_threaded() {
 fn stop_leaves_the_process_stopped_right_after_the_first_matching_write() {
     let _g = common::slots();
     // Value 7 is written at rounds 7, 1007, 2007, ...: the stop must be at
-    // round 7, with the writer's IP at `after_write`.
-    let mut s = Seq::spawn(100_000, 1000, 3);
+    // round 7, with the writer's IP at `after_write`. One writer thread
+    // beside the main thread: with several writers the others run on until
+    // the group stop reaches their CPUs and may match or store again
+    // (measured here: 2 matches, the variable at 9; docs/CLI.md).
+    let mut s = Seq::spawn(100_000, 1000, 1);
     let f = filter(Some("new == 7"), s.value, true);
     let ev = s.watch(&f);
     s.go();
@@ -182,7 +185,7 @@ fn stop_leaves_the_process_stopped_right_after_the_first_matching_write() {
     assert_eq!(rec.new, 7);
     assert_eq!(rec.ip, s.after_write, "the trap's IP is after the store");
     // Every thread is stopped (wait_group_stop checks the states): the main
-    // thread and the writers started by then (the 3rd may not exist yet).
+    // thread and the writer.
     assert!(
         threads.len() >= 2 && threads.iter().all(|t| t.state == 'T'),
         "{threads:?}"
@@ -190,10 +193,8 @@ fn stop_leaves_the_process_stopped_right_after_the_first_matching_write() {
     let writer = threads.iter().find(|t| t.tid == rec.tid as i32).unwrap();
     assert_eq!(writer.user_ip, Some(s.after_write), "{threads:?}");
     assert_eq!(stop::read_u64(s.pid, s.value, 8).unwrap(), 7);
-    // The first of several writes of 7: the writer was at round 7 (the
-    // other threads may be at any round; `step` is shared, so check the
-    // hit number instead: round 7 of *some* thread is at most hit 3 * 8).
-    assert!(rec.hits <= 24, "{rec:?}");
+    // The first of several writes of 7: round 7 is the writer's 8th write.
+    assert_eq!(rec.hits, 8, "{rec:?}");
     assert_eq!(f.counts(0).unwrap().matched, 1, "one match before the stop");
 }
 
@@ -211,6 +212,11 @@ fn stop_single_threaded_is_at_round_k_exactly() {
         stop::read_u64(s.pid, s.step, 8).unwrap(),
         7,
         "round 7 wrote it"
+    );
+    assert_eq!(
+        stop::read_u64(s.pid, s.value, 8).unwrap(),
+        7,
+        "memory holds the new value"
     );
     assert_eq!(stop::user_ip(s.pid, rec.tid as i32), Some(s.after_write));
 }
@@ -305,8 +311,10 @@ fn func_condition_matches_writes_inside_the_function_only() {
 fn watcher_with_a_filter_samples_only_the_matching_hits() {
     use hwbreak_linux::watch::{Callchain, Mode, Target, Watcher};
     let _g = common::slots();
-    // 2 threads x 10,000 rounds, value = round % 100: 200 writes of 7.
-    let mut s = Seq::spawn(10_000, 100, 2);
+    // One writer, 20,000 rounds, value = round % 100: 200 writes of 7. (With
+    // two writers `new`, read at the trap, can be the other thread's store,
+    // so the matches are exact only for one writer at a time: docs/CLI.md.)
+    let mut s = Seq::spawn(20_000, 100, 1);
     let f = std::sync::Arc::new(filter(Some("new == 7"), s.value, false));
     let w = Watcher::builder()
         .target(Target::Process(s.pid))
