@@ -288,25 +288,15 @@ impl Lexer<'_> {
                 return Ok(out);
             };
             let next = self.chars.get(self.i + 1).map(|p| p.1);
-            let two = |a: char, b: char| c == a && next == Some(b);
-            let tok = if two('=', '=') {
+            // The two-character operators, longest match first.
+            const TWO: [&str; 6] = ["==", "!=", "<=", ">=", "&&", "||"];
+            let pair = TWO.iter().find(|op| {
+                let mut b = op.chars();
+                b.next() == Some(c) && b.next() == next
+            });
+            let tok = if let Some(op) = pair {
                 self.i += 2;
-                Tok::Op("==")
-            } else if two('!', '=') {
-                self.i += 2;
-                Tok::Op("!=")
-            } else if two('<', '=') {
-                self.i += 2;
-                Tok::Op("<=")
-            } else if two('>', '=') {
-                self.i += 2;
-                Tok::Op(">=")
-            } else if two('&', '&') {
-                self.i += 2;
-                Tok::Op("&&")
-            } else if two('|', '|') {
-                self.i += 2;
-                Tok::Op("||")
+                Tok::Op(op)
             } else if c == '=' {
                 return Err((col, "`=` assigns; compare with `==`".into()));
             } else if c == '&' || c == '|' {
